@@ -1,0 +1,1 @@
+"""The shop's data: SQLAlchemy models, engines, migrations, demo data and the importer."""

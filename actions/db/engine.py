@@ -1,0 +1,88 @@
+"""Engines and sessions: one async engine per process for actions and channels, a sync engine for
+migrations, the importer and Rasa's tracker store."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import AsyncIterator, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+from bot.settings import Settings, get_settings
+
+_async_engines: dict = {}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # WAL lets the Rasa server, the action server and the importer use one file concurrently;
+    # busy_timeout turns "database is locked" into a short wait.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite") and ":memory:" not in url:
+        path = url.split(":///", 1)[-1]
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_sync_engine(settings: Optional[Settings] = None) -> Engine:
+    settings = settings or get_settings()
+    url = settings.sync_database_url
+    _ensure_sqlite_dir(url)
+    kwargs = {"future": True}
+    if url.startswith("postgresql"):
+        kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
+    """One engine per (URL, event loop): asyncpg connections cannot cross event loops."""
+    settings = settings or get_settings()
+    url = settings.async_database_url
+    try:
+        loop_id = id(asyncio.get_running_loop())
+    except RuntimeError:
+        loop_id = 0
+    key = (url, loop_id)
+    engine = _async_engines.get(key)
+    if engine is None:
+        _ensure_sqlite_dir(url)
+        kwargs = {"future": True}
+        if url.startswith("postgresql"):
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
+                          connect_args={"timeout": settings.action_io_timeout,
+                                        "command_timeout": settings.action_io_timeout})
+        else:
+            kwargs.update(connect_args={"timeout": settings.action_io_timeout})
+        engine = create_async_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _async_engines[key] = engine
+    return engine
+
+
+async def dispose_async_engines() -> None:
+    engines = list(_async_engines.values())
+    _async_engines.clear()
+    for engine in engines:
+        with contextlib.suppress(Exception):
+            await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def async_session(settings: Optional[Settings] = None) -> AsyncIterator[AsyncSession]:
+    factory = sessionmaker(get_async_engine(settings), class_=AsyncSession, expire_on_commit=False)
+    async with factory() as session:
+        yield session

@@ -1,0 +1,188 @@
+"""The one typed settings object of the product.
+
+Infrastructure comes from environment variables (``DATABASE_URL``, ``REDIS_URL``, ``SIYU_*``);
+the shop itself (name, persona, policies...) from the shop YAML file that an operator edits.
+Secrets are ``SecretStr`` so they never end up in logs or reprs.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from datetime import time
+from pathlib import Path
+from typing import Dict, List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SHOP_FILE = REPO_ROOT / "bot" / "shop.yml"
+
+Persona = Literal["专业顾问", "热情闺蜜", "幽默风趣"]
+
+
+class BusinessHours(BaseModel):
+    start: time = time(9, 0)
+    end: time = time(22, 0)
+    # ISO weekdays, 1 = Monday
+    days: List[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+
+
+class PolicyTopic(BaseModel):
+    """One configured answer, chosen when the message contains one of its keywords."""
+
+    keywords: List[str] = Field(default_factory=list)
+    answer: str
+
+
+class PolicyAnswers(BaseModel):
+    default: str
+    topics: List[PolicyTopic] = Field(default_factory=list)
+
+    def answer_for(self, text: str) -> str:
+        for topic in self.topics:
+            if any(k in text for k in topic.keywords):
+                return topic.answer
+        return self.default
+
+
+class CheckinRules(BaseModel):
+    points_per_day: int = 5
+    streak_bonus_days: int = 7
+    streak_bonus_points: int = 20
+
+
+class OrderRules(BaseModel):
+    cancellable_statuses: List[str] = Field(default_factory=lambda: ["pending_payment", "paid"])
+    address_changeable_statuses: List[str] = Field(default_factory=lambda: ["pending_payment", "paid"])
+    # after-sales requests are accepted within return_window_days of delivery
+    returnable_statuses: List[str] = Field(default_factory=lambda: ["delivered", "completed"])
+
+
+class ShopConfig(BaseModel):
+    name: str = "小满生活馆"
+    bot_name: str = "AI 豆"
+    persona: Persona = "专业顾问"
+    timezone: str = "Asia/Shanghai"
+    return_window_days: int = Field(7, ge=0, le=365)
+    business_hours: BusinessHours = Field(default_factory=BusinessHours)
+    service_phone: str = ""
+    policies: Dict[str, PolicyAnswers] = Field(default_factory=dict)
+    checkin: CheckinRules = Field(default_factory=CheckinRules)
+    orders: OrderRules = Field(default_factory=OrderRules)
+
+    @field_validator("policies")
+    @classmethod
+    def _required_policies(cls, value: Dict[str, PolicyAnswers]) -> Dict[str, PolicyAnswers]:
+        missing = {"invoice", "payment", "shipping"} - set(value)
+        if missing:
+            raise ValueError(f"shop config lacks policy answers for: {sorted(missing)}")
+        return value
+
+
+def load_shop_config(path: Path) -> ShopConfig:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    return ShopConfig.model_validate(data.get("shop", data))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIYU_", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: str = Field(
+        default=f"sqlite:///{REPO_ROOT / 'var' / 'siyu.db'}",
+        validation_alias="DATABASE_URL",
+    )
+    redis_url: Optional[str] = Field(default=None, validation_alias="REDIS_URL")
+
+    # --- processes -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    rasa_port: int = 5005
+    action_port: int = 5055
+    # >1 only takes effect with Redis (the lock store must be shared between workers)
+    workers: int = 1
+    model_dir: Path = REPO_ROOT / "models"
+    var_dir: Path = REPO_ROOT / "var"
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- behaviour -----------------------------------------------------------------------
+    demo: bool = False
+    shop_file: Path = DEFAULT_SHOP_FILE
+    # every I/O call an action makes is bounded by this many seconds
+    action_io_timeout: float = 3.0
+    # web IM: when set, a client must sign its sender id (HMAC-SHA256, hex) to be trusted
+    im_identity_secret: Optional[SecretStr] = None
+    # web IM: when set, replies are also POSTed here (push mode)
+    im_callback_url: Optional[str] = None
+    im_max_message_chars: int = 2000
+
+    @property
+    def shop(self) -> ShopConfig:
+        return _cached_shop(str(self.shop_file), _mtime(self.shop_file))
+
+    @property
+    def sync_database_url(self) -> str:
+        """URL for blocking drivers (Rasa's tracker store, Alembic)."""
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        for async_driver, sync_driver in (("+asyncpg", "+psycopg2"), ("+aiosqlite", "")):
+            url = url.replace(async_driver, sync_driver)
+        return url
+
+    @property
+    def async_database_url(self) -> str:
+        """URL for the async engine the actions and channels use."""
+        url = self.sync_database_url
+        if url.startswith("sqlite:"):
+            return "sqlite+aiosqlite:" + url[len("sqlite:"):]
+        if url.startswith("postgresql+psycopg2:"):
+            return "postgresql+asyncpg:" + url[len("postgresql+psycopg2:"):]
+        if url.startswith("postgresql:"):
+            return "postgresql+asyncpg:" + url[len("postgresql:"):]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sync_database_url.startswith("sqlite")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_shop(path: str, _mtime_key: float) -> ShopConfig:
+    # keyed by mtime so an edited shop file is picked up without a restart
+    return load_shop_config(Path(path))
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """For tests that change the environment."""
+    get_settings.cache_clear()
+    _cached_shop.cache_clear()
+
+
+def masked_url(url: str) -> str:
+    """A database / redis URL with its password hidden, for log lines."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
