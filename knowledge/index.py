@@ -1,0 +1,268 @@
+"""The hybrid retrieval index: build, save, load, search.
+
+Retrievers (each ranks entries; an entry's score is the max over its question rows):
+  bm25_q   jieba words, BM25 over the standard question and every 相似问
+  bm25_all jieba words, BM25 over the whole entry (questions + answer), for words only the answer has
+  char     character 1-3-gram TF-IDF cosine over question rows (segmentation errors, typos)
+  pinyin   pinyin syllable 1-2-gram TF-IDF cosine over question rows (homophone typos)
+  dense    LSA vectors of question rows in faiss (related wording without shared terms)
+Rankings are fused with weighted reciprocal rank fusion. Each hit also gets a confidence in [0, 1], a
+weighted mean of absolute similarities (RRF alone says nothing about whether the best hit is any good),
+and the answer / clarify / decline thresholds apply to that confidence and to the margin between the
+first two hits.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .dense import DenseIndex
+from .entries import DOC, Entry
+from .identifiers import identifiers
+from .sparse import BM25, TFIDF, SparseIndex
+from .text import SHOP_DICT_DIR, WordTokenizer, char_ngrams, compact, pinyin_ngrams
+
+FORMAT_VERSION = 1
+RETRIEVERS = ("bm25_q", "bm25_all", "char", "pinyin", "dense")
+DEFAULT_CONFIG = {
+    "rrf_k": 20,
+    # how much each ranking counts in the fusion
+    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 0.5, "char": 1.0, "pinyin": 0.7, "dense": 0.5},
+    # how much each absolute similarity counts in the confidence
+    "confidence_weights": {"bm25_q": 1.0, "char": 1.0, "pinyin": 0.5, "dense": 0.5},
+    "dense_dims": 128,
+    "candidates": 30,
+}
+DEFAULT_THRESHOLDS = {"answer": 0.45, "margin": 0.04, "clarify": 0.25, "source": "default"}
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: Entry
+    score: float  # confidence in [0, 1]
+    fused: float  # reciprocal rank fusion score (the ranking)
+    signals: Dict[str, float] = field(default_factory=dict)
+    exact: bool = False  # found by the identifier fast path
+
+    def to_json(self) -> Dict[str, object]:
+        return {"id": self.entry.id, "question": self.entry.question, "answer": self.entry.answer,
+                "score": round(self.score, 4), "source": self.entry.source or self.entry.id}
+
+
+class KnowledgeIndex:
+    def __init__(self, entries: List[Entry], row_start: np.ndarray, fields: Dict[str, SparseIndex],
+                 dense: Optional[DenseIndex], tokenizer: WordTokenizer, config: Dict, thresholds: Dict,
+                 manifest: Optional[Dict] = None) -> None:
+        self.entries = entries
+        self.row_start = row_start  # rows of entry i: row_start[i] .. row_start[i+1]
+        self.row_entry = np.repeat(np.arange(len(entries), dtype=np.int32), np.diff(row_start))
+        self.fields = fields
+        self.dense = dense
+        self.tokenizer = tokenizer
+        self.config = config
+        self.thresholds = thresholds
+        self.manifest = manifest or {}
+        self.by_id = {e.id: i for i, e in enumerate(entries)}
+        self.ident_map: Dict[str, List[int]] = {}
+        for i, e in enumerate(entries):
+            for ident in set(identifiers(" ".join(e.questions) + " " + e.answer)):
+                self.ident_map.setdefault(ident, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # --- build ---------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, entries: Iterable[Entry], dict_dir: Optional[Path] = SHOP_DICT_DIR,
+              config: Optional[Dict] = None, thresholds: Optional[Dict] = None) -> "KnowledgeIndex":
+        config = {**DEFAULT_CONFIG, **(config or {})}
+        unique: Dict[str, Entry] = {}
+        for e in entries:
+            unique[e.id] = e  # re-import semantics: the last version of an id wins
+        entries = list(unique.values())
+        tokenizer = WordTokenizer(dict_dir)
+        # SKUs and model numbers the FAQ mentions must stay whole words
+        tokenizer.add_words({i for e in entries for i in identifiers(" ".join(e.questions))})
+
+        rows: List[str] = []
+        starts = [0]
+        for e in entries:
+            texts = list(e.questions)
+            if e.kind == DOC:
+                texts.append(f"{e.heading} {e.answer}")
+            rows.extend(texts)
+            starts.append(len(rows))
+        row_words = [tokenizer.tokens(t) for t in rows]
+        full_words = [tokenizer.tokens(" ".join(e.questions) + " " + e.answer) for e in entries]
+        large = len(rows) > 20_000
+        fields = {
+            "bm25_q": SparseIndex.build(row_words, BM25),
+            "bm25_all": SparseIndex.build(full_words, BM25, max_df_ratio=0.2 if large else 1.0),
+            "char": SparseIndex.build([char_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
+            "pinyin": SparseIndex.build([pinyin_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
+        }
+        dense = DenseIndex.build([w + char_ngrams(t, 2, 2) for w, t in zip(row_words, rows)], dims=config["dense_dims"])
+        return cls(entries, np.asarray(starts, dtype=np.int64), fields, dense, tokenizer, config,
+                   dict(thresholds or DEFAULT_THRESHOLDS))
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, directory: Path, extra_manifest: Optional[Dict] = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / "entries.jsonl", "w", encoding="utf-8") as fh:
+            for e in self.entries:
+                fh.write(json.dumps(e.to_json(), ensure_ascii=False) + "\n")
+        np.save(directory / "row_start.npy", self.row_start)
+        for name, index in self.fields.items():
+            index.save(directory, name)
+        if self.dense is not None:
+            self.dense.save(directory, "dense")
+        # the index is searched with the dictionary it was built with, whatever happens to the folder later
+        dict_copy = directory / "shop_dict"
+        dict_copy.mkdir(exist_ok=True)
+        for path in self.tokenizer.dict_files:
+            shutil.copyfile(path, dict_copy / path.name)
+        manifest = {
+            **self.manifest, **(extra_manifest or {}),
+            "format": FORMAT_VERSION, "entries": len(self.entries), "rows": int(self.row_start[-1]),
+            "built_at": datetime.now().isoformat(timespec="seconds"),
+            "config": self.config, "thresholds": self.thresholds,
+        }
+        self.manifest = manifest
+        # written last: a folder without a manifest is an unfinished build
+        (directory / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> "KnowledgeIndex":
+        directory = Path(directory)
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: index format {manifest.get('format')} (expected {FORMAT_VERSION}), rebuild it")
+        with open(directory / "entries.jsonl", encoding="utf-8") as fh:
+            entries = [Entry.from_json(json.loads(line)) for line in fh if line.strip()]
+        fields = {name: SparseIndex.load(directory, name) for name in ("bm25_q", "bm25_all", "char", "pinyin")}
+        dense = DenseIndex.load(directory, "dense") if (directory / "dense.faiss").exists() else None
+        tokenizer = WordTokenizer(directory / "shop_dict")
+        tokenizer.add_words({i for e in entries for i in identifiers(" ".join(e.questions))})
+        return cls(entries, np.load(directory / "row_start.npy"), fields, dense, tokenizer,
+                   manifest["config"], manifest["thresholds"], manifest)
+
+    # --- search --------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 5, now: Optional[datetime] = None,
+               retrievers: Sequence[str] = RETRIEVERS) -> List[Hit]:
+        """Best hits first, expired / not yet valid entries left out."""
+        if not compact(query) or not self.entries:
+            return []
+        now = now or datetime.now()
+        exact = self._exact_hits(query, now)
+        if exact:
+            return exact[:k]
+        n_cand = max(self.config["candidates"], k * 3)
+        words = self.tokenizer.tokens(query)
+        row_scores: Dict[str, np.ndarray] = {}
+        rankings: Dict[str, List[int]] = {}
+        if "bm25_q" in retrievers or "bm25_q" in self.config["confidence_weights"]:
+            row_scores["bm25_q"] = self.fields["bm25_q"].scores(words)
+        if "char" in retrievers or "char" in self.config["confidence_weights"]:
+            row_scores["char"] = self.fields["char"].scores(char_ngrams(query))
+        if "pinyin" in retrievers or "pinyin" in self.config["confidence_weights"]:
+            row_scores["pinyin"] = self.fields["pinyin"].scores(pinyin_ngrams(query))
+        for name in ("bm25_q", "char", "pinyin"):
+            if name in retrievers:
+                rankings[name] = self._rank_rows(row_scores[name], n_cand, now)
+        if "bm25_all" in retrievers:
+            entry_scores = self.fields["bm25_all"].scores(words)
+            rankings["bm25_all"] = self._rank_entries(entry_scores, n_cand, now)
+        qvec = None
+        if self.dense is not None and ("dense" in retrievers or "dense" in self.config["confidence_weights"]):
+            qvec = self.dense.embed(words + char_ngrams(query, 2, 2))
+            if "dense" in retrievers:
+                rows, sims = self.dense.search(qvec, n_cand * 3)
+                rankings["dense"] = self._rank_row_list(rows, sims, n_cand, now)
+
+        fused: Dict[int, float] = {}
+        weights = self.config["rrf_weights"]
+        rrf_k = self.config["rrf_k"]
+        for name, ranking in rankings.items():
+            w = weights.get(name, 1.0)
+            for rank, e in enumerate(ranking):
+                fused[e] = fused.get(e, 0.0) + w / (rrf_k + rank + 1)
+        if not fused:
+            return []
+        top = sorted(fused, key=lambda e: -fused[e])[: max(k, 3)]
+        self_bm25 = self.fields["bm25_q"].self_score(words) if words else 0.0
+        hits = []
+        for e in top:
+            signals = self._signals(e, row_scores, qvec, self_bm25)
+            hits.append(Hit(self.entries[e], self._confidence(signals), fused[e], signals))
+        return hits[:k]
+
+    def _signals(self, e: int, row_scores: Dict[str, np.ndarray], qvec, self_bm25: float) -> Dict[str, float]:
+        lo, hi = int(self.row_start[e]), int(self.row_start[e + 1])
+        signals: Dict[str, float] = {}
+        if "bm25_q" in row_scores:
+            signals["bm25_q"] = min(1.0, float(row_scores["bm25_q"][lo:hi].max()) / self_bm25) if self_bm25 > 0 else 0.0
+        for name in ("char", "pinyin"):
+            if name in row_scores:
+                signals[name] = float(row_scores[name][lo:hi].max())
+        if qvec is not None:
+            sims = self.dense.similarity(qvec, np.arange(lo, hi))
+            signals["dense"] = max(0.0, float(sims.max())) if len(sims) else 0.0
+        return signals
+
+    def _confidence(self, signals: Dict[str, float]) -> float:
+        weights = self.config["confidence_weights"]
+        total = sum(w for name, w in weights.items() if name in signals)
+        if not total:
+            return 0.0
+        return sum(w * signals[name] for name, w in weights.items() if name in signals) / total
+
+    def _exact_hits(self, query: str, now: datetime) -> List[Hit]:
+        found: List[int] = []
+        for ident in identifiers(query):
+            for e in self.ident_map.get(ident, ()):
+                if e not in found and self.entries[e].is_valid_at(now):
+                    found.append(e)
+        # an identifier shared by many entries is not specific enough to skip retrieval
+        if not found or len(found) > 3:
+            return []
+        return [Hit(self.entries[e], 1.0, 1.0, {"exact": 1.0}, exact=True) for e in found]
+
+    def _rank_rows(self, scores: np.ndarray, n: int, now: datetime) -> List[int]:
+        m = min(len(scores), n * 4)
+        if m == 0:
+            return []
+        idx = np.argpartition(-scores, m - 1)[:m] if m < len(scores) else np.arange(len(scores))
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return self._rank_row_list(idx, scores[idx], n, now)
+
+    def _rank_row_list(self, rows: np.ndarray, sims: np.ndarray, n: int, now: datetime) -> List[int]:
+        out: List[int] = []
+        seen = set()
+        for r, s in zip(rows, sims):
+            if s <= 0:
+                break
+            e = int(self.row_entry[r])
+            if e in seen:
+                continue
+            seen.add(e)
+            if self.entries[e].is_valid_at(now):
+                out.append(e)
+                if len(out) >= n:
+                    break
+        return out
+
+    def _rank_entries(self, scores: np.ndarray, n: int, now: datetime) -> List[int]:
+        m = min(len(scores), n * 2)
+        if m == 0:
+            return []
+        idx = np.argpartition(-scores, m - 1)[:m] if m < len(scores) else np.arange(len(scores))
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [int(e) for e in idx if scores[e] > 0 and self.entries[e].is_valid_at(now)][:n]
