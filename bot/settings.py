@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     im_callback_url: Optional[str] = None
     im_max_message_chars: int = 2000
 
+    # --- knowledge base (knowledge/, issue 4) -------------------------------------------------
+    # the published index the action server reads (python -m knowledge import / build write it)
+    knowledge_index_dir: Path = REPO_ROOT / "var" / "knowledge" / "index"
+    # how often, at most, a running bot checks whether a new index was published
+    knowledge_refresh_seconds: float = 3.0
+    # --- end knowledge base --------------------------------------------------------------------
+
     @property
     def shop(self) -> ShopConfig:
         return _cached_shop(str(self.shop_file), _mtime(self.shop_file))

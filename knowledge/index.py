@@ -6,10 +6,11 @@ Retrievers (each ranks entries; an entry's score is the max over its question ro
   char     character 1-3-gram TF-IDF cosine over question rows (segmentation errors, typos)
   pinyin   pinyin syllable 1-2-gram TF-IDF cosine over question rows (homophone typos)
   dense    LSA vectors of question rows in faiss (related wording without shared terms)
-Rankings are fused with weighted reciprocal rank fusion. Each hit also gets a confidence in [0, 1], a
-weighted mean of absolute similarities (RRF alone says nothing about whether the best hit is any good),
-and the answer / clarify / decline thresholds apply to that confidence and to the margin between the
-first two hits.
+Rankings are fused with weighted reciprocal rank fusion. The fused top candidates then get a confidence
+in [0, 1]: the probability of a logistic scorer that calibration.py fits on the shop's own data (RRF
+alone says nothing about whether the best hit is any good), or, before calibration, a weighted mean of
+the absolute similarities. The answer / clarify / decline thresholds apply to that confidence and to
+the margin between the first two hits.
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ from .text import SHOP_DICT_DIR, WordTokenizer, char_ngrams, compact, pinyin_ngr
 FORMAT_VERSION = 1
 RETRIEVERS = ("bm25_q", "bm25_all", "char", "pinyin", "dense")
 DEFAULT_CONFIG = {
-    "rrf_k": 20,
+    # chosen on the calibration split and held-out 相似问 (bench/knowledge_eval.py reports the effect)
+    "rrf_k": 10,
     # how much each ranking counts in the fusion
-    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 0.5, "char": 1.0, "pinyin": 0.7, "dense": 0.5},
+    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 1.5, "char": 1.0, "pinyin": 1.0, "dense": 0.3},
     # how much each absolute similarity counts in the confidence
     "confidence_weights": {"bm25_q": 1.0, "char": 1.0, "pinyin": 0.5, "dense": 0.5},
     "dense_dims": 128,
@@ -68,6 +70,8 @@ class KnowledgeIndex:
         self.tokenizer = tokenizer
         self.config = config
         self.thresholds = thresholds
+        # logistic scorer fitted by calibration.py; None until calibrated
+        self.scorer: Optional[Dict] = thresholds.get("scorer")
         self.manifest = manifest or {}
         self.by_id = {e.id: i for i, e in enumerate(entries)}
         self.ident_map: Dict[str, List[int]] = {}
@@ -177,8 +181,8 @@ class KnowledgeIndex:
         for name in ("bm25_q", "char", "pinyin"):
             if name in retrievers:
                 rankings[name] = self._rank_rows(row_scores[name], n_cand, now)
-        if "bm25_all" in retrievers:
-            entry_scores = self.fields["bm25_all"].scores(words)
+        entry_scores = self.fields["bm25_all"].scores(words) if words else None
+        if "bm25_all" in retrievers and entry_scores is not None:
             rankings["bm25_all"] = self._rank_entries(entry_scores, n_cand, now)
         qvec = None
         if self.dense is not None and ("dense" in retrievers or "dense" in self.config["confidence_weights"]):
@@ -196,12 +200,24 @@ class KnowledgeIndex:
                 fused[e] = fused.get(e, 0.0) + w / (rrf_k + rank + 1)
         if not fused:
             return []
-        top = sorted(fused, key=lambda e: -fused[e])[: max(k, 3)]
+        top = sorted(fused, key=lambda e: -fused[e])[: max(k, 4)]
         self_bm25 = self.fields["bm25_q"].self_score(words) if words else 0.0
+        self_all = self.fields["bm25_all"].self_score(words) if words else 0.0
+        max_fused = sum(weights.get(name, 1.0) for name in rankings) / (rrf_k + 1)
         hits = []
-        for e in top:
+        for rank, e in enumerate(top):
             signals = self._signals(e, row_scores, qvec, self_bm25)
+            if entry_scores is not None:
+                signals["bm25_all"] = min(1.0, float(entry_scores[e]) / self_all) if self_all > 0 else 0.0
+            signals["fused"] = fused[e] / max_fused
+            nxt = fused[top[rank + 1]] if rank + 1 < len(top) else 0.0
+            signals["fused_gap"] = (fused[e] - nxt) / max_fused
+            signals["rank"] = 1.0 / (rank + 1)
             hits.append(Hit(self.entries[e], self._confidence(signals), fused[e], signals))
+        if self.scorer:
+            # the calibrated probability is the better judge among the fused top candidates, and the
+            # thresholds were chosen on this order
+            hits.sort(key=lambda h: -h.score)
         return hits[:k]
 
     def _signals(self, e: int, row_scores: Dict[str, np.ndarray], qvec, self_bm25: float) -> Dict[str, float]:
@@ -218,6 +234,12 @@ class KnowledgeIndex:
         return signals
 
     def _confidence(self, signals: Dict[str, float]) -> float:
+        """P(this hit is the right answer) from the calibrated scorer, or before calibration a
+        weighted mean of the absolute similarities."""
+        scorer = self.scorer
+        if scorer:
+            z = scorer["intercept"] + sum(c * signals.get(f, 0.0) for f, c in zip(scorer["features"], scorer["coef"]))
+            return float(1.0 / (1.0 + np.exp(-z)))
         weights = self.config["confidence_weights"]
         total = sum(w for name, w in weights.items() if name in signals)
         if not total:

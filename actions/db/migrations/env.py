@@ -8,6 +8,7 @@ from bot.settings import Settings
 
 # every model module must be imported so autogenerate sees its tables
 import actions.db.models  # noqa: F401
+import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
 
 target_metadata = Base.metadata
 
