@@ -68,6 +68,16 @@ class ShopConfig(BaseModel):
     return_window_days: int = Field(7, ge=0, le=365)
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     service_phone: str = ""
+    # where customers send returned goods
+    return_address: str = ""
+    # hours within which a complaint or a request for a person is answered by staff
+    staff_response_hours: int = 24
+    # a paid order is shipped within this many hours (used to tell the customer when to expect it)
+    ship_within_hours: int = 48
+    # an unpaid order is closed after this many minutes
+    unpaid_close_minutes: int = 30
+    # a parcel whose tracking has not moved for this many hours is reported as stalled
+    logistics_stall_hours: int = 48
     policies: Dict[str, PolicyAnswers] = Field(default_factory=dict)
     checkin: CheckinRules = Field(default_factory=CheckinRules)
     orders: OrderRules = Field(default_factory=OrderRules)
@@ -193,3 +203,5 @@ def masked_url(url: str) -> str:
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Rasa would otherwise send telemetry and crash reports to its servers
+os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")

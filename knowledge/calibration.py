@@ -43,7 +43,7 @@ class Observation:
     scores: Tuple[float, ...]  # their confidences
 
 
-FEATURES = ("bm25_q", "bm25_all", "char", "pinyin", "dense", "fused", "fused_gap", "rank")
+FEATURES = ("bm25_q", "bm25_all", "char", "char_all", "pinyin", "dense", "fused", "fused_gap", "rank")
 CANDIDATES = 4
 
 

@@ -4,6 +4,7 @@ Retrievers (each ranks entries; an entry's score is the max over its question ro
   bm25_q   jieba words, BM25 over the standard question and every 相似问
   bm25_all jieba words, BM25 over the whole entry (questions + answer), for words only the answer has
   char     character 1-3-gram TF-IDF cosine over question rows (segmentation errors, typos)
+  char_all character 1-3-gram TF-IDF cosine over the whole entry
   pinyin   pinyin syllable 1-2-gram TF-IDF cosine over question rows (homophone typos)
   dense    LSA vectors of question rows in faiss (related wording without shared terms)
 Rankings are fused with weighted reciprocal rank fusion. The fused top candidates then get a confidence
@@ -31,12 +32,13 @@ from .sparse import BM25, TFIDF, SparseIndex
 from .text import SHOP_DICT_DIR, WordTokenizer, char_ngrams, compact, pinyin_ngrams
 
 FORMAT_VERSION = 1
-RETRIEVERS = ("bm25_q", "bm25_all", "char", "pinyin", "dense")
+RETRIEVERS = ("bm25_q", "bm25_all", "char", "char_all", "pinyin", "dense")
+SPARSE_FIELDS = ("bm25_q", "bm25_all", "char", "char_all", "pinyin")
 DEFAULT_CONFIG = {
     # chosen on the calibration split and held-out 相似问 (bench/knowledge_eval.py reports the effect)
     "rrf_k": 10,
     # how much each ranking counts in the fusion
-    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 1.5, "char": 1.0, "pinyin": 1.0, "dense": 0.3},
+    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 1.5, "char": 1.0, "char_all": 1.0, "pinyin": 1.0, "dense": 0.3},
     # how much each absolute similarity counts in the confidence
     "confidence_weights": {"bm25_q": 1.0, "char": 1.0, "pinyin": 0.5, "dense": 0.5},
     "dense_dims": 128,
@@ -104,12 +106,14 @@ class KnowledgeIndex:
             rows.extend(texts)
             starts.append(len(rows))
         row_words = [tokenizer.tokens(t) for t in rows]
-        full_words = [tokenizer.tokens(" ".join(e.questions) + " " + e.answer) for e in entries]
+        full_texts = [" ".join(e.questions) + " " + e.answer for e in entries]
+        full_words = [tokenizer.tokens(t) for t in full_texts]
         large = len(rows) > 20_000
         fields = {
             "bm25_q": SparseIndex.build(row_words, BM25),
             "bm25_all": SparseIndex.build(full_words, BM25, max_df_ratio=0.2 if large else 1.0),
             "char": SparseIndex.build([char_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
+            "char_all": SparseIndex.build([char_ngrams(t) for t in full_texts], TFIDF, max_df_ratio=0.05 if large else 1.0),
             "pinyin": SparseIndex.build([pinyin_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
         }
         dense = DenseIndex.build([w + char_ngrams(t, 2, 2) for w, t in zip(row_words, rows)], dims=config["dense_dims"])
@@ -151,7 +155,7 @@ class KnowledgeIndex:
             raise ValueError(f"{directory}: index format {manifest.get('format')} (expected {FORMAT_VERSION}), rebuild it")
         with open(directory / "entries.jsonl", encoding="utf-8") as fh:
             entries = [Entry.from_json(json.loads(line)) for line in fh if line.strip()]
-        fields = {name: SparseIndex.load(directory, name) for name in ("bm25_q", "bm25_all", "char", "pinyin")}
+        fields = {name: SparseIndex.load(directory, name) for name in SPARSE_FIELDS}
         dense = DenseIndex.load(directory, "dense") if (directory / "dense.faiss").exists() else None
         tokenizer = WordTokenizer(directory / "shop_dict")
         tokenizer.add_words({i for e in entries for i in identifiers(" ".join(e.questions))})
@@ -184,6 +188,9 @@ class KnowledgeIndex:
         entry_scores = self.fields["bm25_all"].scores(words) if words else None
         if "bm25_all" in retrievers and entry_scores is not None:
             rankings["bm25_all"] = self._rank_entries(entry_scores, n_cand, now)
+        char_all = self.fields["char_all"].scores(char_ngrams(query))
+        if "char_all" in retrievers:
+            rankings["char_all"] = self._rank_entries(char_all, n_cand, now)
         qvec = None
         if self.dense is not None and ("dense" in retrievers or "dense" in self.config["confidence_weights"]):
             qvec = self.dense.embed(words + char_ngrams(query, 2, 2))
@@ -209,6 +216,7 @@ class KnowledgeIndex:
             signals = self._signals(e, row_scores, qvec, self_bm25)
             if entry_scores is not None:
                 signals["bm25_all"] = min(1.0, float(entry_scores[e]) / self_all) if self_all > 0 else 0.0
+            signals["char_all"] = float(char_all[e])
             signals["fused"] = fused[e] / max_fused
             nxt = fused[top[rank + 1]] if rank + 1 < len(top) else 0.0
             signals["fused_gap"] = (fused[e] - nxt) / max_fused

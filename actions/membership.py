@@ -1,0 +1,54 @@
+"""Membership services: daily check-in (签到) and refusing marketing messages (退订)."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Text
+from zoneinfo import ZoneInfo
+
+from actions.action_base import ShopAction
+from actions.db.engine import async_session
+from actions.identity import customer_for, split_sender
+from actions.repositories import customer_repository
+
+logger = logging.getLogger("actions.membership")
+
+
+class ActionCheckin(ShopAction):
+    def name(self) -> Text:
+        return "action_checkin"
+
+    async def act(self, dispatcher, tracker, domain):
+        shop = self.settings.shop
+        today = datetime.now(timezone.utc).astimezone(ZoneInfo(shop.timezone)).date()
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            if customer is None:
+                dispatcher.utter_message(response="utter_checkin_needs_member")
+                return []
+            rules = shop.checkin
+            result = await customer_repository.check_in(session, customer, today, rules.points_per_day,
+                                                        rules.streak_bonus_days, rules.streak_bonus_points)
+        response = "utter_checkin_already" if result.already else "utter_checkin_done"
+        dispatcher.utter_message(response=response, points=result.points, streak=result.streak,
+                                 total_points=result.total_points, bonus_days=rules.streak_bonus_days,
+                                 bonus_points=rules.streak_bonus_points)
+        return []
+
+
+class ActionUnsubscribe(ShopAction):
+    """Honoured at once and recorded (PIPL art. 24); service messages about orders are not affected."""
+
+    def name(self) -> Text:
+        return "action_unsubscribe"
+
+    async def act(self, dispatcher, tracker, domain):
+        channel, _ = split_sender(tracker.sender_id)
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            await customer_repository.record_marketing_opt_out(session, customer, tracker.sender_id,
+                                                               source=f"conversation:{channel}")
+        logger.info("marketing opt-out recorded", extra={"conversation": tracker.sender_id,
+                                                        "identified": customer is not None})
+        dispatcher.utter_message(response="utter_unsubscribed")
+        return []

@@ -1,0 +1,344 @@
+"""Order status, cancellation and changes, and the order form that collects which order is meant.
+
+The order form (`order_form`) is shared by the four order intents; `order_task` (set from the
+intent) decides what else it needs. Every step re-checks that the conversation may see the order.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
+
+from actions import order_access
+from actions.action_base import ShopAction
+from actions.after_sales import submit_after_sales
+from actions.db.engine import async_session
+from actions.db.models import TicketKind, utcnow
+from actions.identity import customer_for
+from actions.order_access import check_access, find_order_no, find_phone_tail, looks_like_order_no, pick_choice
+from actions.order_views import (
+    base_vars, eligibility, order_button_title, order_line, status_response,
+)
+from actions.repositories import order_repository, ticket_repository
+from actions.templates import vocabulary
+from bot.settings import get_settings
+
+logger = logging.getLogger("actions.orders")
+
+MAX_VERIFY_ATTEMPTS = 3
+# intents that mean "stop / something else", never a slot value
+ESCAPE_INTENTS = {"deny", "request_human", "complaint", "unsubscribe", "goodbye", "bot_challenge", "greet",
+                  "thanks", "chitchat", "product_inquiry", "promotion", "invoice", "payment", "shipping_policy",
+                  "checkin"}
+ADDRESS_MARKERS = re.compile(r"[省市区县镇乡村路街道巷弄号栋幢楼室单元]|小区|花园|大厦|公寓")
+AFTER_SALES_KINDS = [TicketKind.return_goods.value, TicketKind.refund.value, TicketKind.exchange.value,
+                     TicketKind.repair.value]
+TASK_INTENT = {"status": "order_status", "cancel": "cancel_order", "change": "change_order",
+               "return": "return_refund"}
+# which orders to offer first for each task
+TASK_STATUSES = {
+    "status": None,
+    "cancel": ["pending_payment", "paid"],
+    "change": ["pending_payment", "paid", "shipped"],
+    "return": ["delivered", "completed", "shipped"],
+}
+# slots that belong to one run of the order form and must not leak into the next one
+TASK_SLOTS = ["cancel_confirm", "change_detail", "return_reason", "phone_tail", "pending_order", "task_allowed",
+              "after_sales_query", "after_sales_kind", "order_choices", "requested_slot"]
+
+
+def reset_task_slots() -> List[EventType]:
+    return [SlotSet(name, None) for name in TASK_SLOTS]
+
+
+def _intent(tracker: Tracker) -> Optional[str]:
+    return (tracker.latest_message.get("intent") or {}).get("name")
+
+
+def _text(tracker: Tracker) -> str:
+    return tracker.latest_message.get("text") or ""
+
+
+async def _open_after_sales(session, order_id: int):
+    tickets = await ticket_repository.for_order(session, order_id, kinds=AFTER_SALES_KINDS)
+    return next((t for t in tickets if t.status in ticket_repository.OPEN_STATUSES), None)
+
+
+class ValidateOrderForm(FormValidationAction):
+    def name(self) -> Text:
+        return "validate_order_form"
+
+    async def required_slots(self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker,
+                             domain: Dict[Text, Any]) -> List[Text]:
+        slots: List[Text] = ["order_task"] if tracker.get_slot("order_task") else []
+        if tracker.get_slot("verify_locked"):
+            return slots
+        if tracker.get_slot("pending_order"):
+            slots.append("phone_tail")
+        slots.append("order_id")
+        if tracker.get_slot("order_id") and tracker.get_slot("task_allowed"):
+            extra = {"cancel": "cancel_confirm", "change": "change_detail", "return": "return_reason"}
+            task_slot = extra.get(tracker.get_slot("order_task") or "status")
+            if task_slot:
+                slots.append(task_slot)
+        return slots
+
+    async def run(self, dispatcher, tracker, domain):
+        try:
+            return await super().run(dispatcher, tracker, domain)
+        except Exception:  # noqa: BLE001 - a broken lookup must end the form politely, not loop
+            logger.exception("order form validation failed", extra={"conversation": tracker.sender_id})
+            dispatcher.messages.clear()
+            dispatcher.utter_message(response="utter_action_error")
+            return [ActiveLoop(None)] + reset_task_slots()
+
+    # --- order number ---------------------------------------------------------------------
+    async def extract_order_id(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                               domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        text = _text(tracker)
+        number = find_order_no(text) or looks_like_order_no(text)
+        if number:
+            return {"order_id": number}
+        if tracker.get_slot("requested_slot") == "order_id":
+            choice = pick_choice(text, tracker.get_slot("order_choices") or [])
+            if choice:
+                return {"order_id": choice}
+        return {}
+
+    async def validate_order_id(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        order_no = order_access.normalise_order_no(str(value or ""))
+        if not order_no:
+            dispatcher.utter_message(response="utter_order_id_invalid")
+            return {"order_id": None}
+        settings = get_settings()
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            order = await order_repository.get_by_order_no(session, order_no)
+            access = check_access(order, customer.id if customer else None, tracker)
+            if access.needs_phone:
+                return {"order_id": None, "pending_order": order_no, "phone_tail": None}
+            if not access.allowed:
+                logger.info("order lookup refused", extra={"conversation": tracker.sender_id,
+                                                           "reason": "unknown_or_foreign"})
+                dispatcher.utter_message(response="utter_order_not_found", order_id=order_no)
+                return {"order_id": None, "pending_order": None}
+            allowed, _ = eligibility(tracker.get_slot("order_task") or "status", order, settings.shop, utcnow(),
+                                     await _open_after_sales(session, order.id))
+        return {"order_id": order_no, "pending_order": None, "task_allowed": allowed}
+
+    # --- anonymous verification -------------------------------------------------------------
+    async def extract_phone_tail(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                 domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "phone_tail" or find_order_no(_text(tracker)):
+            return {}
+        tail = find_phone_tail(_text(tracker))
+        if tail:
+            return {"phone_tail": tail}
+        if _intent(tracker) not in ESCAPE_INTENTS:
+            # something that is not 4 digits: count it as a wrong answer so the customer hears why
+            return {"phone_tail": "invalid"}
+        return {}
+
+    async def validate_phone_tail(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                  domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        pending = tracker.get_slot("pending_order")
+        if not pending:
+            return {"phone_tail": None}
+        attempts = int(tracker.get_slot("verify_attempts") or 0)
+        settings = get_settings()
+        async with async_session() as session:
+            order = await order_repository.get_by_order_no(session, pending)
+            if order is not None and value and value != "invalid" and order.receiver_phone[-4:] == value:
+                verified = list(tracker.get_slot("verified_orders") or []) + [pending]
+                allowed, _ = eligibility(tracker.get_slot("order_task") or "status", order, settings.shop, utcnow(),
+                                         await _open_after_sales(session, order.id))
+                return {"phone_tail": value, "order_id": pending, "pending_order": None,
+                        "verified_orders": verified, "verify_attempts": 0, "task_allowed": allowed}
+        attempts += 1
+        logger.info("order verification failed", extra={"conversation": tracker.sender_id, "attempt": attempts})
+        if attempts >= MAX_VERIFY_ATTEMPTS:
+            dispatcher.utter_message(response="utter_verify_locked")
+            return {"phone_tail": None, "pending_order": None, "order_id": None, "verify_attempts": attempts,
+                    "verify_locked": True}
+        dispatcher.utter_message(response="utter_phone_tail_mismatch" if value != "invalid"
+                                 else "utter_phone_tail_invalid")
+        return {"phone_tail": None, "verify_attempts": attempts}
+
+    # --- task details ---------------------------------------------------------------------------
+    async def extract_change_detail(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "change_detail" or _intent(tracker) in ESCAPE_INTENTS - {
+                "chitchat", "product_inquiry"}:
+            return {}
+        return {"change_detail": _text(tracker).strip()}
+
+    async def validate_change_detail(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                     domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        text = str(value or "").strip()
+        if len(text) < 2 or len(text) > 300:
+            dispatcher.utter_message(response="utter_change_detail_invalid")
+            return {"change_detail": None}
+        return {"change_detail": text}
+
+    async def extract_return_reason(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                    domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "return_reason":
+            return {}
+        if _intent(tracker) in {"deny", "request_human", "unsubscribe", "goodbye", "greet", "bot_challenge"}:
+            return {}
+        return {"return_reason": _text(tracker).strip()[:200]}
+
+    async def validate_return_reason(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                     domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        text = str(value or "").strip()
+        if not text:
+            return {"return_reason": None}
+        return {"return_reason": text}
+
+    async def validate_order_task(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                  domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        # a different order request in the middle of the form: re-check what the order allows
+        if value != tracker.get_slot("order_task"):
+            return {"order_task": value}
+        return {"order_task": value}
+
+
+class ActionAskOrderId(ShopAction):
+    """Asks which order: identified customers choose from their recent orders."""
+
+    def name(self) -> Text:
+        return "action_ask_order_id"
+
+    async def act(self, dispatcher, tracker, domain):
+        task = tracker.get_slot("order_task") or "status"
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            if customer is None:
+                dispatcher.utter_message(response="utter_ask_order_id")
+                return []
+            orders = await order_repository.recent_for_customer(session, customer.id, TASK_STATUSES[task])
+            if not orders and TASK_STATUSES[task]:
+                orders = await order_repository.recent_for_customer(session, customer.id)
+        if not orders:
+            dispatcher.utter_message(response="utter_ask_order_id_no_orders")
+            return []
+        tz = self.settings.shop.timezone
+        intent = TASK_INTENT[task]
+        buttons = [{"title": order_button_title(i, o),
+                    "payload": f'/{intent}{{"order_id":"{o.order_no}"}}'} for i, o in enumerate(orders, 1)]
+        dispatcher.utter_message(response="utter_choose_order", buttons=buttons,
+                                 order_list="\n".join(order_line(i, o, tz) for i, o in enumerate(orders, 1)))
+        return [SlotSet("order_choices", [o.order_no for o in orders])]
+
+
+class ActionAskCancelConfirm(ShopAction):
+    def name(self) -> Text:
+        return "action_ask_cancel_confirm"
+
+    async def act(self, dispatcher, tracker, domain):
+        async with async_session() as session:
+            order = await order_repository.get_by_order_no(session, tracker.get_slot("order_id"))
+        if order is None:
+            dispatcher.utter_message(response="utter_action_error")
+            return []
+        dispatcher.utter_message(response="utter_ask_cancel_confirm", **base_vars(order))
+        return []
+
+
+class ActionOrderTask(ShopAction):
+    """Runs when the order form is complete: answers or performs the requested task."""
+
+    def name(self) -> Text:
+        return "action_order_task"
+
+    async def act(self, dispatcher, tracker, domain):
+        task = tracker.get_slot("order_task") or "status"
+        events = reset_task_slots()
+        if tracker.get_slot("verify_locked"):
+            return events
+        order_no = tracker.get_slot("order_id")
+        if not order_no:
+            return events
+        shop = self.settings.shop
+        now = utcnow()
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            order = await order_repository.get_by_order_no(session, order_no)
+            access = check_access(order, customer.id if customer else None, tracker)
+            if not access.allowed:
+                dispatcher.utter_message(response="utter_order_not_found", order_id=order_no)
+                return events + [SlotSet("order_id", None)]
+            open_ticket = await _open_after_sales(session, order.id)
+            allowed, refusal = eligibility(task, order, shop, now, open_ticket)
+            if task == "status":
+                tickets = await ticket_repository.for_order(session, order.id, kinds=AFTER_SALES_KINDS)
+                response, variables = status_response(order, shop, now, tickets)
+                dispatcher.utter_message(response=response, **variables)
+                return events
+            if not allowed:
+                variables = base_vars(order)
+                variables.update(return_window_days=shop.return_window_days,
+                                 ticket_no=open_ticket.ticket_no if open_ticket else "")
+                dispatcher.utter_message(response=refusal, **variables)
+                return events
+            if task == "cancel":
+                return events + await self._cancel(session, dispatcher, tracker, order, customer)
+            if task == "change":
+                return events + await self._change(session, dispatcher, tracker, order, customer)
+            return events + await submit_after_sales(session, dispatcher, tracker, order, customer)
+
+    async def _cancel(self, session, dispatcher, tracker, order, customer) -> List[EventType]:
+        if tracker.get_slot("cancel_confirm") is not True:
+            dispatcher.utter_message(response="utter_cancel_kept", order_no=order.order_no)
+            return []
+        was_paid = order.paid_at is not None
+        await order_repository.cancel(session, order)
+        await ticket_repository.create(session, kind=TicketKind.cancel_order.value,
+                                       customer_id=customer.id if customer else None, order_id=order.id,
+                                       conversation_id=tracker.sender_id, reason="顾客在对话中取消",
+                                       detail=f"cancelled in conversation; paid={was_paid}")
+        logger.info("order cancelled", extra={"conversation": tracker.sender_id, "order_no": order.order_no})
+        dispatcher.utter_message(response="utter_cancel_done_paid" if was_paid else "utter_cancel_done_unpaid",
+                                 **base_vars(order))
+        return []
+
+    async def _change(self, session, dispatcher, tracker, order, customer) -> List[EventType]:
+        detail = tracker.get_slot("change_detail") or ""
+        is_address = bool(ADDRESS_MARKERS.search(detail)) and len(detail) >= 6
+        wants_items = any(w in detail for w in vocabulary("change_kind")["items"])
+        if is_address and not wants_items:
+            old = order.address
+            phone = order_access.MOBILE_RE.search(detail)
+            await order_repository.change_address(session, order, None, phone.group(0) if phone else None, detail)
+            ticket = await ticket_repository.create(
+                session, kind=TicketKind.change_order.value, customer_id=customer.id if customer else None,
+                order_id=order.id, conversation_id=tracker.sender_id, reason="修改收货信息",
+                detail=f"old address: {old}\nnew: {detail}")
+            dispatcher.utter_message(response="utter_change_address_done", new_address=detail,
+                                     ticket_no=ticket.ticket_no, **base_vars(order))
+            return []
+        ticket = await ticket_repository.create(
+            session, kind=TicketKind.change_order.value, customer_id=customer.id if customer else None,
+            order_id=order.id, conversation_id=tracker.sender_id, reason="修改商品/其他", detail=detail)
+        dispatcher.utter_message(response="utter_change_items_ticket", change_detail=detail,
+                                 ticket_no=ticket.ticket_no, **base_vars(order))
+        return []
+
+
+class ActionStopOrderForm(ShopAction):
+    """Ends the order form: the customer said "算了/不用了", or moved on to something that ends it."""
+
+    def name(self) -> Text:
+        return "action_stop_order_form"
+
+    async def act(self, dispatcher, tracker, domain):
+        # after a complaint, a request for a person or a goodbye that action has already answered
+        if _intent(tracker) == "deny":
+            dispatcher.utter_message(response="utter_order_form_stopped")
+        return [ActiveLoop(None)] + reset_task_slots()

@@ -1,0 +1,133 @@
+"""Command line of the product: `python -m bot <command>` (the `./siyu` wrapper installs first).
+
+  run [--demo]        prepare database and model, start and supervise the servers
+  train [--force]     train the model if config, domain or data changed
+  migrate             bring the database schema up to date
+  seed-demo           create the demo shop if the database is empty
+  import KIND FILE    import products / customers / orders from CSV or JSON
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+
+from bot.settings import get_settings, masked_url, reset_settings_cache
+
+logger = logging.getLogger("siyu")
+
+
+def cmd_migrate(_args) -> int:
+    from actions.db.migrate import upgrade
+
+    upgrade()
+    return 0
+
+
+def cmd_seed_demo(_args) -> int:
+    from sqlalchemy.orm import Session
+
+    from actions.db.demo_data import is_empty, seed_demo_data
+    from actions.db.engine import create_sync_engine
+    from actions.db.migrate import upgrade
+
+    upgrade()
+    engine = create_sync_engine()
+    with Session(engine) as session:
+        if is_empty(session):
+            counts = seed_demo_data(session)
+            print(f"[siyu] demo shop created: {counts['products']} products, {counts['customers']} customers, "
+                  f"{counts['orders']} orders")
+        else:
+            print("[siyu] database already has a catalog: demo data not created")
+    engine.dispose()
+    return 0
+
+
+def cmd_train(args) -> int:
+    from bot.training import fingerprint, model_path, train_command
+
+    settings = get_settings()
+    fp = fingerprint()
+    target = model_path(settings, fp)
+    if target.exists() and not args.force:
+        print(f"[siyu] model {target.name} is up to date")
+        return 0
+    print(f"[siyu] training {target.name} (config, domain or data changed; a few minutes)")
+    started = time.monotonic()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    code = subprocess.call(train_command(settings, fp, sys.executable), env=env)
+    if code == 0:
+        print(f"[siyu] trained in {time.monotonic() - started:.0f} s")
+    return code
+
+
+def cmd_import(args) -> int:
+    from actions.db.importer import run_import
+
+    report = run_import(args.kind, args.file)
+    for problem in report.errors:
+        print(f"[siyu] {args.file}: line {problem.line}: {problem.message}", file=sys.stderr)
+    print(f"[siyu] {args.kind}: {report.created} created, {report.updated} updated, "
+          f"{len(report.errors)} rows rejected")
+    return 0 if report.created + report.updated > 0 or not report.errors else 1
+
+
+def cmd_run(args) -> int:
+    if args.demo:
+        os.environ["SIYU_DEMO"] = "true"
+        reset_settings_cache()
+    settings = get_settings()
+    from bot.launcher import actions_child, rasa_child, say, supervise
+    from bot.training import model_path
+
+    say(f"database: {masked_url(settings.sync_database_url)}; redis: "
+        f"{masked_url(settings.redis_url) if settings.redis_url else 'not configured (in-process stores)'}")
+    code = cmd_seed_demo(args) if settings.demo else cmd_migrate(args)
+    if code:
+        return code
+    if not args.no_train:
+        code = cmd_train(argparse.Namespace(force=False))
+        if code:
+            say("training failed")
+            return code
+    model = model_path(settings)
+    if not model.exists():
+        say(f"no model at {model}: run without --no-train")
+        return 1
+    url = f"http://{settings.host}:{settings.rasa_port}/webhooks/im/"
+    children = [actions_child(settings, sys.executable), rasa_child(settings, model, sys.executable)]
+    return asyncio.run(supervise(children, f"ready: open {url} to chat with {settings.shop.name}'s assistant "
+                                           f"(Ctrl-C stops)"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="siyu", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the assistant")
+    run.add_argument("--demo", action="store_true", help="create the demo shop and offer demo identities")
+    run.add_argument("--no-train", action="store_true", help="use the existing model, do not train")
+    run.set_defaults(func=cmd_run)
+    train = sub.add_parser("train", help="train the model if needed")
+    train.add_argument("--force", action="store_true")
+    train.set_defaults(func=cmd_train)
+    sub.add_parser("migrate", help="migrate the database").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed-demo", help="create the demo shop if empty").set_defaults(func=cmd_seed_demo)
+    imp = sub.add_parser("import", help="import shop data")
+    imp.add_argument("kind", choices=["products", "customers", "orders"])
+    imp.add_argument("file", help="CSV (header row, UTF-8) or JSON (a list of objects)")
+    imp.set_defaults(func=cmd_import)
+    args = parser.parse_args(argv)
+    from bot.log_format import configure
+
+    settings = get_settings()
+    configure(settings.log_level, "text" if sys.stdout.isatty() else settings.log_format, process_name="siyu")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Rasa stores chosen by the settings: the SQL tracker store on the shop's database (its blocking
+queries moved off the event loop), and a lock store that is Redis when REDIS_URL is set (which
+also lets Rasa run several Sanic workers) and in-memory otherwise."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import Any, Iterable, Optional, Text
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from rasa.core.lock_store import InMemoryLockStore, LockStore, RedisLockStore
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import SessionStarted
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+
+from bot.settings import get_settings, masked_url
+
+logger = logging.getLogger(__name__)
+
+
+class SiyuTrackerStore(SQLTrackerStore):
+    """SQLTrackerStore on DATABASE_URL whose database work runs in a thread, so one slow query does
+    not stall every other conversation served by the same event loop."""
+
+    def __init__(self, domain=None, host: Optional[str] = None, event_broker=None, **kwargs: Any) -> None:
+        settings = get_settings()
+        url = settings.sync_database_url
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        logger.info("tracker store on %s", masked_url(url))
+        super().__init__(domain=domain, host=url, event_broker=event_broker)
+        if self.engine.dialect.name == "sqlite":
+            from actions.db.engine import _sqlite_pragmas
+
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    async def keys(self) -> Iterable[Text]:
+        return await asyncio.to_thread(self._keys_sync)
+
+    def _keys_sync(self):
+        with self.session_scope() as session:
+            return [sender_id for (sender_id,) in session.query(self.SQLEvent.sender_id).distinct().all()]
+
+    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
+        events = await asyncio.to_thread(self._events_sync, sender_id, fetch_events_from_all_sessions)
+        if self.domain and events:
+            return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        return None
+
+    def _events_sync(self, sender_id: Text, all_sessions: bool):
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=all_sessions).all()
+            return [json.loads(row.data) for row in rows]
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await self.stream_events(tracker)
+        await asyncio.to_thread(self._save_sync, tracker)
+
+    def _save_sync(self, tracker: DialogueStateTracker) -> None:
+        with self.session_scope() as session:
+            stored = self._event_query(session, tracker.sender_id, fetch_events_from_all_sessions=False).count()
+            for event in itertools.islice(tracker.events, stored, len(tracker.events)):
+                data = event.as_dict()
+                session.add(self.SQLEvent(
+                    sender_id=tracker.sender_id, type_name=event.type_name, timestamp=data.get("timestamp"),
+                    intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                    action_name=data.get("name"), data=json.dumps(data)))
+            session.commit()
+
+
+class SiyuLockStore:
+    """Not a lock store itself: constructing it returns the lock store the settings ask for.
+
+    Rasa only accepts a class path in endpoints.yml; `__new__` lets one path mean "Redis when
+    configured, in-memory otherwise"."""
+
+    def __new__(cls, endpoint_config=None) -> LockStore:  # type: ignore[misc]
+        settings = get_settings()
+        if not settings.redis_url:
+            return InMemoryLockStore()
+        parts = urlsplit(settings.redis_url)
+        db = int(parts.path.lstrip("/") or 0)
+        logger.info("redis lock store on %s", masked_url(settings.redis_url))
+        return RedisLockStore(host=parts.hostname or "localhost", port=parts.port or 6379, db=db,
+                              password=parts.password, use_ssl=parts.scheme == "rediss",
+                              key_prefix="siyu", socket_timeout=5)
