@@ -49,7 +49,8 @@ class ActionAfterSalesEntry(ShopAction):
         if not is_progress_question(text):
             return request
         tz = self.settings.shop.timezone
-        ticket_no = find_ticket_no(text) or tracker.get_slot("ticket_id")
+        # only a number in this message: otherwise the customer's recent tickets, newest first
+        ticket_no = find_ticket_no(text)
         async with async_session() as session:
             customer = await customer_for(session, tracker.sender_id)
             if ticket_no:
@@ -93,4 +94,4 @@ async def submit_after_sales(session, dispatcher: CollectingDispatcher, tracker:
     variables.update(return_reason=reason, return_address=shop.return_address)
     response = {"refund": "utter_refund_created", "repair": "utter_repair_created"}.get(kind, "utter_return_created")
     dispatcher.utter_message(response=response, **variables)
-    return [SlotSet("ticket_id", ticket.ticket_no)]
+    return []

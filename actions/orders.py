@@ -64,6 +64,19 @@ def _text(tracker: Tracker) -> str:
     return tracker.latest_message.get("text") or ""
 
 
+def _follows_order_answer(tracker: Tracker) -> bool:
+    """Whether the bot's last turn, before the current message, answered about one order."""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            if seen_user:
+                return False
+            seen_user = True
+        elif seen_user and event.get("event") == "action" and event.get("name") not in ("action_listen", None):
+            return event.get("name") == "action_order_task"
+    return False
+
+
 async def _open_after_sales(session, order_id: int):
     tickets = await ticket_repository.for_order(session, order_id, kinds=AFTER_SALES_KINDS)
     return next((t for t in tickets if t.status in ticket_repository.OPEN_STATUSES), None)
@@ -104,10 +117,19 @@ class ValidateOrderForm(FormValidationAction):
         number = find_order_no(text) or looks_like_order_no(text)
         if number:
             return {"order_id": number}
-        if tracker.get_slot("requested_slot") == "order_id":
+        requested = tracker.get_slot("requested_slot")
+        if requested == "order_id":
             choice = pick_choice(text, tracker.get_slot("order_choices") or [])
             if choice:
                 return {"order_id": choice}
+        task = tracker.get_slot("order_task")
+        if (requested is None and task != "status" and task != tracker.get_slot("recent_task")
+                and _follows_order_answer(tracker)):
+            # "那我要退货" right after we answered about an order means that order; the same request
+            # again ("取消订单" after a refusal) means another one
+            recent = tracker.get_slot("recent_order")
+            if recent:
+                return {"order_id": recent}
         return {}
 
     async def validate_order_id(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
@@ -259,11 +281,11 @@ class ActionOrderTask(ShopAction):
 
     async def act(self, dispatcher, tracker, domain):
         task = tracker.get_slot("order_task") or "status"
-        events = reset_task_slots()
-        if tracker.get_slot("verify_locked"):
-            return events
         order_no = tracker.get_slot("order_id")
-        if not order_no:
+        # the next order question asks again which order, unless it follows right after this answer
+        events = reset_task_slots() + [SlotSet("order_id", None), SlotSet("recent_order", order_no),
+                                        SlotSet("recent_task", task)]
+        if tracker.get_slot("verify_locked") or not order_no:
             return events
         shop = self.settings.shop
         now = utcnow()
@@ -273,7 +295,7 @@ class ActionOrderTask(ShopAction):
             access = check_access(order, customer.id if customer else None, tracker)
             if not access.allowed:
                 dispatcher.utter_message(response="utter_order_not_found", order_id=order_no)
-                return events + [SlotSet("order_id", None)]
+                return events + [SlotSet("recent_order", None)]
             open_ticket = await _open_after_sales(session, order.id)
             allowed, refusal = eligibility(task, order, shop, now, open_ticket)
             if task == "status":

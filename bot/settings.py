@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     knowledge_index_dir: Path = REPO_ROOT / "var" / "knowledge" / "index"
     # how often, at most, a running bot checks whether a new index was published
     knowledge_refresh_seconds: float = 3.0
+    # sentence vectors: "auto" = USE multilingual if its wheel is installed, else LSA; or use / lsa / none
+    knowledge_dense_model: Literal["auto", "use", "lsa", "none"] = "auto"
     # --- end knowledge base --------------------------------------------------------------------
 
     @property
@@ -196,10 +198,9 @@ def masked_url(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

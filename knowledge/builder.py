@@ -46,13 +46,13 @@ def calibrate(index: KnowledgeIndex, entries: Sequence[Entry], labelled: Sequenc
 
 def build_and_publish(entries: Iterable[Entry], out: Path, *, labelled: Sequence[Tuple[str, Optional[str]]] = (),
                       calibrate_thresholds: bool = True, dict_dir: Optional[Path] = SHOP_DICT_DIR,
-                      extra_manifest: Optional[Dict] = None) -> BuildReport:
+                      extra_manifest: Optional[Dict] = None, config: Optional[Dict] = None) -> BuildReport:
     entries = list(entries)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: Dict[str, float] = {}
     t0 = time.perf_counter()
-    index = KnowledgeIndex.build(entries, dict_dir=dict_dir)
+    index = KnowledgeIndex.build(entries, dict_dir=dict_dir, config=config)
     seconds["index"] = time.perf_counter() - t0
     if calibrate_thresholds:
         t1 = time.perf_counter()

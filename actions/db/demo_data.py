@@ -146,7 +146,8 @@ def seed_orders(session: Session, customers, products: List[Product], people: di
         created = now - timedelta(days=age_days)
         seq += 1
         order = Order(
-            order_no=f"SY{created:%Y%m%d}{seq:06d}", customer=customer, status=status.value,
+            # the shop's order numbers carry the local (Beijing) date
+            order_no=f"SY{created + timedelta(hours=8):%Y%m%d}{seq:06d}", customer=customer, status=status.value,
             receiver_name=customer.name, receiver_phone=customer.phone, address=address,
             created_at=created, total_fen=0,
         )

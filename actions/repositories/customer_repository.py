@@ -49,7 +49,7 @@ async def check_in(session: AsyncSession, customer: Customer, today: date, point
         select(Checkin).where(Checkin.customer_id == customer.id, Checkin.day == today))).scalars().first()
     streak = await _streak(session, customer.id, today - timedelta(days=1))
     if existing is not None:
-        return CheckinResult(True, existing.points, streak, customer.points)
+        return CheckinResult(True, existing.points, streak + 1, customer.points)
     streak += 1
     points = points_per_day + (bonus_points if bonus_every and streak % bonus_every == 0 else 0)
     session.add(Checkin(customer_id=customer.id, day=today, points=points))
