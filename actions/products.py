@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Dict, List, Optional, Text
 
 from rasa_sdk.events import SlotSet
@@ -31,9 +32,14 @@ def variant_spec(v) -> str:
 
 def stock_summary(product: Product, text: str) -> Dict[str, str]:
     """Stock of the variants the customer mentions (a colour or size in the message), else of all."""
-    variants = [v for v in product.variants if (v.color and v.color in text) or (v.size and _size_in(v.size, text))]
-    asked_specific = bool(variants)
-    variants = variants or product.variants
+    variants = product.variants
+    colors = [v for v in variants if v.color and v.color in text]
+    if colors:
+        variants = colors
+    sizes = [v for v in variants if v.size and _size_in(v.size, text)]
+    if sizes:
+        variants = sizes
+    asked_specific = bool(colors or sizes)
     available = [v for v in variants if v.stock > 0]
     sold_out = [v for v in variants if v.stock <= 0]
     low = [v for v in available if v.stock <= LOW_STOCK]
@@ -47,8 +53,7 @@ def stock_summary(product: Product, text: str) -> Dict[str, str]:
 
 
 def _size_in(size: str, text: str) -> bool:
-    # "M" must not match inside "MM" or a word: require it to stand alone or be followed by 码/号
-    import re
+    # "L" must not match inside "XL" or a word
     return re.search(rf"(?<![A-Za-z0-9]){re.escape(size)}(?![A-Za-z0-9])", text, re.I) is not None
 
 

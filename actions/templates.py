@@ -26,8 +26,8 @@ def vocabulary(key: str) -> Any:
     return _load("vocabulary.yml")[key]
 
 
-def fmt(key: str, **values: Any) -> str:
-    return t(key).format(**values)
+def fmt(template_key: str, /, **values: Any) -> str:
+    return t(template_key).format(**values)
 
 
 def label(group: str, value: str) -> str:

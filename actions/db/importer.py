@@ -220,12 +220,13 @@ def _upsert_product(session: Session, row: ProductRow) -> bool:
     created = product is None
     if created:
         product = Product(spu=row.spu)
-        session.add(product)
     product.name, product.category, product.brand = row.name, row.category, row.brand
     product.aliases = ",".join(row.aliases) if row.aliases else (product.aliases or "")
     product.description = row.description or product.description or ""
     product.specs = row.specs or product.specs or {}
     product.on_sale = row.on_sale
+    if created:
+        session.add(product)
     session.flush()
     for v in row.variants:
         variant = session.execute(select(ProductVariant).where(ProductVariant.sku == v.sku)).scalars().first()
@@ -243,8 +244,9 @@ def _upsert_customer(session: Session, row: CustomerRow) -> bool:
     created = customer is None
     if created:
         customer = Customer(external_id=row.external_id)
-        session.add(customer)
     customer.name, customer.phone, customer.level, customer.points = row.name, row.phone, row.level, row.points
+    if created:
+        session.add(customer)
     session.flush()
     for channel, external in row.identities:
         identity = session.execute(select(CustomerIdentity).where(
@@ -260,11 +262,7 @@ def _upsert_order(session: Session, row: OrderRow) -> bool:
     customer = session.execute(select(Customer).where(Customer.external_id == row.customer)).scalars().first()
     if customer is None:
         raise ValueError(f"unknown customer {row.customer!r} (import customers first)")
-    order = session.execute(select(Order).where(Order.order_no == row.order_no)).scalars().first()
-    created = order is None
-    if created:
-        order = Order(order_no=row.order_no)
-        session.add(order)
+    # resolve every reference before the order joins the session (queries would flush it half-built)
     lines = []
     for item in row.items:
         variant = session.execute(select(ProductVariant).where(ProductVariant.sku == item.sku)).scalars().first()
@@ -274,6 +272,10 @@ def _upsert_order(session: Session, row: OrderRow) -> bool:
         lines.append(OrderItem(variant_id=variant.id, product_name=product.name, sku=variant.sku,
                                spec="/".join(x for x in (variant.color, variant.size) if x),
                                quantity=item.quantity, unit_price_fen=variant.price_fen))
+    order = session.execute(select(Order).where(Order.order_no == row.order_no)).scalars().first()
+    created = order is None
+    if created:
+        order = Order(order_no=row.order_no)
     order.customer_id = customer.id
     order.status = row.status.value
     for name in ("created_at", "paid_at", "shipped_at", "delivered_at", "cancelled_at", "receiver_name",
@@ -284,6 +286,9 @@ def _upsert_order(session: Session, row: OrderRow) -> bool:
     order.items = lines
     order.logistics = [LogisticsEvent(occurred_at=e.time, location=e.location, description=e.description)
                        for e in sorted(row.logistics, key=lambda e: e.time)]
+    if created:
+        session.add(order)
+    session.flush()
     return created
 
 
@@ -348,7 +353,9 @@ def import_rows(session: Session, kind: str, rows: Iterator[Tuple[int, Dict[str,
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return str(exc).splitlines()[0][:200]
+    # database errors: the driver's message says which constraint failed
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0][:200]
 
 
 def run_import(kind: str, file: str) -> ImportReport:
