@@ -219,7 +219,11 @@ def out_of_scope_queries(path: Path = OUT_OF_SCOPE_FILE) -> List[Tuple[str, Opti
 
 def holdout_split(entries: Sequence[Entry], max_positive: int = 300, max_negative: int = 120,
                   seed: int = 13) -> Tuple[List[Entry], List[Tuple[str, Optional[str]]]]:
-    """A copy of the entries with some 相似问 and some whole entries removed, and the queries that test it."""
+    """A copy of the entries with some 相似问 and some whole entries removed, and the queries that test it.
+
+    (Also asking held-out 相似问 with homophone typos was tried: on the labelled calibration split it
+    made the thresholds more timid, 57 instead of 83 of 110 answered, for 4 fewer wrong answers.)
+    """
     rng = random.Random(seed)
     faq = [e for e in entries if e.kind == FAQ]
     order = list(range(len(faq)))

@@ -70,9 +70,13 @@ def parse_when(value: Any, *, end_of_day: bool) -> Optional[datetime]:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
+        value = value.replace(tzinfo=None)
+        # spreadsheets store a date cell as midnight: a bare date in valid_to means the whole day
+        if end_of_day and value.time() == time.min:
+            return datetime.combine(value.date(), time(23, 59, 59))
+        return value
     if isinstance(value, date):
-        return datetime.combine(value, time.max.replace(microsecond=0) if end_of_day else time.min)
+        return datetime.combine(value, time(23, 59, 59) if end_of_day else time.min)
     text = normalize(str(value)).replace("t", " ")
     for fmt in _DATE_FORMATS:
         try:

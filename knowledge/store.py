@@ -75,7 +75,8 @@ def replace_documents(session: Session, entries: Iterable[Entry], origin: str) -
     prefixes = {e.id.split("#", 1)[0] + "#" for e in entries if e.kind == DOC}
     counts = ImportCounts()
     for prefix in prefixes:
-        result = session.execute(sa.delete(KnowledgeEntry).where(KnowledgeEntry.id.startswith(prefix, autoescape=True)))
+        result = session.execute(sa.delete(KnowledgeEntry).where(KnowledgeEntry.id.startswith(prefix, autoescape=True))
+                                 .execution_options(synchronize_session=False))
         counts.deleted += result.rowcount or 0
     session.flush()
     for entry in entries:
@@ -90,7 +91,8 @@ def prune_faq(session: Session, keep_ids: Iterable[str]) -> int:
     stale = [r.id for r in session.execute(sa.select(KnowledgeEntry.id).where(
         KnowledgeEntry.kind == FAQ, KnowledgeEntry.origin != ORIGIN_CORRECTIONS)) if r.id not in keep]
     for chunk in range(0, len(stale), 500):
-        session.execute(sa.delete(KnowledgeEntry).where(KnowledgeEntry.id.in_(stale[chunk:chunk + 500])))
+        session.execute(sa.delete(KnowledgeEntry).where(KnowledgeEntry.id.in_(stale[chunk:chunk + 500]))
+                        .execution_options(synchronize_session=False))
     return len(stale)
 
 
