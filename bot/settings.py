@@ -138,6 +138,52 @@ class Settings(BaseSettings):
     knowledge_dense_model: Literal["auto", "use", "lsa", "none"] = "auto"
     # --- end knowledge base --------------------------------------------------------------------
 
+    # --- WeChat (channels/wechat, issue 3; setup guide: docs/WECHAT_SETUP.md) --------------------
+    # A connector is active when its ids and secrets are set; all come from SIYU_WECHAT_* variables.
+    # API hosts: `python -m bot run --sandbox` points both at the local platform sandbox.
+    wechat_work_api_base: str = "https://qyapi.weixin.qq.com"
+    wechat_mp_api_base: str = "https://api.weixin.qq.com"
+    # WeCom (企业微信) corp id, shared by 微信客服, customer contact, the self-built app and robots
+    wechat_corp_id: Optional[str] = None
+    # 微信客服: its API secret, and the callback Token / EncodingAESKey of its 回调配置
+    wechat_kf_secret: Optional[SecretStr] = None
+    wechat_kf_callback_token: Optional[SecretStr] = None
+    wechat_kf_aes_key: Optional[SecretStr] = None
+    # 客户联系 secret: mass-send tasks to customer groups (externalcontact/add_msg_template)
+    wechat_contact_secret: Optional[SecretStr] = None
+    # self-built app (自建应用): app messages to staff (group owners, escalations)
+    wechat_app_agent_id: Optional[int] = None
+    wechat_app_secret: Optional[SecretStr] = None
+    # group robot message callback (群机器人 接收消息): Token / EncodingAESKey of the robot's callback
+    wechat_robot_callback_token: Optional[SecretStr] = None
+    wechat_robot_aes_key: Optional[SecretStr] = None
+    # how a group member addresses the bot (comma separated); the @-name defaults to the shop's bot_name
+    wechat_group_bot_names: str = ""
+    wechat_group_prefixes: str = ""
+    wechat_group_keywords: str = ""
+    # Official Account (公众号): app id / secret, callback Token, EncodingAESKey (unset = plaintext mode)
+    wechat_mp_app_id: Optional[str] = None
+    wechat_mp_app_secret: Optional[SecretStr] = None
+    wechat_mp_callback_token: Optional[SecretStr] = None
+    wechat_mp_aes_key: Optional[SecretStr] = None
+    # mini-program (小程序) customer service: same four as the Official Account
+    wechat_mini_app_id: Optional[str] = None
+    wechat_mini_app_secret: Optional[SecretStr] = None
+    wechat_mini_callback_token: Optional[SecretStr] = None
+    wechat_mini_aes_key: Optional[SecretStr] = None
+    # callbacks older or newer than this many seconds are rejected as stale (replay protection)
+    wechat_callback_max_age_s: int = Field(300, ge=30, le=3600)
+    # platform retries arrive within seconds; a dedup key is kept this long
+    wechat_dedup_ttl_s: int = Field(86400, ge=600)
+    # every platform API call is bounded by this many seconds
+    wechat_api_timeout_s: float = Field(5.0, gt=0)
+    # outbox: attempts before a message is marked failed for staff, and the idle poll interval
+    wechat_outbox_max_attempts: int = Field(8, ge=1, le=50)
+    wechat_outbox_poll_s: float = Field(0.5, gt=0)
+    # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)
+    wechat_sandbox_port: int = 5099
+    # --- end WeChat ----------------------------------------------------------------------------
+
     @property
     def shop(self) -> ShopConfig:
         return _cached_shop(str(self.shop_file), _mtime(self.shop_file))
@@ -206,3 +252,5 @@ def masked_url(url: str) -> str:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Rasa would otherwise send telemetry and crash reports to its servers
 os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
+# Rasa 3.6 itself uses SQLAlchemy 1.x APIs; the warning is about Rasa, not our code
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")

@@ -126,7 +126,8 @@ class WebIMInput(InputChannel):
                 raise BadRequest("'payload' is not a button of this assistant")
         elif not isinstance(message, str):
             raise BadRequest("'message' is required and must be a string")
-        metadata = body.get("metadata") or {}
+        metadata = body.get("metadata")
+        metadata = {} if metadata is None else metadata
         if not isinstance(metadata, dict):
             raise BadRequest("'metadata' must be an object")
         mode = body.get("mode", "sync")

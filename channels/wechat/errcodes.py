@@ -1,0 +1,41 @@
+"""The platform's error codes this product reacts to, shared by the API client and the sandbox.
+
+Codes marked "unconfirmed" could not be checked against the official documentation; the client
+treats every code it does not know as a permanent failure that is shown to staff with the code.
+"""
+from __future__ import annotations
+
+SYSTEM_BUSY = -1
+OK = 0
+INVALID_CREDENTIAL = 40001  # Official Account: invalid access_token or AppSecret; WeCom gettoken: invalid secret
+INVALID_OPENID = 40003
+INVALID_MSGTYPE = 40008
+INVALID_APPID = 40013  # also WeCom's invalid corpid
+INVALID_ACCESS_TOKEN = 40014
+INVALID_PARAMETER = 40058
+INVALID_APPSECRET = 40125
+ACCESS_TOKEN_EXPIRED = 42001
+CONTENT_TOO_LONG = 45002
+API_FREQ_LIMIT = 45009
+OUT_OF_WINDOW = 45015  # Official Account / mini-program: "response out of time limit"
+CONCURRENCY_LIMIT = 45033
+OVER_QUOTA = 45047  # Official Account / mini-program: "out of response count limit"
+APP_INVALID_USER = 81013
+INVALID_WEBHOOK_KEY = 93000
+KF_INVALID_OPEN_KFID = 95000  # unconfirmed
+KF_SEND_LIMIT = 95001  # 微信客服: over 5 messages, or outside 48 h of the user's last message
+KF_INVALID_MSG_TOKEN = 95007
+ROBOT_RATE_LIMIT = 130101  # group robot: over 20 messages per minute
+
+# the access_token the call used is no longer valid: fetch a new one and repeat the call once
+TOKEN_ERRORS = frozenset({INVALID_CREDENTIAL, INVALID_ACCESS_TOKEN, ACCESS_TOKEN_EXPIRED})
+# the platform is busy or rate limiting: the same call may succeed later
+TRANSIENT_ERRORS = frozenset({SYSTEM_BUSY, API_FREQ_LIMIT, CONCURRENCY_LIMIT})
+# the platform refuses to deliver to this recipient now: retrying does not help until the user writes again
+REFUSAL_REASONS = {
+    OUT_OF_WINDOW: "out_of_window",
+    OVER_QUOTA: "over_quota",
+    KF_SEND_LIMIT: "out_of_window_or_over_quota",
+}
+EMPTY_CONTENT = 44004
+INVALID_AGENTID = 40056

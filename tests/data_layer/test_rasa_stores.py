@@ -1,0 +1,50 @@
+"""Rasa's stores as configured by the settings: SQL tracker store on SQLite/PostgreSQL, and the
+Redis lock store when REDIS_URL is set."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from rasa.core.lock_store import InMemoryLockStore, RedisLockStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, SessionStarted, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot.settings import reset_settings_cache
+from bot.stores import SiyuLockStore, SiyuTrackerStore
+
+
+async def test_tracker_store_saves_and_restores_conversations(shop_db):
+    domain = Domain.from_directory("bot/domain")
+    store = SiyuTrackerStore(domain=domain)
+    tracker = DialogueStateTracker.from_events("im:store-test", [
+        ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+        UserUttered("你好", {"name": "greet", "confidence": 1.0})], domain.slots)
+    await store.save(tracker)
+    tracker.update(ActionExecuted("utter_greet"))
+    await store.save(tracker)
+    restored = await store.retrieve("im:store-test")
+    assert [e.as_dict()["event"] for e in restored.events][-2:] == ["user", "action"]
+    assert restored.latest_message.text == "你好"
+    assert "im:store-test" in await store.keys()
+    store.engine.dispose()
+
+
+def test_lock_store_is_in_memory_without_redis(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    reset_settings_cache()
+    assert isinstance(SiyuLockStore(), InMemoryLockStore)
+
+
+async def test_lock_store_is_redis_with_redis_url(redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    reset_settings_cache()
+    try:
+        store = SiyuLockStore()
+        assert isinstance(store, RedisLockStore)
+        async with store.lock("im:lock-test"):
+            assert store.get_lock("im:lock-test") is not None
+        assert store.get_lock("im:lock-test") is None or not store.get_lock("im:lock-test").is_locked(0)
+    finally:
+        monkeypatch.delenv("REDIS_URL")
+        reset_settings_cache()
