@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,17 @@ class BuildReport:
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
+# the held-out copy of a large index is built from a sample of this many entries: calibration then
+# costs a bounded extra build instead of a second full one (thresholds drawn from a smaller index are
+# slightly optimistic about distractors; the labelled and out-of-scope probes use the full index)
+CALIBRATION_SAMPLE = 5_000
+
+
 def calibrate(index: KnowledgeIndex, entries: Sequence[Entry], labelled: Sequence[Tuple[str, Optional[str]]] = (),
-              dict_dir: Optional[Path] = SHOP_DICT_DIR) -> Dict:
+              dict_dir: Optional[Path] = SHOP_DICT_DIR, sample: int = CALIBRATION_SAMPLE) -> Dict:
     """Fit the scorer and choose thresholds; fall back to the defaults when the data is too thin."""
+    if len(entries) > sample:
+        entries = random.Random(7).sample(list(entries), sample)
     kept, held_out = calibration.holdout_split(entries)
     probes = calibration.probe(index, calibration.out_of_scope_queries()) + calibration.probe(index, labelled)
     if held_out:

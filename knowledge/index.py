@@ -44,6 +44,8 @@ DEFAULT_CONFIG = {
     # "use" (USE multilingual from its wheel, if installed), "lsa" (no model) or "none"
     "dense_model": "use" if use_available() else "lsa",
     "dense_dims": 128,
+    # whole-entry fields (bm25_all, char_all) include the 相似问 too
+    "entry_text_similar": True,
     "candidates": 30,
 }
 DEFAULT_THRESHOLDS = {"answer": 0.45, "margin": 0.04, "clarify": 0.25, "source": "default"}
@@ -112,7 +114,8 @@ class KnowledgeIndex:
             rows.extend(texts)
             starts.append(len(rows))
         row_words = [tokenizer.tokens(t) for t in rows]
-        full_texts = [" ".join(e.questions) + " " + e.answer for e in entries]
+        full_texts = [(" ".join(e.questions) if config["entry_text_similar"] else e.question) + " " + e.answer
+                      for e in entries]
         full_words = [tokenizer.tokens(t) for t in full_texts]
         large = len(rows) > 20_000
         fields = {
@@ -183,25 +186,20 @@ class KnowledgeIndex:
             return exact[:k]
         n_cand = max(self.config["candidates"], k * 3)
         words = self.tokenizer.tokens(query)
-        row_scores: Dict[str, np.ndarray] = {}
+        chars = char_ngrams(query)
+        # every similarity is computed whatever the fusion uses: the scorer needs them all
+        row_scores = {"bm25_q": self.fields["bm25_q"].scores(words), "char": self.fields["char"].scores(chars),
+                      "pinyin": self.fields["pinyin"].scores(pinyin_ngrams(query))}
+        entry_scores = {"bm25_all": self.fields["bm25_all"].scores(words), "char_all": self.fields["char_all"].scores(chars)}
         rankings: Dict[str, List[int]] = {}
-        if "bm25_q" in retrievers or "bm25_q" in self.config["confidence_weights"]:
-            row_scores["bm25_q"] = self.fields["bm25_q"].scores(words)
-        if "char" in retrievers or "char" in self.config["confidence_weights"]:
-            row_scores["char"] = self.fields["char"].scores(char_ngrams(query))
-        if "pinyin" in retrievers or "pinyin" in self.config["confidence_weights"]:
-            row_scores["pinyin"] = self.fields["pinyin"].scores(pinyin_ngrams(query))
-        for name in ("bm25_q", "char", "pinyin"):
+        for name, scores in row_scores.items():
             if name in retrievers:
-                rankings[name] = self._rank_rows(row_scores[name], n_cand, now)
-        entry_scores = self.fields["bm25_all"].scores(words) if words else None
-        if "bm25_all" in retrievers and entry_scores is not None:
-            rankings["bm25_all"] = self._rank_entries(entry_scores, n_cand, now)
-        char_all = self.fields["char_all"].scores(char_ngrams(query))
-        if "char_all" in retrievers:
-            rankings["char_all"] = self._rank_entries(char_all, n_cand, now)
+                rankings[name] = self._rank_rows(scores, n_cand, now)
+        for name, scores in entry_scores.items():
+            if name in retrievers:
+                rankings[name] = self._rank_entries(scores, n_cand, now)
         qvec = None
-        if self.dense is not None and ("dense" in retrievers or "dense" in self.config["confidence_weights"]):
+        if self.dense is not None:
             qvec = self.dense.embed(query, words + char_ngrams(query, 2, 2))
             if "dense" in retrievers:
                 rows, sims = self.dense.search(qvec, n_cand * 3)
@@ -223,9 +221,8 @@ class KnowledgeIndex:
         hits = []
         for rank, e in enumerate(top):
             signals = self._signals(e, row_scores, qvec, self_bm25)
-            if entry_scores is not None:
-                signals["bm25_all"] = min(1.0, float(entry_scores[e]) / self_all) if self_all > 0 else 0.0
-            signals["char_all"] = float(char_all[e])
+            signals["bm25_all"] = min(1.0, float(entry_scores["bm25_all"][e]) / self_all) if self_all > 0 else 0.0
+            signals["char_all"] = float(entry_scores["char_all"][e])
             signals["fused"] = fused[e] / max_fused
             nxt = fused[top[rank + 1]] if rank + 1 < len(top) else 0.0
             signals["fused_gap"] = (fused[e] - nxt) / max_fused
@@ -239,12 +236,11 @@ class KnowledgeIndex:
 
     def _signals(self, e: int, row_scores: Dict[str, np.ndarray], qvec, self_bm25: float) -> Dict[str, float]:
         lo, hi = int(self.row_start[e]), int(self.row_start[e + 1])
-        signals: Dict[str, float] = {}
-        if "bm25_q" in row_scores:
-            signals["bm25_q"] = min(1.0, float(row_scores["bm25_q"][lo:hi].max()) / self_bm25) if self_bm25 > 0 else 0.0
-        for name in ("char", "pinyin"):
-            if name in row_scores:
-                signals[name] = float(row_scores[name][lo:hi].max())
+        signals: Dict[str, float] = {
+            "bm25_q": min(1.0, float(row_scores["bm25_q"][lo:hi].max()) / self_bm25) if self_bm25 > 0 else 0.0,
+            "char": float(row_scores["char"][lo:hi].max()),
+            "pinyin": float(row_scores["pinyin"][lo:hi].max()),
+        }
         if qvec is not None:
             sims = self.dense.similarity(qvec, np.arange(lo, hi))
             signals["dense"] = max(0.0, float(sims.max())) if len(sims) else 0.0
