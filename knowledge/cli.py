@@ -30,6 +30,15 @@ def _report_errors(errors) -> None:
         print(f"skipped {error}", file=sys.stderr)
 
 
+def _warn_prices(entries) -> None:
+    from .guard import mentions_price
+
+    for e in entries:
+        if mentions_price(e.answer):
+            print(f"warning: entry {e.id} states a price; prices are answered from the catalog, "
+                  "consider removing it from the answer", file=sys.stderr)
+
+
 # --- build ------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
     from .builder import build_and_publish
@@ -47,6 +56,7 @@ def cmd_build(args) -> int:
         result = read_sources(args.faq or (), args.docs or ())
         entries, errors = result.entries, result.errors
     _report_errors(errors)
+    _warn_prices(entries)
     if not entries:
         print("build: no entries to index", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .calibration import MAX_CHOICES
+from .guard import mentions_price
 from .index import Hit
 
 ANSWER = "answer"
@@ -36,11 +37,14 @@ class Candidate:
     category: str = ""
     kind: str = "faq"
     heading: str = ""
+    # the stored answer states a product price: never show that number, the catalog has the live one
+    mentions_price: bool = False
 
     @classmethod
     def from_hit(cls, hit: Hit) -> "Candidate":
         e = hit.entry
-        return cls(e.id, e.question, e.answer, e.source or e.id, round(hit.score, 4), e.category, e.kind, e.heading)
+        return cls(e.id, e.question, e.answer, e.source or e.id, round(hit.score, 4), e.category, e.kind, e.heading,
+                   mentions_price(e.answer))
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,13 @@ def asks_database_fact(text: str) -> Optional[str]:
         if not _POLICY_FEE.search(window):
             return PRICE
     return None
+
+
+# a concrete price stated in an answer ("日常价 89 元", "售价￥129"): stale as soon as the catalog changes
+_PRICE_STATED = re.compile(r"(日常价|售价|原价|现价|到手价|活动价|特价|价格|零售价)\s*(是|为|:|：)?\s*[¥￥]?\s*\d+(\.\d+)?\s*(元|块)?")
+
+
+def mentions_price(answer: str) -> bool:
+    """True when a stored answer states a product price. The action should not show that number (the
+    catalog has the live one); the import report asks the shop to remove it from the FAQ."""
+    return bool(_PRICE_STATED.search(normalize(answer)))

@@ -4,6 +4,7 @@ from datetime import datetime
 import pytest
 
 from knowledge import ANSWER, CLARIFY, DECLINE, KnowledgeBase, asks_database_fact
+from knowledge.guard import mentions_price
 from knowledge.builder import build_and_publish
 from knowledge.decision import CLOSE_CANDIDATES, DATABASE_FACT, EXACT_MATCH, NO_MATCH
 from knowledge.importer import read_faq
@@ -148,3 +149,11 @@ def test_quality_on_the_labelled_evaluation_set(demo_kb):
     assert answered / len(positives) >= 0.5
     assert right / answered >= 0.95
     assert oos_answered / len(negatives) <= 0.03
+
+
+def test_an_answer_that_states_a_price_is_flagged(small_kb):
+    assert mentions_price("XM-CUP-350 保温杯日常价 89 元。") and mentions_price("售价：￥129")
+    assert not mentions_price("全场满 99 元包邮，不满 99 元运费 8 元。")
+    d = small_kb.decide("XM-CUP-350 保温杯保温效果怎么样", now=NOW)  # both cup entries name the SKU
+    flags = {c.id: c.mentions_price for c in d.candidates}
+    assert flags == {"C1": True, "C2": False}
