@@ -110,7 +110,7 @@ def rasa_child(settings: Settings, model: Path, python: str) -> Child:
     workers = settings.workers if settings.redis_url else 1
     env = child_env(settings)
     env["SANIC_WORKERS"] = str(workers)
-    argv = [python, "-m", "rasa", "run", "--model", str(model), "--endpoints", str(write_endpoints(settings)),
+    argv = [python, "-m", "bot.rasa_server", "run", "--model", str(model), "--endpoints", str(write_endpoints(settings)),
             "--credentials", str(REPO_ROOT / "bot" / "credentials.yml"), "--interface", settings.host,
             "--port", str(settings.rasa_port), "--logging-config-file", str(REPO_ROOT / "bot" / "logging.yml")]
     return Child("rasa", argv, f"http://{settings.host}:{settings.rasa_port}/webhooks/im/health", env)

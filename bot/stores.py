@@ -36,9 +36,16 @@ class SiyuTrackerStore(SQLTrackerStore):
         logger.info("tracker store on %s", masked_url(url))
         super().__init__(domain=domain, host=url, event_broker=event_broker)
         if self.engine.dialect.name == "sqlite":
+            # Rasa's engine uses SQLite's NullPool (a new connection per query); ours pools them
+            from sqlalchemy.pool import QueuePool
+
             from actions.db.engine import _sqlite_pragmas
 
+            self.engine.dispose()
+            self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=5, max_overflow=5,
+                                           connect_args={"check_same_thread": False})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
 
     async def keys(self) -> Iterable[Text]:
         return await asyncio.to_thread(self._keys_sync)

@@ -20,8 +20,11 @@ _async_engines: dict = {}
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # WAL lets the Rasa server, the action server and the importer use one file concurrently;
     # busy_timeout turns "database is locked" into a short wait.
+    # synchronous=NORMAL is the durable setting for WAL (no corruption; only an OS crash or power
+    # cut can lose the last commits) and saves an fsync per commit.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -41,6 +44,10 @@ def create_sync_engine(settings: Optional[Settings] = None) -> Engine:
     kwargs = {"future": True}
     if url.startswith("postgresql"):
         kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    if url.startswith("sqlite"):
+        from sqlalchemy.pool import QueuePool
+
+        kwargs.update(poolclass=QueuePool, pool_size=5, max_overflow=5, connect_args={"check_same_thread": False})
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_pragmas)
@@ -65,7 +72,11 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
                           connect_args={"timeout": settings.action_io_timeout,
                                         "command_timeout": settings.action_io_timeout})
         else:
-            kwargs.update(connect_args={"timeout": settings.action_io_timeout})
+            from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+            # a pool instead of SQLite's default NullPool: no new connection (and thread) per query
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5,
+                          connect_args={"timeout": settings.action_io_timeout})
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
