@@ -133,15 +133,17 @@ def choose_thresholds(observations: Sequence[Observation]) -> Dict:
     positive = np.array([o.expected is not None for o in observations])
     right1 = np.array([bool(o.ids) and o.expected is not None and o.ids[0] == o.expected for o in observations])
     margin = top - second
+    clarify_grid = np.arange(0.10, 0.96, 0.02)
+    useful_at = {round(float(t), 4): _useful(observations, t) for t in clarify_grid}
     best = None
     for t_answer in np.arange(0.20, 0.96, 0.01):
         for t_margin in np.arange(0.0, 0.21, 0.01):
             answered = (top >= t_answer) & (margin >= t_margin)
             u_answer = np.where(answered, np.where(right1, GAIN_RIGHT_ANSWER, -COST_WRONG_ANSWER), 0.0)
             rest = ~answered
-            for t_clarify in np.arange(0.10, t_answer + 1e-9, 0.02):
+            for t_clarify in clarify_grid[clarify_grid <= t_answer + 1e-9]:
                 clar = rest & (top >= t_clarify)
-                useful = _useful(observations, t_clarify)
+                useful = useful_at[round(float(t_clarify), 4)]
                 u = u_answer + np.where(clar, np.where(useful, GAIN_USEFUL_CLARIFY, -COST_USELESS_CLARIFY), 0.0)
                 u = u + np.where(rest & ~clar & positive, -COST_DECLINED_ANSWERABLE, 0.0)
                 total = float(u.sum())
@@ -160,18 +162,11 @@ def choose_thresholds(observations: Sequence[Observation]) -> Dict:
     return thresholds
 
 
-_useful_cache: Dict[Tuple[int, float], np.ndarray] = {}
-
-
 def _useful(observations: Sequence[Observation], t_clarify: float) -> np.ndarray:
-    key = (id(observations), round(t_clarify, 4))
-    if key not in _useful_cache:
-        if len(_useful_cache) > 256:
-            _useful_cache.clear()
-        _useful_cache[key] = np.array([
-            o.expected is not None and o.expected in [i for i, s in zip(o.ids, o.scores) if s >= t_clarify][:MAX_CHOICES]
-            for o in observations])
-    return _useful_cache[key]
+    """Per observation: would the choices offered at this clarify threshold include the right entry."""
+    return np.array([
+        o.expected is not None and o.expected in [i for i, s in zip(o.ids, o.scores) if s >= t_clarify][:MAX_CHOICES]
+        for o in observations])
 
 
 def _ratio(a: int, b: int) -> Optional[float]:
