@@ -33,3 +33,68 @@ def test_action_responses_are_validated_with_the_same_schema():
         action._validate_action_result({"events": [{"event": "no_such_event"}], "responses": []})
     with pytest.raises(ValidationError):
         action._validate_action_result({"events": "not a list", "responses": []})
+
+
+async def test_endpoint_requests_reuse_one_session_and_still_work():
+    from aiohttp import web
+
+    peers = set()
+
+    async def handler(request):
+        peers.add(request.transport.get_extra_info("peername"))
+        return web.json_response({"ok": await request.json()})
+
+    app = web.Application()
+    app.router.add_post("/webhook", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+        first = await endpoint.request(json={"n": 1})
+        second = await endpoint.request(json={"n": 2})
+        assert first == {"ok": {"n": 1}} and second == {"ok": {"n": 2}}
+        async with endpoint.session() as a, endpoint.session() as b:
+            assert a is b and not a.closed
+        assert len(peers) == 1  # the second request reused the keep-alive connection
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.model
+async def test_sequential_graph_runner_gives_the_same_predictions_as_dask(trained_model):
+    """Parse and predict a conversation with the patched runner and with dask itself."""
+    import dask
+    from rasa.core.agent import Agent
+    from rasa.engine.runner.dask import DaskGraphRunner
+    from rasa.shared.core.events import ActionExecuted, SessionStarted, UserUttered
+
+    agent = Agent.load(str(trained_model))
+    runner = agent.processor.graph_runner
+    assert isinstance(runner, DaskGraphRunner)
+
+    def dask_run(inputs, targets):
+        graph = runner._build_dask_graph(runner._graph_schema.minimal_graph_schema(targets))
+        runner._add_inputs_to_graph(inputs, graph)
+        return dict(dask.get(graph, targets))
+
+    for text in ("我的订单到哪了", "真空保温杯多少钱", "签到", "asdfgh", "能开专票吗"):
+        parsed = await agent.parse_message(text)
+        msg_targets = [agent.processor.model_metadata.nlu_target]
+        from rasa.core.channels.channel import UserMessage
+
+        inputs = {"__message__": [UserMessage(text)]}
+        ours = runner.run(inputs=inputs, targets=msg_targets)[msg_targets[0]][0]
+        theirs = dask_run(inputs, msg_targets)[msg_targets[0]][0]
+        assert ours.get("intent") == theirs.get("intent") == parsed["intent"]
+        tracker = agent.processor.tracker_store.init_tracker("im:runner-test")
+        for event in (ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+                      UserUttered(text, parsed["intent"], parsed["entities"])):
+            tracker.update(event)
+        core_targets = [agent.processor.model_metadata.core_target]
+        inputs = {"__tracker__": tracker}
+        ours = runner.run(inputs=inputs, targets=core_targets)[core_targets[0]]
+        theirs = dask_run(inputs, core_targets)[core_targets[0]]
+        assert ours.max_confidence_index == theirs.max_confidence_index and ours.policy_name == theirs.policy_name
