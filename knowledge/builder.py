@@ -40,7 +40,7 @@ def calibrate(index: KnowledgeIndex, entries: Sequence[Entry], labelled: Sequenc
     probes = calibration.probe(index, calibration.out_of_scope_queries()) + calibration.probe(index, labelled)
     if held_out:
         holdout_index = KnowledgeIndex.build(kept, dict_dir=dict_dir, config=index.config)
-        probes += calibration.probe(holdout_index, held_out)
+        probes += calibration.probe(holdout_index, held_out, held_out=True)
     try:
         scorer, observations = calibration.fit_scorer(probes)
         thresholds = calibration.choose_thresholds(observations)
