@@ -229,3 +229,18 @@ def product_server(trained_model, tmp_path_factory) -> Iterator[Product]:
         yield product
     finally:
         product.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A SQLite connection left open by a test (its aiosqlite worker is a non-daemon thread) would
+    keep pytest from exiting: report it and stop the worker so the run ends with its real result."""
+    import threading
+
+    import aiosqlite.core as core
+
+    leaked = [t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)") and t.is_alive()]
+    for thread in leaked:
+        queue = thread._args[0]  # the worker's command queue
+        queue.put((None, lambda: core._STOP_RUNNING_SENTINEL))
+    if leaked:
+        print(f"\nWARNING: {len(leaked)} aiosqlite connection(s) were left open by tests and have been stopped")

@@ -72,11 +72,9 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
                           connect_args={"timeout": settings.action_io_timeout,
                                         "command_timeout": settings.action_io_timeout})
         else:
-            from sqlalchemy.pool import AsyncAdaptedQueuePool
-
-            # a pool instead of SQLite's default NullPool: no new connection (and thread) per query
-            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5,
-                          connect_args={"timeout": settings.action_io_timeout})
+            # no pool for aiosqlite: every pooled connection is a non-daemon thread, and one left
+            # behind by a forgotten engine would keep the process from exiting
+            kwargs.update(connect_args={"timeout": settings.action_io_timeout})
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
