@@ -9,6 +9,7 @@ from bot.settings import Settings
 # every model module must be imported so autogenerate sees its tables
 import actions.db.models  # noqa: F401
 import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
+import channels.wechat.models  # noqa: F401  (wechat_* tables, migration 0003)
 
 target_metadata = Base.metadata
 

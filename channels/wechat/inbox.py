@@ -1,0 +1,124 @@
+"""The durable inbox: a message is stored before its callback is acknowledged, and answered from
+here. Duplicates (the platform's retries, replays, two processes syncing the same 微信客服 page) are
+recognised by the message id: in Redis (SET NX with a TTL) when REDIS_URL is set, and always by the
+inbox's unique (channel, dedup_key), so the database alone is enough without Redis.
+
+Rows are claimed atomically (received -> processing) before Rasa sees them, so each message is
+handled by one process once; a row left in "processing" by a process that died is taken up again
+after a lease (its replies carry the same outbox keys, so nothing is sent twice).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import List, Optional, Tuple
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from actions.db.engine import async_session
+from channels.wechat.models import InboundMessageRow, now_utc
+from channels.wechat.payloads import InboundMessage
+
+logger = logging.getLogger("channels.wechat.inbox")
+PROCESSING_LEASE = timedelta(minutes=5)
+MISSED_AFTER = timedelta(seconds=15)
+
+
+class RedisDedup:
+    def __init__(self, redis, ttl_s: int, prefix: str = "siyu:") -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.prefix = prefix
+
+    def _key(self, channel: str, dedup_key: str) -> str:
+        return f"{self.prefix}wechat:dedup:{channel}:{dedup_key}"
+
+    async def first_time(self, channel: str, dedup_key: str) -> Optional[bool]:
+        """True the first time, False for a duplicate, None when Redis cannot answer (the database decides)."""
+        try:
+            return bool(await self.redis.set(self._key(channel, dedup_key), b"1", nx=True, ex=self.ttl_s))
+        except Exception as exc:  # noqa: BLE001 - Redis down must not lose the message
+            logger.warning("redis dedup unavailable, using the database", extra={"error": type(exc).__name__})
+            return None
+
+    async def forget(self, channel: str, dedup_key: str) -> None:
+        try:
+            await self.redis.delete(self._key(channel, dedup_key))
+        except Exception:  # noqa: BLE001
+            logger.warning("redis dedup key could not be removed", extra={"channel": channel})
+
+
+class Inbox:
+    def __init__(self, redis_dedup: Optional[RedisDedup] = None) -> None:
+        self.redis_dedup = redis_dedup
+
+    async def accept(self, message: InboundMessage, conversation_id: str, status: str = "received") -> Optional[int]:
+        """The inbox row id of a new message, None for a duplicate. Raises if it could not be stored
+        (the callback then fails and the platform retries)."""
+        if self.redis_dedup is not None:
+            first = await self.redis_dedup.first_time(message.channel, message.dedup_key)
+            if first is False:
+                logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
+                return None
+        try:
+            async with async_session() as session:
+                row = InboundMessageRow(channel=message.channel, dedup_key=message.dedup_key[:160],
+                                        conversation_id=conversation_id, payload=message.to_json(), status=status,
+                                        attempts=0, received_at=now_utc())
+                session.add(row)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                    logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
+                    return None
+                return row.id
+        except Exception:
+            # not stored: let the platform's retry through Redis next time
+            if self.redis_dedup is not None:
+                await self.redis_dedup.forget(message.channel, message.dedup_key)
+            raise
+
+    async def claim(self, row_id: int, worker: str) -> Optional[InboundMessageRow]:
+        async with async_session() as session:
+            result = await session.execute(
+                sa.update(InboundMessageRow)
+                .where(InboundMessageRow.id == row_id, InboundMessageRow.status == "received")
+                .values(status="processing", claimed_by=worker, claimed_at=now_utc(),
+                        attempts=InboundMessageRow.attempts + 1))
+            await session.commit()
+            if result.rowcount != 1:
+                return None
+            return await session.get(InboundMessageRow, row_id)
+
+    async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
+        async with async_session() as session:
+            await session.execute(sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
+                status=status, processed_at=now_utc(), error=(error or None) and error[:256]))
+            await session.commit()
+
+    async def missed(self, limit: int = 50) -> List[Tuple[int, str]]:
+        """Rows nobody is working on: received long ago, or processing past the lease (their process
+        died). Stale processing rows are put back to received so claim() can take them."""
+        now = now_utc()
+        async with async_session() as session:
+            await session.execute(sa.update(InboundMessageRow).where(
+                InboundMessageRow.status == "processing",
+                InboundMessageRow.claimed_at < now - PROCESSING_LEASE).values(status="received"))
+            await session.commit()
+            rows = await session.execute(
+                sa.select(InboundMessageRow.id, InboundMessageRow.conversation_id)
+                .where(InboundMessageRow.status == "received", InboundMessageRow.received_at < now - MISSED_AFTER)
+                .order_by(InboundMessageRow.id).limit(limit))
+            return [(row_id, conversation) for row_id, conversation in rows.all()]
+
+    async def prune(self, keep: timedelta) -> int:
+        """Forget answered messages older than the dedup horizon (stale replays are refused by the
+        callback's timestamp window long before)."""
+        async with async_session() as session:
+            result = await session.execute(sa.delete(InboundMessageRow).where(
+                InboundMessageRow.status.in_(("done", "ignored", "failed")),
+                InboundMessageRow.received_at < now_utc() - keep))
+            await session.commit()
+            return result.rowcount or 0

@@ -1,0 +1,192 @@
+"""The Rasa InputChannels, one per platform entry point (callback URL /webhooks/<name>/webhook):
+
+  wecom_kf      微信客服 (WeCom customer service)       AES, corp id; messages pulled with kf/sync_msg
+  wechat_mp     Official Account (公众号) 客服消息         XML, plaintext or AES ("secure") mode
+  wechat_mini   mini-program (小程序) customer service  JSON or XML, plaintext or AES mode
+  wecom_group   group robot message callback (@robot)  AES, empty receive id; replies via the webhook
+"""
+from __future__ import annotations
+
+import time
+from typing import List, Optional, Text
+from urllib.parse import parse_qs, urlsplit
+
+import sqlalchemy as sa
+from sanic.request import Request
+
+from actions.db.engine import async_session
+from channels.wechat import kf
+from channels.wechat.connector import WeChatInput, query
+from channels.wechat.crypto import CallbackCrypto, MalformedCallback
+from channels.wechat.models import WeChatGroup, now_utc
+from channels.wechat.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
+
+
+class WeComKfInput(WeChatInput):
+    channel = "wecom_kf"
+
+    @classmethod
+    def name(cls) -> Text:
+        return "wecom_kf"
+
+    def configured(self) -> bool:
+        return self.runtime.config.kf is not None
+
+    def crypto(self) -> CallbackCrypto:
+        c = self.runtime.config
+        return CallbackCrypto(c.kf.callback.token, c.kf.callback.aes_key, c.kf.corp_id, c.callback_max_age_s)
+
+    def verify_get(self, request: Request) -> str:
+        return self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                query(request, "nonce"), query(request, "echostr"))
+
+    async def read_post(self, request: Request) -> List[InboundMessage]:
+        envelope = parse_xml(request.body)
+        plain = self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                 query(request, "nonce"), envelope.get("Encrypt"))
+        data = parse_xml(plain.encode("utf-8"))
+        if data.get("MsgType") == "event" and data.get("Event") == "kf_msg_or_event":
+            open_kfid = required(data, "OpenKfId")
+            # the callback is only a doorbell: pull the messages after acknowledging it
+            self.runtime.spawn(kf.sync(self.runtime, open_kfid, data.get("Token") or None))
+        return []
+
+
+class AccountInput(WeChatInput):
+    """Official Account and mini-program: the same signing, message format and send API."""
+
+    def account(self):
+        return getattr(self.runtime.config, self.channel)
+
+    def configured(self) -> bool:
+        return self.account() is not None
+
+    def crypto(self) -> CallbackCrypto:
+        account = self.account()
+        return CallbackCrypto(account.callback.token, account.callback.aes_key, account.app_id,
+                              self.runtime.config.callback_max_age_s, corp=False)
+
+    def verify_get(self, request: Request) -> str:
+        self.crypto().verify_plain(query(request, "signature"), query(request, "timestamp"), query(request, "nonce"))
+        echo = query(request, "echostr")
+        if not echo:
+            raise MalformedCallback("echostr missing")
+        return echo
+
+    def _parse(self, body: bytes) -> dict:
+        return parse_json(body) if body.lstrip()[:1] == b"{" else parse_xml(body)
+
+    async def read_post(self, request: Request) -> List[InboundMessage]:
+        crypto = self.crypto()
+        if query(request, "encrypt_type") == "aes":
+            if not crypto.secure:
+                raise MalformedCallback("encrypted callback but no EncodingAESKey configured")
+            envelope = self._parse(request.body)
+            plain = crypto.verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                              query(request, "nonce"), envelope.get("Encrypt"))
+            data = self._parse(plain.encode("utf-8"))
+        else:
+            crypto.verify_plain(query(request, "signature"), query(request, "timestamp"), query(request, "nonce"))
+            data = self._parse(request.body)
+        return [self.message(data)]
+
+    def message(self, data: dict) -> InboundMessage:
+        sender = required(data, "FromUserName")
+        created = int_field(data, "CreateTime")
+        msg_type = required(data, "MsgType").lower()
+        account = str(data.get("ToUserName") or "")
+        if msg_type == "event":
+            event = required(data, "Event")
+            return InboundMessage(self.channel, sender, event_dedup_key(sender, created, event), "event", created,
+                                  account=account, event=event)
+        text = data.get("Content") if msg_type == "text" else None
+        if msg_type == "text" and not isinstance(text, str):
+            text = ""
+        return InboundMessage(self.channel, sender, required(data, "MsgId"), msg_type, created, account=account,
+                              text=text)
+
+
+class OfficialAccountInput(AccountInput):
+    channel = "mp"
+
+    @classmethod
+    def name(cls) -> Text:
+        return "wechat_mp"
+
+
+class MiniProgramInput(AccountInput):
+    channel = "mini"
+
+    @classmethod
+    def name(cls) -> Text:
+        return "wechat_mini"
+
+
+class WeComGroupInput(WeChatInput):
+    """Group robot callbacks: WeCom calls the robot's callback URL when a member @-mentions it, with
+    the group's webhook URL for the answer."""
+
+    channel = "group"
+
+    @classmethod
+    def name(cls) -> Text:
+        return "wecom_group"
+
+    def configured(self) -> bool:
+        return self.runtime.config.group.callback is not None
+
+    def crypto(self) -> CallbackCrypto:
+        callback = self.runtime.config.group.callback
+        # robot callbacks are encrypted with an empty receive id
+        return CallbackCrypto(callback.token, callback.aes_key, "", self.runtime.config.callback_max_age_s)
+
+    def verify_get(self, request: Request) -> str:
+        return self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                query(request, "nonce"), query(request, "echostr"))
+
+    async def read_post(self, request: Request) -> List[InboundMessage]:
+        envelope = parse_xml(request.body)
+        plain = self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                 query(request, "nonce"), envelope.get("Encrypt"))
+        data = parse_xml(plain.encode("utf-8"))
+        sender = data.get("From") if isinstance(data.get("From"), dict) else {}
+        user = required(sender, "UserId")
+        chat_id = required(data, "ChatId")
+        msg_type = required(data, "MsgType").lower()
+        text_node = data.get("Text") if isinstance(data.get("Text"), dict) else {}
+        text = text_node.get("Content", "") if msg_type == "text" else None
+        robot_key = _webhook_key(data.get("WebhookUrl"))
+        message = InboundMessage("group", user, required(data, "MsgId"), msg_type, int(time.time()), account=chat_id,
+                                 text=text, extra={"name": str(sender.get("Name") or "")})
+        message.extra["robot_key"] = robot_key
+        return [message]
+
+    async def accept(self, messages: List[InboundMessage]) -> None:
+        for message in messages:
+            robot_key = message.extra.pop("robot_key", None)
+            if robot_key:
+                await remember_robot(message.account, robot_key)
+        await super().accept(messages)
+
+
+def _webhook_key(url) -> Optional[str]:
+    if not isinstance(url, str) or not url:
+        return None
+    keys = parse_qs(urlsplit(url).query).get("key")
+    return keys[0] if keys else None
+
+
+async def remember_robot(chat_id: str, robot_key: str) -> None:
+    """The callback tells us the group's robot webhook: store it so replies and proactive posts can use it."""
+    async with async_session() as session:
+        group = await session.get(WeChatGroup, chat_id)
+        if group is None:
+            session.add(WeChatGroup(chat_id=chat_id, name="", robot_key=robot_key, delivery_mode="robot"))
+        elif group.robot_key != robot_key:
+            group.robot_key, group.updated_at = robot_key, now_utc()
+        else:
+            return
+        try:
+            await session.commit()
+        except sa.exc.IntegrityError:
+            await session.rollback()

@@ -1,0 +1,102 @@
+"""微信客服 (WeCom customer service): the callback only says "there is something new" (with a one-time
+Token); the messages themselves are pulled with kf/sync_msg from the persisted cursor.
+
+Pages are serialised per account within a process; the inbox drops messages another process (or a
+repeated page) already stored, and the cursor is saved only after its page is in the inbox.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional
+
+import sqlalchemy as sa
+
+from actions.db.engine import async_session
+from channels.wechat import cursors, errcodes as E, outbox
+from channels.wechat.api import PlatformError
+from channels.wechat.models import KfCursor
+from channels.wechat.payloads import InboundMessage
+from channels.wechat.pipeline import conversation_id
+
+logger = logging.getLogger("channels.wechat.kf")
+CHANNEL = "wecom_kf"
+# origin of a message in sync_msg: 3 the WeChat user, 4 a system event, 5 a servicer in the WeCom client
+FROM_CUSTOMER, SYSTEM_EVENT = 3, 4
+MAX_PAGES_PER_SYNC = 50
+
+
+def normalize(item: Dict[str, Any]) -> Optional[InboundMessage]:
+    """The customer's messages (and entering the session) as InboundMessages; None for the rest."""
+    origin = item.get("origin")
+    msgid, msgtype = item.get("msgid"), item.get("msgtype")
+    if not isinstance(msgid, str) or not msgid or not isinstance(msgtype, str):
+        return None
+    open_kfid = str(item.get("open_kfid") or "")
+    sent_at = int(item.get("send_time") or 0)
+    if origin == FROM_CUSTOMER and item.get("external_userid"):
+        text = (item.get("text") or {}).get("content") if msgtype == "text" else None
+        return InboundMessage(CHANNEL, str(item["external_userid"]), msgid, msgtype, sent_at, account=open_kfid,
+                              text=text if isinstance(text, str) else ("" if msgtype == "text" else None))
+    if origin == SYSTEM_EVENT and msgtype == "event":
+        event = item.get("event") or {}
+        user = event.get("external_userid")
+        if event.get("event_type") == "enter_session" and user:
+            return InboundMessage(CHANNEL, str(user), msgid, "event", sent_at, account=open_kfid,
+                                  event="enter_session")
+    return None
+
+
+async def _note_event(item: Dict[str, Any]) -> None:
+    event = item.get("event") or {}
+    if event.get("event_type") == "msg_send_fail" and event.get("fail_msgid"):
+        # the platform accepted one of our messages but could not deliver it (e.g. the user refused)
+        found = await outbox.mark_failed_by_msgid(CHANNEL, str(event["fail_msgid"]),
+                                                  f"msg_send_fail (fail_type {event.get('fail_type')})")
+        logger.warning("wechat kf message not delivered", extra={"fail_type": event.get("fail_type"),
+                                                                 "known": found})
+
+
+async def sync(runtime, open_kfid: str, msg_token: Optional[str] = None) -> List[int]:
+    """Pull everything new for one account into the inbox and schedule it; the new inbox row ids."""
+    accepted: List[int] = []
+    async with runtime.kf_lock(open_kfid):
+        cursor = await cursors.load(open_kfid)
+        for _ in range(MAX_PAGES_PER_SYNC):
+            try:
+                page = await runtime.client.kf_sync_msg(open_kfid, cursor, msg_token)
+            except PlatformError as exc:
+                if exc.errcode == E.KF_INVALID_MSG_TOKEN and msg_token:
+                    # the callback's token expired (10 min): pull without it
+                    msg_token = None
+                    continue
+                raise
+            for item in page.get("msg_list") or []:
+                message = normalize(item)
+                if message is None:
+                    await _note_event(item)
+                    continue
+                status = "ignored" if message.msg_type == "event" else "received"
+                conversation = conversation_id(message)
+                row_id = await runtime.inbox.accept(message, conversation, status=status)
+                if row_id is not None and status == "received":
+                    accepted.append(row_id)
+                    runtime.process(row_id, conversation)
+            next_cursor = page.get("next_cursor") or cursor
+            if next_cursor != cursor:
+                await cursors.save(open_kfid, next_cursor)
+                cursor = next_cursor
+            if not page.get("has_more"):
+                break
+    if accepted:
+        logger.info("wechat kf messages pulled", extra={"messages": len(accepted)})
+    return accepted
+
+
+async def sync_known_accounts(runtime) -> None:
+    async with async_session() as session:
+        accounts = list((await session.execute(sa.select(KfCursor.open_kfid))).scalars())
+    for open_kfid in accounts:
+        try:
+            await sync(runtime, open_kfid)
+        except PlatformError as exc:
+            logger.warning("wechat kf start-up sync failed", extra={"errcode": exc.errcode, "kind": exc.kind})

@@ -1,0 +1,198 @@
+"""The persistent outbox: every outbound WeChat message is a row here before anything is sent.
+
+  pending --claim--> sending --> sent | refused (window / quota) | failed (code kept for staff)
+                        |--> pending again (retry with backoff, or deferred by a rate limit)
+                        '--> unknown (a non-idempotent send whose fate the platform never told us)
+
+Claiming is one conditional UPDATE (plus FOR UPDATE SKIP LOCKED on PostgreSQL), so any number of
+workers in any number of processes never send a row twice. Per recipient, a row is only claimable
+when every earlier row to that recipient is settled: replies arrive in the order Rasa produced
+them. The idempotency key is unique: enqueueing the same logical message twice stores it once.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterable, List, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from actions.db.engine import async_session
+from channels.wechat.models import OutboxMessage, now_utc
+
+logger = logging.getLogger("channels.wechat.outbox")
+
+ACTIVE = ("pending", "sending")
+SETTLED = ("sent", "refused", "failed", "unknown")
+# a send that takes longer than this was interrupted (its process died); API calls time out far sooner
+SENDING_LEASE = timedelta(seconds=90)
+# 微信客服 deduplicates by msgid: repeating its send after a crash or timeout cannot double it
+IDEMPOTENT_CHANNELS = frozenset({"wecom_kf"})
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex  # 32 characters: also a valid kf/send_msg msgid
+
+
+@dataclass
+class OutgoingMessage:
+    channel: str
+    recipient: str
+    msgtype: str
+    body: Dict[str, Any]
+    account: Optional[str] = None
+    conversation_id: Optional[str] = None
+    customer_id: Optional[int] = None
+    idempotency_key: str = field(default_factory=new_key)
+    not_before: Optional[datetime] = None
+
+
+def _row(message: OutgoingMessage) -> Dict[str, Any]:
+    now = now_utc()
+    return dict(channel=message.channel, recipient=message.recipient, account=message.account,
+                conversation_id=message.conversation_id, customer_id=message.customer_id, msgtype=message.msgtype,
+                body=message.body, idempotency_key=message.idempotency_key[:64], status="pending", attempts=0,
+                next_attempt_at=message.not_before or now, created_at=now)
+
+
+async def enqueue(messages: Iterable[OutgoingMessage]) -> List[int]:
+    """Store messages; returns the ids of the rows (existing rows for keys already enqueued)."""
+    messages = list(messages)
+    if not messages:
+        return []
+    keys = [m.idempotency_key[:64] for m in messages]
+    async with async_session() as session:
+        existing = dict((await session.execute(sa.select(OutboxMessage.idempotency_key, OutboxMessage.id).where(
+            OutboxMessage.idempotency_key.in_(keys)))).all())
+        fresh = [m for m in messages if m.idempotency_key[:64] not in existing]
+        rows = [OutboxMessage(**_row(m)) for m in fresh]
+        session.add_all(rows)
+        try:
+            await session.commit()
+            existing.update({r.idempotency_key: r.id for r in rows})
+        except IntegrityError:
+            # a concurrent enqueue of the same key: store the rest one by one
+            await session.rollback()
+            for message in fresh:
+                row = OutboxMessage(**_row(message))
+                session.add(row)
+                try:
+                    await session.commit()
+                    existing[row.idempotency_key] = row.id
+                except IntegrityError:
+                    await session.rollback()
+                    found = await session.execute(sa.select(OutboxMessage.id).where(
+                        OutboxMessage.idempotency_key == message.idempotency_key[:64]))
+                    existing[message.idempotency_key[:64]] = found.scalar_one()
+    return [existing[k] for k in keys]
+
+
+async def claim(worker: str, limit: int = 32) -> List[OutboxMessage]:
+    """Take due rows for this worker (status -> sending). Each row goes to exactly one worker."""
+    now = now_utc()
+    claim_id = f"{worker}:{uuid.uuid4().hex[:8]}"
+    async with async_session() as session:
+        earlier = aliased(OutboxMessage)
+        blocked = sa.select(earlier.id).where(
+            earlier.channel == OutboxMessage.channel, earlier.recipient == OutboxMessage.recipient,
+            earlier.id < OutboxMessage.id, earlier.status.in_(ACTIVE)).exists()
+        due = (sa.select(OutboxMessage.id)
+               .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, ~blocked)
+               .order_by(OutboxMessage.id).limit(limit))
+        if session.bind.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True, of=OutboxMessage)
+        ids = list((await session.execute(due)).scalars())
+        if not ids:
+            await session.rollback()
+            return []
+        await session.execute(
+            sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
+            .values(status="sending", claimed_by=claim_id, claimed_at=now, attempts=OutboxMessage.attempts + 1)
+            .execution_options(synchronize_session=False))
+        await session.commit()
+        rows = await session.execute(sa.select(OutboxMessage).where(
+            OutboxMessage.claimed_by == claim_id, OutboxMessage.status == "sending").order_by(OutboxMessage.id))
+        return list(rows.scalars())
+
+
+async def settle(row: OutboxMessage, status: str, *, errcode: Optional[int] = None, error: Optional[str] = None,
+                 platform_msgid: Optional[str] = None, retry_in_s: Optional[float] = None,
+                 count_attempt: bool = True) -> bool:
+    """Record the outcome of a claimed row; False if the claim was lost (the row was recovered by
+    another worker meanwhile), in which case nothing is changed."""
+    values: Dict[str, Any] = {"last_errcode": errcode, "last_error": (error or None) and error[:256]}
+    if status == "sent":
+        values.update(status="sent", sent_at=now_utc(), platform_msgid=platform_msgid)
+    elif status == "retry":
+        values.update(status="pending", claimed_by=None,
+                      next_attempt_at=now_utc() + timedelta(seconds=retry_in_s or 1.0))
+        if not count_attempt:
+            values["attempts"] = OutboxMessage.attempts - 1
+    else:
+        values.update(status=status)
+    async with async_session() as session:
+        result = await session.execute(sa.update(OutboxMessage).where(
+            OutboxMessage.id == row.id, OutboxMessage.claimed_by == row.claimed_by,
+            OutboxMessage.status == "sending").values(**values))
+        await session.commit()
+    if result.rowcount != 1:
+        logger.warning("outbox claim lost before settling", extra={"outbox_id": row.id})
+        return False
+    return True
+
+
+def backoff_s(attempts: int) -> float:
+    return min(300.0, 2.0 ** max(attempts - 1, 0)) * random.uniform(0.8, 1.2)
+
+
+async def recover_interrupted() -> Dict[str, int]:
+    """Rows left in "sending" by a process that died: idempotent channels are sent again; for the
+    others the platform may or may not have delivered, so they become "unknown" for staff rather
+    than risking a duplicate."""
+    cutoff = now_utc() - SENDING_LEASE
+    async with async_session() as session:
+        retried = await session.execute(sa.update(OutboxMessage).where(
+            OutboxMessage.status == "sending", OutboxMessage.claimed_at < cutoff,
+            OutboxMessage.channel.in_(IDEMPOTENT_CHANNELS)).values(status="pending", claimed_by=None))
+        unknown = await session.execute(sa.update(OutboxMessage).where(
+            OutboxMessage.status == "sending", OutboxMessage.claimed_at < cutoff,
+            OutboxMessage.channel.notin_(IDEMPOTENT_CHANNELS)).values(
+                status="unknown", last_error="interrupted while sending; the platform may have delivered it"))
+        await session.commit()
+    counts = {"resent": retried.rowcount or 0, "unknown": unknown.rowcount or 0}
+    if any(counts.values()):
+        logger.warning("outbox rows recovered after an interrupted send", extra=counts)
+    return counts
+
+
+async def problems(limit: int = 100) -> List[OutboxMessage]:
+    """What staff should look at: failed, refused and unknown messages, newest first."""
+    async with async_session() as session:
+        rows = await session.execute(sa.select(OutboxMessage).where(
+            OutboxMessage.status.in_(("failed", "refused", "unknown"))).order_by(OutboxMessage.id.desc()).limit(limit))
+        return list(rows.scalars())
+
+
+async def requeue(outbox_id: int) -> bool:
+    """Staff decided to try a failed / unknown message again."""
+    async with async_session() as session:
+        result = await session.execute(sa.update(OutboxMessage).where(
+            OutboxMessage.id == outbox_id, OutboxMessage.status.in_(("failed", "unknown", "refused"))).values(
+                status="pending", claimed_by=None, next_attempt_at=now_utc(), attempts=0))
+        await session.commit()
+        return bool(result.rowcount)
+
+
+async def mark_failed_by_msgid(channel: str, msgid: str, reason: str) -> bool:
+    """The platform reported later that a message it had accepted was not delivered (微信客服 msg_send_fail)."""
+    async with async_session() as session:
+        result = await session.execute(sa.update(OutboxMessage).where(
+            OutboxMessage.channel == channel, OutboxMessage.platform_msgid == msgid).values(
+                status="failed", last_error=reason[:256]))
+        await session.commit()
+        return bool(result.rowcount)

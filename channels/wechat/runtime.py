@@ -1,0 +1,161 @@
+"""The WeChat services of one Rasa server process: configuration, API client, token cache, inbox,
+outbox worker, the message pipeline and its background tasks. The connectors (one InputChannel
+per platform entry point) share it; it starts with the Sanic server and stops with it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any, Coroutine, Dict, Optional, Set
+
+from bot.settings import get_settings
+from channels.wechat.api import PlatformClient
+from channels.wechat.config import WeChatConfig
+from channels.wechat.inbox import Inbox, RedisDedup
+from channels.wechat.pipeline import OnNewMessage, Pipeline
+from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
+from channels.wechat.worker import OutboxWorker
+
+logger = logging.getLogger("channels.wechat")
+SWEEP_EVERY_S = 30.0
+# Rasa handles one conversation at a time (lock store); this bounds how many run at once per process
+MAX_CONCURRENT_MESSAGES = 64
+
+
+class WeChatRuntime:
+    def __init__(self, config: Optional[WeChatConfig] = None, redis_prefix: str = "siyu:") -> None:
+        settings = get_settings()
+        self.config = config or WeChatConfig.from_settings(settings)
+        self.redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+            tokens = RedisTokenCache(self.redis, redis_prefix)
+            dedup: Optional[RedisDedup] = RedisDedup(self.redis, self.config.dedup_ttl_s, redis_prefix)
+        else:
+            tokens, dedup = MemoryTokenCache(), None
+        self.tokens = tokens
+        self.client = PlatformClient(self.config, tokens)
+        self.inbox = Inbox(dedup)
+        self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
+        self.pipeline = Pipeline(self)
+        self._on_new_message: Optional[OnNewMessage] = None
+        self._app = None
+        self._tasks: Set[asyncio.Task] = set()
+        self._slots: Optional[asyncio.Semaphore] = None
+        self._kf_locks: Dict[str, asyncio.Lock] = {}
+        self._conversation_locks: Dict[str, list] = {}
+        self._sweeper: Optional[asyncio.Task] = None
+        self.started = False
+
+    # --- wiring to Rasa ---------------------------------------------------------------------------
+    def bind(self, on_new_message: OnNewMessage) -> None:
+        self._on_new_message = on_new_message
+
+    async def on_new_message(self, message) -> Any:
+        assert self._on_new_message is not None, "no connector blueprint registered"
+        return await self._on_new_message(message)
+
+    def agent(self):
+        return getattr(self._app.ctx, "agent", None) if self._app is not None else None
+
+    async def start(self, app) -> None:
+        if self.started:
+            return
+        self._app = app
+        self.started = True
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_MESSAGES)
+        self.config.report()
+        if not self.config.any_configured():
+            # the connectors answer 503; nothing to send or sweep
+            return
+        self.worker.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="wechat-sweeper")
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        if self._sweeper:
+            self._sweeper.cancel()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            # messages in flight finish (or stay in the inbox for the next start)
+            await asyncio.wait(pending, timeout=10)
+        await self.worker.stop()
+        await self.client.close()
+        if self.redis is not None:
+            await self.redis.close()
+
+    # --- background work ------------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        task = asyncio.create_task(self._bounded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _bounded(self, coro: Coroutine) -> None:
+        assert self._slots is not None
+        async with self._slots:
+            try:
+                await coro
+            except Exception:  # noqa: BLE001 - logged; the inbox keeps the message for the sweeper
+                logger.exception("wechat background task failed")
+
+    def process(self, row_id: int, conversation_id: str) -> None:
+        """Answer an inbox row in the background; one conversation's messages strictly in arrival order."""
+        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_order(self, conversation_id: str, coro: Coroutine) -> None:
+        # the conversation lock is taken first thing (asyncio locks are FIFO), so tasks queue in the
+        # order they were created, whatever the database does to their timing afterwards
+        lock = self._conversation_locks.setdefault(conversation_id, [asyncio.Lock(), 0])
+        lock[1] += 1
+        try:
+            async with lock[0]:
+                await self._bounded(coro)
+        finally:
+            lock[1] -= 1
+            if lock[1] == 0:
+                self._conversation_locks.pop(conversation_id, None)
+
+    def kf_lock(self, open_kfid: str) -> asyncio.Lock:
+        return self._kf_locks.setdefault(open_kfid, asyncio.Lock())
+
+    async def _sweep_forever(self) -> None:
+        from channels.wechat import kf
+
+        first = True
+        while self.started:
+            try:
+                if first and self.config.kf:
+                    # messages that arrived while the bot was down: the platform does not call back for them
+                    await kf.sync_known_accounts(self)
+                for row_id, conversation in await self.inbox.missed():
+                    self.process(row_id, conversation)
+                await self.inbox.prune(timedelta(seconds=self.config.dedup_ttl_s))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                logger.exception("wechat sweep failed")
+            first = False
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+
+_runtime: Optional[WeChatRuntime] = None
+
+
+def get_runtime() -> WeChatRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = WeChatRuntime()
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """For tests that change the settings."""
+    global _runtime
+    _runtime = None

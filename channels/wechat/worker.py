@@ -1,0 +1,113 @@
+"""The outbox sender: a background task of the Rasa server process (one per Sanic worker). It wakes
+when this process enqueues something and polls for rows other processes enqueued; rows to
+different recipients are sent concurrently, rows to one recipient strictly in order."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Optional
+
+from channels.wechat import outbox
+from channels.wechat.api import PlatformClient
+from channels.wechat.delivery import Outcome, deliver
+
+logger = logging.getLogger("channels.wechat.worker")
+MAINTENANCE_EVERY_S = 30.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class OutboxWorker:
+    def __init__(self, client: PlatformClient, max_attempts: int = 8, poll_s: float = 0.5,
+                 concurrency: int = 32) -> None:
+        self.client = client
+        self.max_attempts = max_attempts
+        self.poll_s = poll_s
+        self.concurrency = concurrency
+        self.name = worker_name()
+        self._wake = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+        self._stopping = False
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="wechat-outbox")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        logger.info("outbox worker started", extra={"worker": self.name})
+        last_maintenance = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() - last_maintenance > MAINTENANCE_EVERY_S:
+                    last_maintenance = time.monotonic()
+                    await outbox.recover_interrupted()
+                if await self.run_once():
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the sender
+                logger.exception("outbox worker cycle failed")
+                await asyncio.sleep(1.0)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except asyncio.TimeoutError:
+                pass
+        logger.info("outbox worker stopped", extra={"worker": self.name, "sent": self.sent})
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; the number of rows handled."""
+        rows = await outbox.claim(self.name, limit=self.concurrency)
+        if rows:
+            await asyncio.gather(*(self._send(row) for row in rows))
+        return len(rows)
+
+    async def _send(self, row) -> None:
+        try:
+            outcome = await deliver(self.client, row)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database failed mid-delivery
+            logger.exception("outbox delivery crashed", extra={"outbox_id": row.id})
+            outcome = Outcome("retry", error=f"internal error: {type(exc).__name__}")
+        await self._settle(row, outcome)
+
+    async def _settle(self, row, outcome: Outcome) -> None:
+        log = {"outbox_id": row.id, "channel": row.channel, "attempt": row.attempts, "errcode": outcome.errcode}
+        if outcome.status == "sent":
+            self.sent += 1
+            await outbox.settle(row, "sent", platform_msgid=outcome.platform_msgid)
+            logger.info("wechat message sent", extra=log)
+        elif outcome.status == "defer":
+            await outbox.settle(row, "retry", errcode=outcome.errcode, error=outcome.error,
+                                retry_in_s=outcome.retry_in_s, count_attempt=False)
+            logger.info("wechat message deferred", extra=dict(log, reason=outcome.error,
+                                                               retry_in_s=round(outcome.retry_in_s or 0, 1)))
+        elif outcome.status == "retry" and row.attempts < self.max_attempts:
+            delay = outbox.backoff_s(row.attempts)
+            await outbox.settle(row, "retry", errcode=outcome.errcode, error=outcome.error, retry_in_s=delay)
+            logger.warning("wechat message will be retried", extra=dict(log, error=outcome.error,
+                                                                        retry_in_s=round(delay, 1)))
+        else:
+            status = "failed" if outcome.status == "retry" else outcome.status
+            await outbox.settle(row, status, errcode=outcome.errcode, error=outcome.error)
+            logger.error("wechat message not sent", extra=dict(log, status=status, reason=outcome.error))
