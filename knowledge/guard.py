@@ -19,7 +19,7 @@ ORDER = "order"
 _PRICE = re.compile(r"多少钱|多钱|什么价|啥价|价格|价钱|价位|售价|原价|现价|标价|到手价|卖多少|卖几|几块|几元|怎么卖|咋卖|"
                     r"打完折多少|优惠完多少|贵不贵|多少一(件|个|条|双|瓶|盒|斤|套)")
 # fees and rules the shop publishes as policy (shop.yml), not catalog prices
-_POLICY_FEE = re.compile(r"运费|邮费|险|赔|退款|退多少|抵|快递费|顺丰|运费险|手续费|包装费|差价|价格保护|价保|补多少|补几|会员费|开票|发票|积分")
+_POLICY_FEE = re.compile(r"运费|邮费|包邮|免邮|价格单|价签|险|赔|退款|退多少|抵|快递费|顺丰|运费险|手续费|包装费|差价|价格保护|价保|补多少|补几|会员费|开票|发票|积分")
 _STOCK = re.compile(r"有货|没货|有没有货|现货|库存|缺货|断货|补货|卖完|卖光|售罄|还剩|还有(吗|么|没|没有)|"
                     r"(还)?有没有[0-9a-z]{1,4}码|[0-9a-z]{1,4}码(还)?有(吗|么|没)")
 _ORDER = re.compile(r"(到哪了|到哪里了|到哪儿了|走到哪|发货了吗|发货了没|发货没|发了吗|发了没|发出了吗|什么时候到(啊|呀)?$|"
@@ -27,12 +27,16 @@ _ORDER = re.compile(r"(到哪了|到哪里了|到哪儿了|走到哪|发货了�
                     r"物流(信息)?(呢|到哪)|签收了吗)")
 
 
+# "…什么时候到" about money (a refund, an insurance payout) is after-sales policy, not a parcel
+_MONEY = re.compile(r"钱|款|理赔|赔付|积分|发票")
+
+
 def asks_database_fact(text: str) -> Optional[str]:
     """"price", "stock" or "order" when the message asks for that database fact, else None."""
     norm = normalize(text)
     if order_or_tracking_numbers(norm):
         return ORDER
-    if _ORDER.search(norm):
+    if _ORDER.search(norm) and not _MONEY.search(norm):
         return ORDER
     if _STOCK.search(norm):
         return STOCK

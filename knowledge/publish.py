@@ -24,7 +24,10 @@ POINTER = "CURRENT"
 
 
 def new_build_dir(target: Path) -> Path:
-    path = Path(target) / "builds" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    # names sort by creation time down to the nanosecond: pruning keeps the newest builds
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now // 10**9))
+    path = Path(target) / "builds" / f"{stamp}.{now % 10**9:09d}-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
     return path
 
