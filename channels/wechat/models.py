@@ -99,6 +99,8 @@ class ReplyWindow(Base):
 
     channel = sa.Column(sa.String(16), primary_key=True)
     user_id = sa.Column(sa.String(128), primary_key=True)
+    # the account the user wrote to (微信客服: the open_kfid replies must come from)
+    account = sa.Column(sa.String(64))
     message_at = sa.Column(sa.DateTime)
     message_sent = sa.Column(sa.Integer, nullable=False, default=0)
     event_at = sa.Column(sa.DateTime)

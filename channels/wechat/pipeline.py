@@ -81,7 +81,7 @@ class Pipeline:
             async with async_session() as session:
                 kind = "event" if message.msg_type == "event" else "message"
                 await windows.user_acted(session, message.channel, message.user_id, kind,
-                                         at=datetime.utcfromtimestamp(message.sent_at))
+                                         at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
         texts = await self._texts(message)
         if not texts:
             return False

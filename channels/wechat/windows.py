@@ -56,10 +56,12 @@ def governed(channel: str) -> bool:
 
 
 async def user_acted(session: AsyncSession, channel: str, user_id: str, kind: str = "message",
-                     at: Optional[datetime] = None) -> None:
+                     at: Optional[datetime] = None, account: Optional[str] = None) -> None:
     """A user message (kind=message) or event (kind=event) opens a fresh window; commits."""
     at = at or now_utc()
     values = {"message_at": at, "message_sent": 0} if kind == "message" else {"event_at": at, "event_sent": 0}
+    if account:
+        values["account"] = account
     updated = await session.execute(sa.update(ReplyWindow).where(
         ReplyWindow.channel == channel, ReplyWindow.user_id == user_id).values(**values))
     if updated.rowcount == 0:

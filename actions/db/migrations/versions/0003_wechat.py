@@ -77,6 +77,7 @@ def upgrade() -> None:
         'wechat_reply_windows',
         sa.Column('channel', sa.String(length=16), nullable=False),
         sa.Column('user_id', sa.String(length=128), nullable=False),
+        sa.Column('account', sa.String(length=64), nullable=True),
         sa.Column('message_at', sa.DateTime(), nullable=True),
         sa.Column('message_sent', sa.Integer(), nullable=False),
         sa.Column('event_at', sa.DateTime(), nullable=True),

@@ -1,0 +1,263 @@
+"""The one API for outbound WeChat messages (replies of staff, nudges, SOP posts):
+
+  send_to_customer(customer id | conversation id, messages)  -> SendResult
+  send_to_group(chat id, messages, mode=None)                  -> SendResult
+  notify_staff(userids, text)                                   -> SendResult
+
+The channel is chosen from the customer's identities: the one whose reply window is open with quota
+left (微信客服, Official Account, mini-program). When nothing can go out the result says why
+(out_of_window, over_quota, no_channel, ...) instead of failing silently; accepted messages are in
+the outbox, which sends them (and records what the platform did with them).
+
+Passing a `key` makes a send idempotent: the same key is stored once, however often it is sent
+(a scheduler that retries after a crash does not message anyone twice).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import sqlalchemy as sa
+
+from actions.db.engine import async_session
+from actions.db.models import CustomerIdentity
+from channels.wechat import windows
+from channels.wechat.models import OutboxMessage, ReplyWindow, RobotSend, WeChatGroup, now_utc
+from channels.wechat.outbox import OutgoingMessage, enqueue, new_key
+from channels.wechat.splitting import MARKDOWN_LIMIT_BYTES, TEXT_LIMIT_BYTES, split_text
+from channels.wechat.windows import REASON_TEXT, RULES
+
+logger = logging.getLogger("channels.wechat.sender")
+CUSTOMER_CHANNELS = ("wecom_kf", "mp", "mini")
+Message = Union[str, Dict[str, Any]]
+
+
+@dataclass
+class SendResult:
+    accepted: bool
+    channel: Optional[str] = None
+    outbox_ids: List[int] = field(default_factory=list)
+    # why nothing (or not everything right now) goes out: out_of_window, over_quota, no_channel,
+    # unknown_customer, unknown_group, no_robot, not_configured, rate_limited (accepted, sent later)
+    reason: Optional[str] = None
+    detail: str = ""
+
+    @classmethod
+    def refused(cls, reason: str, detail: str = "", channel: Optional[str] = None) -> "SendResult":
+        return cls(False, channel, [], reason, detail or REASON_TEXT.get(reason, reason))
+
+
+def _keys(key: Optional[str], count: int) -> List[str]:
+    """Outbox keys for the parts of one logical message; valid kf msgids (<= 32 chars, [0-9a-z-])."""
+    base = hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] if key else new_key()[:24]
+    return [f"{base}-{n}" for n in range(count)]
+
+
+def _texts(messages: Sequence[Message], limit: int) -> List[str]:
+    parts: List[str] = []
+    for message in messages:
+        text = message if isinstance(message, str) else (message.get("text") or "")
+        parts.extend(split_text(str(text), limit))
+    return parts
+
+
+def _runtime():
+    from channels.wechat.runtime import get_runtime
+
+    return get_runtime()
+
+
+def _configured(runtime, channel: str) -> bool:
+    config = runtime.config
+    return bool({"wecom_kf": config.kf, "mp": config.mp, "mini": config.mini, "robot": True,
+                 "app": config.app, "mass_send": config.contact}.get(channel))
+
+
+async def _queued(session, channel: str, recipient: str) -> int:
+    return (await session.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.channel == channel, OutboxMessage.recipient == recipient,
+        OutboxMessage.status.in_(("pending", "sending"))))).scalar() or 0
+
+
+async def _room(session, channel: str, user_id: str) -> Tuple[int, Optional[str], Optional[Any], Optional[str]]:
+    """(messages that may still be sent, refusal reason if none, when the window opened, the account)."""
+    rule = RULES[channel]
+    now = now_utc()
+    window = await session.get(ReplyWindow, (channel, user_id), populate_existing=True)
+    if window is None:
+        return 0, windows.OUT_OF_WINDOW, None, None
+    room, opened = 0, None
+    if window.message_at and window.message_at > now - rule.message_window:
+        room += rule.message_quota - window.message_sent
+        opened = window.message_at
+    if rule.event_quota and window.event_at and window.event_at > now - rule.event_window:
+        room += rule.event_quota - window.event_sent
+        opened = opened or window.event_at
+    room -= await _queued(session, channel, user_id)
+    if room > 0:
+        return room, None, opened, window.account
+    return 0, (windows.OVER_QUOTA if opened else windows.OUT_OF_WINDOW), opened, window.account
+
+
+async def _identities(session, target: Union[int, str]) -> Tuple[Optional[int], List[Tuple[str, str]]]:
+    if isinstance(target, str) and ":" in target:
+        channel, _, user = target.partition(":")
+        known = (await session.execute(sa.select(CustomerIdentity.customer_id).where(
+            CustomerIdentity.channel == channel, CustomerIdentity.external_id == user))).scalar()
+        return known, [(channel, user)] if channel in CUSTOMER_CHANNELS and user else []
+    try:
+        customer_id = int(target)
+    except (TypeError, ValueError):
+        return None, []
+    rows = await session.execute(sa.select(CustomerIdentity.channel, CustomerIdentity.external_id).where(
+        CustomerIdentity.customer_id == customer_id, CustomerIdentity.channel.in_(CUSTOMER_CHANNELS)))
+    return customer_id, [(c, u) for c, u in rows.all()]
+
+
+async def send_to_customer(target: Union[int, str], messages: Sequence[Message], *, key: Optional[str] = None,
+                           runtime=None) -> SendResult:
+    """Send text to a customer (customer id, or a conversation id like "wecom_kf:wmXXXX")."""
+    runtime = runtime or _runtime()
+    texts = _texts(messages, TEXT_LIMIT_BYTES)
+    if not texts:
+        return SendResult.refused("empty", "nothing to send")
+    async with async_session() as session:
+        customer_id, identities = await _identities(session, target)
+        if not identities:
+            reason = "unknown_customer" if customer_id is None and not isinstance(target, str) else "no_channel"
+            return SendResult.refused(reason)
+        candidates, reasons = [], []
+        for channel, user in identities:
+            if not _configured(runtime, channel):
+                reasons.append(("not_configured", channel))
+                continue
+            room, reason, opened, account = await _room(session, channel, user)
+            if reason:
+                reasons.append((reason, channel))
+            elif room < len(texts):
+                reasons.append((windows.OVER_QUOTA, channel))
+            else:
+                candidates.append((opened, channel, user, account))
+    if not candidates:
+        # the most useful reason: a window that is open but full says more than a closed one
+        order = [windows.OVER_QUOTA, windows.OUT_OF_WINDOW, "not_configured"]
+        reason, channel = sorted(reasons, key=lambda r: order.index(r[0]) if r[0] in order else 9)[0]
+        result = SendResult.refused(reason, channel=channel)
+        logger.info("wechat send refused", extra={"customer_id": customer_id, "reason": reason, "channel": channel,
+                                                  "parts": len(texts)})
+        return result
+    _, channel, user, account = max(candidates, key=lambda c: c[0])  # the most recently opened window
+    account = account if channel == "wecom_kf" else None
+    outgoing = [OutgoingMessage(channel=channel, recipient=user, msgtype="text", body={"text": {"content": t}},
+                                account=account, conversation_id=f"{channel}:{user}", customer_id=customer_id,
+                                idempotency_key=k) for t, k in zip(texts, _keys(key, len(texts)))]
+    ids = await enqueue(outgoing)
+    runtime.worker.wake()
+    return SendResult(True, channel, ids)
+
+
+async def send_to_group(chat_id: str, messages: Sequence[Message], *, mode: Optional[str] = None,
+                        mention: Optional[List[str]] = None, key: Optional[str] = None, runtime=None) -> SendResult:
+    """Post into a customer group by its delivery mode (or the given one): robot (text, markdown,
+    image, news through the webhook), mass_send (a task the owner confirms) or owner_reminder (an
+    app message to the owner with the content to forward)."""
+    runtime = runtime or _runtime()
+    async with async_session() as session:
+        group = await session.get(WeChatGroup, chat_id)
+        if group is None:
+            return SendResult.refused("unknown_group")
+        mode = mode or group.delivery_mode
+        if mode == "robot":
+            if not group.robot_key:
+                return SendResult.refused("no_robot", channel="robot")
+            outgoing = _robot_messages(chat_id, messages, mention, key)
+            if not outgoing:
+                return SendResult.refused("empty", "nothing to send")
+            recent = (await session.execute(sa.select(sa.func.count()).select_from(RobotSend).where(
+                RobotSend.chat_id == chat_id, RobotSend.sent_at > now_utc() - timedelta(seconds=60)))).scalar() or 0
+            backlog = recent + await _queued(session, "robot", chat_id) + len(outgoing)
+            ids = await enqueue(outgoing)
+            runtime.worker.wake()
+            if backlog > 20:
+                return SendResult(True, "robot", ids, "rate_limited",
+                                  f"{backlog} messages for this robot within a minute: the excess goes out "
+                                  f"in the following minutes (20 per minute)")
+            return SendResult(True, "robot", ids)
+        texts = _texts(messages, TEXT_LIMIT_BYTES)
+        if not texts:
+            return SendResult.refused("empty", "nothing to send")
+        if mode == "mass_send":
+            if not runtime.config.contact:
+                return SendResult.refused("not_configured", channel="mass_send")
+            if not group.owner_userid:
+                return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
+            return await send_mass(group.owner_userid, [chat_id], "\n".join(texts), key=key, runtime=runtime)
+        if mode == "owner_reminder":
+            if not group.owner_userid:
+                return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
+            reminder = f"请把下面的内容发到群「{group.name or chat_id}」：\n\n" + "\n".join(texts)
+            return await notify_staff([group.owner_userid], reminder, key=key, runtime=runtime)
+    return SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
+
+
+def _robot_messages(chat_id: str, messages: Sequence[Message], mention: Optional[List[str]],
+                    key: Optional[str]) -> List[OutgoingMessage]:
+    bodies: List[Tuple[str, Dict[str, Any]]] = []
+    for message in messages:
+        if isinstance(message, str) or "msgtype" not in message:
+            text = message if isinstance(message, str) else str(message.get("text") or "")
+            bodies.extend(("text", {"text": {"content": t}}) for t in split_text(text, TEXT_LIMIT_BYTES))
+        elif message["msgtype"] == "markdown":
+            content = str((message.get("markdown") or {}).get("content") or "")
+            bodies.extend(("markdown", {"markdown": {"content": t}}) for t in split_text(content, MARKDOWN_LIMIT_BYTES))
+        else:
+            bodies.append((message["msgtype"], {message["msgtype"]: message.get(message["msgtype"])}))
+    if mention:
+        for msgtype, body in bodies:
+            if msgtype == "text":
+                body["text"]["mentioned_list"] = list(mention)
+                break
+    return [OutgoingMessage(channel="robot", recipient=chat_id, msgtype=msgtype, body=body, idempotency_key=k)
+            for (msgtype, body), k in zip(bodies, _keys(key, len(bodies)))]
+
+
+async def send_mass(owner_userid: str, chat_ids: List[str], text: str, *, attachments: Optional[List[Dict]] = None,
+                    key: Optional[str] = None, runtime=None) -> SendResult:
+    """A mass-send task to the owner's customer groups; it reaches them when the owner confirms in
+    WeCom (track it with channels.wechat.mass_send)."""
+    runtime = runtime or _runtime()
+    if not runtime.config.contact:
+        return SendResult.refused("not_configured", channel="mass_send")
+    if not chat_ids or len(chat_ids) > 2000:
+        return SendResult.refused("bad_request", "a mass send goes to 1-2000 groups")
+    if attachments and len(attachments) > 9:
+        return SendResult.refused("bad_request", "a mass send carries at most 9 attachments")
+    body: Dict[str, Any] = {"text": {"content": text}, "chat_id_list": list(chat_ids)}
+    if attachments:
+        body["attachments"] = attachments
+    ids = await enqueue([OutgoingMessage(channel="mass_send", recipient=",".join(chat_ids)[:255], msgtype="text",
+                                         body=body, account=owner_userid, idempotency_key=_keys(key, 1)[0])])
+    runtime.worker.wake()
+    return SendResult(True, "mass_send", ids, None, "waiting for the group owner to confirm in WeCom")
+
+
+async def notify_staff(userids: List[str], text: str, *, key: Optional[str] = None, runtime=None) -> SendResult:
+    """An app message to staff members (WeCom userids). The platform silently drops messages beyond
+    30 per minute / 1000 per hour per member."""
+    runtime = runtime or _runtime()
+    if not runtime.config.app:
+        return SendResult.refused("not_configured", channel="app")
+    recipients = "|".join(u for u in userids if u)
+    if not recipients:
+        return SendResult.refused("no_recipient", "no staff userid given")
+    texts = split_text(text, TEXT_LIMIT_BYTES)
+    if not texts:
+        return SendResult.refused("empty", "nothing to send")
+    outgoing = [OutgoingMessage(channel="app", recipient=recipients, msgtype="text", body={"text": {"content": t}},
+                                idempotency_key=k) for t, k in zip(texts, _keys(key, len(texts)))]
+    ids = await enqueue(outgoing)
+    runtime.worker.wake()
+    return SendResult(True, "app", ids)
