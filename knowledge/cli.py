@@ -126,10 +126,8 @@ def _search_one(kb, query: str, k: int, no_threshold: bool) -> List[dict]:
     decision = kb.decide(query)
     if decision.action != ANSWER:
         return []  # declined, or below the answering threshold (the bot would ask to clarify)
-    hits = kb.search(query, k=k)
-    # the answer first, then the runners-up the bot would also have considered
-    ordered = [h for h in hits if h.entry.id == decision.answer.id] + [h for h in hits if h.entry.id != decision.answer.id]
-    return [h.to_json() for h in ordered[:k]]
+    # the answer first (it is the best hit), then the runners-up the bot also considered
+    return [h.to_json() for h in kb.search(query, k=k)]
 
 
 # --- import (managed mode) -------------------------------------------------------------------

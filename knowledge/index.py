@@ -48,6 +48,7 @@ DEFAULT_CONFIG = {
     "entry_text_similar": True,
     "candidates": 30,
 }
+RESCORE_POOL = 8
 DEFAULT_THRESHOLDS = {"answer": 0.45, "margin": 0.04, "clarify": 0.25, "source": "default"}
 
 
@@ -218,7 +219,8 @@ class KnowledgeIndex:
                 fused[e] = fused.get(e, 0.0) + w / (rrf_k + rank + 1)
         if not fused:
             return []
-        top = sorted(fused, key=lambda e: -fused[e])[: max(k, 4)]
+        # a fixed pool is rescored whatever k is, so the best hit (and the decision) never depends on k
+        top = sorted(fused, key=lambda e: -fused[e])[: max(k, RESCORE_POOL)]
         self_bm25 = self.fields["bm25_q"].self_score(words) if words else 0.0
         self_all = self.fields["bm25_all"].self_score(words) if words else 0.0
         max_fused = sum(weights.get(name, 1.0) for name in rankings) / (rrf_k + 1)
