@@ -174,7 +174,7 @@ def create_app(config: SandboxConfig) -> web.Application:
                 # the robot's callback only fires when the robot is @-mentioned
                 return web.json_response({"msg_id": key, "callback": None})
             signed = signer.group_message(group.chat_id, group.robot_key, user, body.get("name") or user, text,
-                                          key, str(request.url.origin()), now)
+                                          key, f"{request.scheme}://{request.host}", now)
         else:
             platform.user_acted(channel, user)
             original = config.mp_original_id if channel == "mp" else config.mini_original_id
