@@ -88,7 +88,8 @@ class Child:
 def write_endpoints(settings: Settings) -> Path:
     """endpoints.yml for this run, from the settings (ports may differ from bot/endpoints.yml)."""
     endpoints = {
-        "action_endpoint": {"url": f"http://{settings.host}:{settings.action_port}/webhook"},
+        "action_endpoint": {"url": f"http://{settings.host}:{settings.action_port}/webhook",
+                            "enable_selective_domain": True},
         "tracker_store": {"type": "bot.stores.SiyuTrackerStore"},
         "lock_store": {"type": "bot.stores.SiyuLockStore"},
     }

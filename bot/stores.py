@@ -35,7 +35,9 @@ class SiyuTrackerStore(SQLTrackerStore):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         logger.info("tracker store on %s", masked_url(url))
         super().__init__(domain=domain, host=url, event_broker=event_broker)
+        self._write_lock: Optional[asyncio.Lock] = None
         if self.engine.dialect.name == "sqlite":
+            self._write_lock = asyncio.Lock()
             # Rasa's engine uses SQLite's NullPool (a new connection per query); ours pools them
             from sqlalchemy.pool import QueuePool
 
@@ -67,7 +69,13 @@ class SiyuTrackerStore(SQLTrackerStore):
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         await self.stream_events(tracker)
-        await asyncio.to_thread(self._save_sync, tracker)
+        if self._write_lock is None:
+            await asyncio.to_thread(self._save_sync, tracker)
+            return
+        # SQLite has one writer at a time and makes the others poll with growing sleeps; queueing
+        # the writers here instead keeps them from sleeping past the moment the file is free
+        async with self._write_lock:
+            await asyncio.to_thread(self._save_sync, tracker)
 
     def _save_sync(self, tracker: DialogueStateTracker) -> None:
         with self.session_scope() as session:

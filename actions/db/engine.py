@@ -72,9 +72,13 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
                           connect_args={"timeout": settings.action_io_timeout,
                                         "command_timeout": settings.action_io_timeout})
         else:
-            # no pool for aiosqlite: every pooled connection is a non-daemon thread, and one left
-            # behind by a forgotten engine would keep the process from exiting
-            kwargs.update(connect_args={"timeout": settings.action_io_timeout})
+            from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+            # SQLAlchemy's default for SQLite files is no pool: a new connection, worker thread and
+            # PRAGMAs for every session (~1 ms each). Pooled connections are threads too: the
+            # servers dispose their engines on shutdown (dispose_async_engines).
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5,
+                          connect_args={"timeout": settings.action_io_timeout})
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
