@@ -84,3 +84,71 @@ async def harness(wechat_db, no_redis):
     h = await Harness(fresh_env()).start()
     yield h
     await h.stop()
+
+
+# --- the real product (Rasa server with the trained model + action server) behind the sandbox --------
+class SandboxProcess:
+    """`python -m channels.wechat.sandbox serve` as a subprocess, talked to over HTTP."""
+
+    def __init__(self, env, port: int, bot_url: str, log) -> None:
+        self.env, self.port, self.bot_url, self.log = env, port, bot_url, log
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        import subprocess
+        import time
+
+        from tests.conftest import PYTHON, REPO
+
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "channels.wechat.sandbox", "serve", "--port", str(self.port), "--bot-url", self.bot_url],
+            cwd=REPO, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_open("127.0.0.1", self.port):
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sandbox exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("sandbox did not start")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def wechat_product(trained_model, tmp_path_factory):
+    """The whole product on a seeded SQLite shop with every WeChat connector configured against a
+    sandbox subprocess; yields (product, sandbox)."""
+    from channels.wechat.sandbox.config import sandbox_credentials
+    from tests.conftest import Product, free_port, product_env, seed
+
+    var_dir = tmp_path_factory.mktemp("wechat_product")
+    url = f"sqlite:///{var_dir / 'shop.db'}"
+    seed(url)
+    env = product_env(url, var_dir)
+    env.update(sandbox_credentials())
+    sandbox_port = free_port()
+    env["SIYU_WECHAT_WORK_API_BASE"] = env["SIYU_WECHAT_MP_API_BASE"] = f"http://127.0.0.1:{sandbox_port}"
+    rasa_url = f"http://127.0.0.1:{env['SIYU_RASA_PORT']}"
+    sandbox = SandboxProcess(env, sandbox_port, rasa_url, var_dir / "sandbox.log")
+    sandbox.start()
+    product = Product(env, int(env["SIYU_RASA_PORT"]), var_dir / "product.log")
+    try:
+        product.start()
+        yield product, sandbox
+    finally:
+        product.stop()
+        sandbox.stop()

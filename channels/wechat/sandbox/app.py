@@ -251,6 +251,15 @@ def create_app(config: SandboxConfig) -> web.Application:
                                    robot=bool(body.get("robot", True)), members=body.get("members"))
         return web.json_response(vars(group))
 
+    async def users(request: web.Request) -> web.Response:
+        """{"channel": kf|mp|mini, "user": id, "unionid": ...}: the same person on several channels
+        (one open-platform account) has one unionid."""
+        body = await _json_body(request) or {}
+        if body.get("channel") not in ("kf", "mp", "mini") or not body.get("user") or not body.get("unionid"):
+            return web.json_response({"error": "need channel, user and unionid"}, status=400)
+        platform.user(body["channel"], body["user"])["unionid"] = str(body["unionid"])
+        return web.json_response({"ok": True})
+
     async def confirm_mass(request: web.Request) -> web.Response:
         body = await _json_body(request) or {}
         return web.json_response(platform.owner_confirms(str(body.get("msgid"))))
@@ -283,6 +292,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     r.add_post("/sandbox/tokens/expire", expire_tokens)
     r.add_post("/sandbox/clock", clock)
     r.add_route("*", "/sandbox/groups", groups)
+    r.add_post("/sandbox/users", users)
     r.add_post("/sandbox/mass/confirm", confirm_mass)
     r.add_post("/sandbox/verify", verify)
     r.add_post("/sandbox/reset", reset)

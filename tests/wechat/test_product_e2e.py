@@ -1,0 +1,125 @@
+"""The real product (Rasa server with the trained model, action server, demo shop) behind the
+platform sandbox: WeChat users get the bot's real answers, exactly once, on every connector, and
+one person on two channels is one customer."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from actions.db.models import Customer, CustomerIdentity, Order
+from channels.wechat.sandbox.callbacks import CallbackSigner
+from tests.wechat.sandbox_helpers import config_from_env
+
+pytestmark = pytest.mark.model
+
+
+async def call(session, method, url, **kwargs):
+    async with session.request(method, url, **kwargs) as resp:
+        return await resp.json()
+
+
+async def replies(session, sandbox, channel, to, count=1, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = (await call(session, "GET", sandbox.url + "/sandbox/deliveries",
+                            params={"channel": channel, "to": to}))["deliveries"]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {count} replies for {to} on {channel} within {timeout} s")
+
+
+def demo_customer_with_orders(database_url: str, unionid: str):
+    """Give a demo customer (who has orders) a unionid, as if their WeChat identity were known."""
+    from actions.db.engine import create_sync_engine
+    from bot.settings import Settings
+
+    engine = create_sync_engine(Settings(DATABASE_URL=database_url))
+    with Session(engine) as session:
+        customer = session.execute(sa.select(Customer).join(Order).order_by(Customer.id).limit(1)).scalars().first()
+        identity = customer.identities[0]
+        identity.unionid = unionid
+        orders = [o.order_no for o in customer.orders]
+        session.commit()
+        result = customer.id, orders
+    engine.dispose()
+    return result
+
+
+def identities_of(database_url: str, customer_id: int):
+    from actions.db.engine import create_sync_engine
+    from bot.settings import Settings
+
+    engine = create_sync_engine(Settings(DATABASE_URL=database_url))
+    with Session(engine) as session:
+        rows = session.execute(sa.select(CustomerIdentity.channel, CustomerIdentity.external_id).where(
+            CustomerIdentity.customer_id == customer_id)).all()
+    engine.dispose()
+    return {(c, e) for c, e in rows}
+
+
+async def test_my_orders_works_on_kf_and_the_official_account_for_one_customer(wechat_product):
+    product, sandbox = wechat_product
+    customer_id, orders = demo_customer_with_orders(product.database_url, "oUnionE2E")
+    async with aiohttp.ClientSession() as http:
+        for channel, user in (("kf", "wmE2EOrders"), ("mp", "oE2EOrders")):
+            await call(http, "POST", sandbox.url + "/sandbox/users",
+                       json={"channel": channel, "user": user, "unionid": "oUnionE2E"})
+            said = await call(http, "POST", sandbox.url + "/sandbox/say",
+                              json={"channel": channel, "user": user, "text": "我的订单到哪了", "wait": True})
+            assert said["callback"]["delivered"]
+            [reply] = await replies(http, sandbox, channel, user)
+            text = reply["content"]["content"]
+            assert any(order in text for order in orders), f"{channel}: the customer's own orders: {text}"
+    known = identities_of(product.database_url, customer_id)
+    assert {("wecom_kf", "wmE2EOrders"), ("mp", "oE2EOrders")} <= known
+
+
+async def test_three_identical_deliveries_one_reply_with_the_real_model(wechat_product):
+    product, sandbox = wechat_product
+    config = config_from_env(product.env)
+    message = {"ToUserName": config.mp_original_id, "FromUserName": "oE2EDup", "CreateTime": int(time.time()),
+               "MsgType": "text", "Content": "你们支持开发票吗", "MsgId": 7000000000000000001}
+    async with aiohttp.ClientSession() as http:
+        # the user wrote (their window opens on the platform), the platform delivers three times
+        await call(http, "POST", sandbox.url + "/sandbox/event",
+                   json={"channel": "mp", "user": "oE2EDup", "event": "CLICK"})
+        await asyncio.sleep(0.5)
+        signed = CallbackSigner(config).account_message("mp", message)
+        url = signed.url(product.base_url)
+        statuses = []
+        for _ in range(3):
+            async with http.post(url, data=signed.body) as resp:
+                statuses.append((resp.status, await resp.text()))
+        assert statuses == [(200, "success")] * 3
+        await replies(http, sandbox, "mp", "oE2EDup")
+        await asyncio.sleep(3.0)  # time for any duplicate to arrive
+        after = await replies(http, sandbox, "mp", "oE2EDup")
+    texts = [d["content"]["content"] for d in after]
+    assert len(texts) == 1 and "发票" in texts[0], texts
+
+
+async def test_group_mention_is_answered_into_the_group(wechat_product):
+    product, sandbox = wechat_product
+    async with aiohttp.ClientSession() as http:
+        said = await call(http, "POST", sandbox.url + "/sandbox/say", json={
+            "channel": "group", "user": "wangwu", "chat_id": "wrSandboxDemoGroup01",
+            "text": "@AI 豆\u2005退货运费谁出", "wait": True})
+        assert said["callback"]["delivered"]
+        [reply] = await replies(http, sandbox, "group", "wrSandboxDemoGroup01")
+    assert reply["content"]["mentioned_list"] == ["wangwu"]
+    assert reply["content"]["content"]
+
+
+async def test_forged_callback_is_refused_by_the_product(wechat_product):
+    product, sandbox = wechat_product
+    async with aiohttp.ClientSession() as http:
+        async with http.post(product.base_url + "/webhooks/wecom_kf/webhook",
+                             params={"msg_signature": "0" * 40, "timestamp": str(int(time.time())), "nonce": "1"},
+                             data=b"<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>") as resp:
+            assert resp.status == 403
