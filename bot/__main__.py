@@ -1,6 +1,7 @@
 """Command line of the product: `python -m bot <command>` (the `./siyu` wrapper installs first).
 
-  run [--demo]        prepare database and model, start and supervise the servers
+  run [--demo] [--sandbox]  prepare database and model, start and supervise the servers
+                      (--sandbox: also a fake WeChat platform, see docs/WECHAT_SETUP.md)
   train [--force]     train the model if config, domain or data changed
   migrate             bring the database schema up to date
   seed-demo           create the demo shop if the database is empty
@@ -81,6 +82,13 @@ def cmd_run(args) -> int:
     if args.demo:
         os.environ["SIYU_DEMO"] = "true"
         reset_settings_cache()
+    # --- WeChat sandbox (issue 3): fresh fake credentials shared by the connectors and the sandbox ---
+    if getattr(args, "sandbox", False):
+        from channels.wechat.sandbox.config import sandbox_environment
+
+        os.environ.update(sandbox_environment(get_settings()))
+        reset_settings_cache()
+    # --- end WeChat sandbox ---
     settings = get_settings()
     from bot.launcher import actions_child, rasa_child, say, supervise
     from bot.training import model_path
@@ -101,8 +109,35 @@ def cmd_run(args) -> int:
         return 1
     url = f"http://{settings.host}:{settings.rasa_port}/webhooks/im/"
     children = [actions_child(settings, sys.executable), rasa_child(settings, model, sys.executable)]
-    return asyncio.run(supervise(children, f"ready: open {url} to chat with {settings.shop.name}'s assistant "
-                                           f"(Ctrl-C stops)"))
+    ready = f"ready: open {url} to chat with {settings.shop.name}'s assistant (Ctrl-C stops)"
+    # --- WeChat sandbox (issue 3) ---
+    if getattr(args, "sandbox", False):
+        from bot.launcher import wechat_sandbox_child
+
+        children.insert(0, wechat_sandbox_child(settings, sys.executable))
+        ready += "\n" + _wechat_sandbox_help(settings)
+    # --- end WeChat sandbox ---
+    return asyncio.run(supervise(children, ready))
+
+
+# --- WeChat sandbox (issue 3) -------------------------------------------------------------------------
+def _wechat_sandbox_help(settings) -> str:
+    who = ""
+    if settings.demo:
+        from channels.wechat.sandbox.demo import link_demo_users
+
+        from bot.log_format import mask_name
+
+        linked = link_demo_users()
+        if linked:
+            who = f" (the demo users are demo customer {mask_name(linked[0])}, {linked[1]})"
+    say_cmd = f"{sys.executable} -m channels.wechat.sandbox say"
+    return (f"WeChat sandbox on http://127.0.0.1:{settings.wechat_sandbox_port}{who}; in another terminal:\n"
+            f"  {say_cmd} --channel kf --user wmDemoUser01 我的订单到哪了      (微信客服)\n"
+            f"  {say_cmd} --channel mp --user oDemoUser01 怎么开发票           (Official Account)\n"
+            f"  {say_cmd} --channel mini --user oDemoUser01 有优惠券吗         (mini-program)\n"
+            f"  {say_cmd} --channel group --user zhangsan 退货运费谁出         (@{settings.shop.bot_name} in a group)")
+# --- end WeChat sandbox ---------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
@@ -111,6 +146,8 @@ def main(argv=None) -> int:
     run = sub.add_parser("run", help="start the assistant")
     run.add_argument("--demo", action="store_true", help="create the demo shop and offer demo identities")
     run.add_argument("--no-train", action="store_true", help="use the existing model, do not train")
+    run.add_argument("--sandbox", action="store_true",
+                     help="also start the WeChat platform sandbox and point the WeChat connectors at it")
     run.set_defaults(func=cmd_run)
     train = sub.add_parser("train", help="train the model if needed")
     train.add_argument("--force", action="store_true")

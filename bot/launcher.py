@@ -122,6 +122,18 @@ def actions_child(settings: Settings, python: str) -> Child:
                  f"http://{settings.host}:{settings.action_port}/health", child_env(settings))
 
 
+# --- WeChat platform sandbox (channels/wechat, issue 3): `run --sandbox` -----------------------------
+def wechat_sandbox_child(settings: Settings, python: str) -> Child:
+    """The fake WeChat platform: serves the APIs the connectors call and delivers signed callbacks
+    to the Rasa server."""
+    bot_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    port = settings.wechat_sandbox_port
+    argv = [python, "-m", "channels.wechat.sandbox", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--bot-url", f"http://{bot_host}:{settings.rasa_port}"]
+    return Child("wechat-sandbox", argv, f"http://127.0.0.1:{port}/sandbox/health", child_env(settings))
+# --- end WeChat platform sandbox ----------------------------------------------------------------------
+
+
 async def supervise(children: List[Child], on_ready: str) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

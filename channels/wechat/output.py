@@ -7,6 +7,7 @@ than four. Buttons become numbered options; an image becomes its link.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Text
 
 from rasa.core.channels.channel import OutputChannel
@@ -28,14 +29,21 @@ class ReplyCollector(OutputChannel):
         self.messages.append(message)
 
 
+_NUMBERED_LINE = re.compile(r"^\s*\d+\s*[.、)）]", re.M)
+
+
 def render(message: Dict[str, Any]) -> Optional[str]:
     parts: List[str] = []
-    if message.get("text"):
-        parts.append(str(message["text"]).strip())
+    text = str(message.get("text") or "").strip()
+    if text:
+        parts.append(text)
     buttons = message.get("buttons") or message.get("quick_replies") or []
     options = [str(b.get("title")).strip() for b in buttons if isinstance(b, dict) and b.get("title")]
-    if options:
-        parts.append("\n".join(f"{n}. {title}" for n, title in enumerate(options, 1)))
+    # WeChat text has no buttons: the options become a numbered list to answer with, unless the text
+    # already enumerates them
+    if options and len(_NUMBERED_LINE.findall(text)) < len(options):
+        parts.append("\n".join(title if _NUMBERED_LINE.match(title) else f"{n}. {title}"
+                               for n, title in enumerate(options, 1)))
     if message.get("image"):
         parts.append(str(message["image"]))
     custom = message.get("custom")

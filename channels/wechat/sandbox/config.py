@@ -46,6 +46,14 @@ def sandbox_credentials() -> Dict[str, str]:
     }
 
 
+def sandbox_environment(settings: Settings) -> Dict[str, str]:
+    """Environment that points the connectors at a local sandbox (for `python -m bot run --sandbox`)."""
+    env = sandbox_credentials()
+    base = f"http://127.0.0.1:{settings.wechat_sandbox_port}"
+    env.update({"SIYU_WECHAT_WORK_API_BASE": base, "SIYU_WECHAT_MP_API_BASE": base})
+    return env
+
+
 def _secret(value) -> str:
     return value.get_secret_value() if value is not None else ""
 
