@@ -123,3 +123,43 @@ async def test_forged_callback_is_refused_by_the_product(wechat_product):
                              params={"msg_signature": "0" * 40, "timestamp": str(int(time.time())), "nonce": "1"},
                              data=b"<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>") as resp:
             assert resp.status == 403
+
+
+def test_run_sandbox_mode_lets_a_newcomer_chat_over_wechat(trained_model, tmp_path):
+    """`python -m bot run --demo --sandbox` as a newcomer uses it: the printed say command gets the
+    demo customer's orders back over fake WeChat."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from tests.conftest import PYTHON, REPO, free_port, product_env
+
+    env = product_env(f"sqlite:///{tmp_path / 'shop.db'}", tmp_path)
+    env["SIYU_WECHAT_SANDBOX_PORT"] = str(free_port())
+    for key in [k for k in env if k.startswith("SIYU_WECHAT_") and k != "SIYU_WECHAT_SANDBOX_PORT"]:
+        env.pop(key)
+    log = tmp_path / "run.log"
+    process = subprocess.Popen([PYTHON, "-m", "bot", "run", "--demo", "--sandbox", "--no-train"], cwd=REPO, env=env,
+                               stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "[siyu] ready:" not in log.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "WeChat sandbox on" in text and "-m channels.wechat.sandbox say --channel kf" in text
+        said = subprocess.run([PYTHON, "-m", "channels.wechat.sandbox", "say", "--channel", "kf", "--user",
+                               "wmDemoUser01", "我的订单到哪了"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert said.returncode == 0, said.stderr
+        assert re.search(r"SY\d{14}", said.stdout), said.stdout
+        final = log.read_text()
+        # secrets travel in query strings (corpsecret=, secret=, key=); no log line carries one
+        assert not re.search(r"(corpsecret|secret|key|access_token)=[A-Za-z0-9_\-]{6,}", final)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
