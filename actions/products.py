@@ -89,11 +89,14 @@ class ActionProductInquiry(ShopAction):
                 products = await product_repository.by_ids(session, [m.entry.id for m in matches])
             if not products:
                 category = await product_repository.find_category(session, text)
-                if category:
+                if category and ("recommend" in asked or not asked):
                     return await self._recommend(dispatcher, await product_repository.in_category(session, category),
                                                  category)
-                dispatcher.utter_message(response="utter_product_not_found")
-                return []
+        if not products:
+            # no product named: a general question (sizing, care, usage, membership...) for the FAQ;
+            # a price / stock / size question about a product we do not sell is "not found"
+            about_a_product = bool({"price", "stock", "variants"} & set(asked))
+            return await self._from_knowledge(dispatcher, tracker, text, about_a_product)
         if len(products) > 1:
             last = tracker.get_slot("product")
             same = [p for p in products if p.spu == last]
@@ -137,6 +140,19 @@ class ActionProductInquiry(ShopAction):
         if not answered:
             dispatcher.utter_message(response="utter_product_overview", specs=specs_text(product),
                                      description=product.description, **base, **stock)
+
+    @staticmethod
+    async def _from_knowledge(dispatcher, tracker, text: str, about_a_product: bool):
+        from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+        from knowledge.decision import DATABASE_FACT
+
+        decision = await knowledge_base().adecide(text)
+        if decision.reason == DATABASE_FACT or (decision.action == "answer" and decision.answer.mentions_price):
+            # a price / stock question without a product we know: ask which product
+            dispatcher.utter_message(response="utter_product_not_found")
+            return []
+        return await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_product_not_found",
+                                           escalate_when_unsure=not about_a_product)
 
     def _choose(self, dispatcher, products: List[Product]):
         lines = "\n".join(fmt("product_line", index=i, name=p.name, price=price_text(p).lstrip("¥"))

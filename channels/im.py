@@ -32,7 +32,7 @@ CHANNEL = "im"
 PAGE = Path(__file__).resolve().parent / "web" / "chat.html"
 SENDER_RE = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 # button payloads a client may send: an intent of ours with at most an order number
-BUTTON_INTENTS = {"affirm", "deny", "order_status", "cancel_order", "change_order", "return_refund"}
+BUTTON_INTENTS = {"affirm", "deny", "order_status", "cancel_order", "change_order", "return_refund", "request_human"}
 PAYLOAD_RE = re.compile(r'^/([a-z_]+)(\{"order_id":\s*"[Ss][Yy]\d{14}"\})?$')
 CALLBACK_TIMEOUT_S = 5.0
 CALLBACK_RETRIES = 3
