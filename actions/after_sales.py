@@ -12,7 +12,7 @@ from actions.action_base import ShopAction
 from actions.db.engine import async_session
 from actions.db.models import Customer, Order, TicketKind
 from actions.identity import customer_for
-from actions.order_access import find_ticket_no
+from actions.order_access import find_order_no, find_ticket_no
 from actions.order_views import base_vars, ticket_vars
 from actions.repositories import order_repository, ticket_repository
 from actions.templates import vocabulary
@@ -35,9 +35,18 @@ def is_progress_question(text: str) -> bool:
     return bool(find_ticket_no(text)) or any(w in text for w in vocabulary("after_sales_progress"))
 
 
+def is_policy_question(text: str) -> bool:
+    """"退货运费谁出" asks about the rules; "我要退货" asks us to do something for an order."""
+    if find_ticket_no(text) or find_order_no(text):
+        return False
+    vocab = vocabulary("after_sales_policy_question")
+    return any(w in text for w in vocab["question"]) and not any(w in text for w in vocab["request"])
+
+
 class ActionAfterSalesEntry(ShopAction):
-    """return_refund outside the order form: "where is my refund" is answered from the tickets,
-    anything else starts the order form (the rules branch on `after_sales_query`)."""
+    """return_refund outside the order form: "where is my refund" is answered from the tickets, a
+    question about the rules from the FAQ, anything else starts the order form (the rules branch
+    on `after_sales_query`)."""
 
     def name(self) -> Text:
         return "action_after_sales_entry"
@@ -46,6 +55,14 @@ class ActionAfterSalesEntry(ShopAction):
         text = tracker.latest_message.get("text") or ""
         kind = detect_kind(text)
         request = [SlotSet("after_sales_query", "request"), SlotSet("after_sales_kind", kind)]
+        if is_policy_question(text) and not is_progress_question(text):
+            from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+
+            decision = await knowledge_base().adecide(text)
+            if decision.action == "answer":
+                events = await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
+                                                     escalate_when_unsure=False)
+                return events + [SlotSet("after_sales_query", "answered")]
         if not is_progress_question(text):
             return request
         tz = self.settings.shop.timezone

@@ -239,6 +239,10 @@ class ActionAskOrderId(ShopAction):
 
     async def act(self, dispatcher, tracker, domain):
         task = tracker.get_slot("order_task") or "status"
+        if tracker.get_slot("order_choices") and _intent(tracker) not in TASK_INTENT.values():
+            # the list is already on screen and the customer asked something else in between
+            dispatcher.utter_message(response="utter_order_form_reminder")
+            return []
         async with async_session() as session:
             customer = await customer_for(session, tracker.sender_id)
             if customer is None:

@@ -10,7 +10,7 @@ from actions.db.engine import async_session
 from actions.db.models import Coupon, Product, utcnow
 from actions.identity import customer_for
 from actions.repositories import product_repository, promotion_repository
-from actions.templates import date_text, fmt, yuan
+from actions.templates import date_text, fmt, vocabulary, yuan
 
 PRICE_PROTECTION_WORDS = ("价保", "保价", "降价", "退差价", "差价")
 
@@ -49,6 +49,14 @@ class ActionPromotion(ShopAction):
             customer = await customer_for(session, tracker.sender_id)
             product = await self._product(session, text, tracker.get_slot("product"))
         level = customer.level if customer else None
+        if product is None and any(w in text for w in vocabulary("promotion_rule_words")):
+            # how points, stacking or member benefits work is the shop's FAQ, not today's coupon list
+            from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+
+            decision = await knowledge_base().adecide(text)
+            if decision.action in ("answer", "clarify"):
+                return await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_no_promotions",
+                                                   escalate_when_unsure=False)
         if product is None:
             if not coupons:
                 dispatcher.utter_message(response="utter_no_promotions")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from bot.settings import get_settings, masked_url, reset_settings_cache
+from bot.settings import REPO_ROOT, get_settings, masked_url, reset_settings_cache
 
 logger = logging.getLogger("siyu")
 
@@ -47,6 +47,37 @@ def cmd_seed_demo(_args) -> int:
             print("[siyu] database already has a catalog: demo data not created")
     engine.dispose()
     return 0
+
+
+def prepare_knowledge(demo: bool) -> None:
+    """Makes sure the action server finds a published knowledge-base index: the demo shop's FAQ and
+    documents in demo mode, otherwise the entries the shop imported (python -m knowledge import)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from actions.db.engine import create_sync_engine
+    from knowledge import cli as knowledge_cli
+    from knowledge.models import KnowledgeEntry
+    from knowledge.publish import current_version
+
+    settings = get_settings()
+    if current_version(settings.knowledge_index_dir):
+        return
+    engine = create_sync_engine()
+    with Session(engine) as session:
+        entries = session.execute(select(func.count(KnowledgeEntry.id))).scalar_one()
+    engine.dispose()
+    if entries:
+        print("[siyu] building the knowledge-base index from the database")
+        knowledge_cli.main(["build", "--from-db"])
+    elif demo:
+        print("[siyu] importing the demo shop's FAQ and documents into the knowledge base")
+        demo_dir = REPO_ROOT / "knowledge" / "demo"
+        knowledge_cli.main(["import", "--faq", str(demo_dir / "faq.csv"), "--docs", str(demo_dir / "docs"),
+                            "--calibration", str(REPO_ROOT / "knowledge" / "eval" / "calibration.csv")])
+    else:
+        print("[siyu] no knowledge base yet (python -m knowledge import --faq FILE): FAQ questions will be "
+              "answered with the small-talk reply")
 
 
 def cmd_train(args) -> int:
@@ -98,6 +129,7 @@ def cmd_run(args) -> int:
     code = cmd_seed_demo(args) if settings.demo else cmd_migrate(args)
     if code:
         return code
+    prepare_knowledge(settings.demo)
     if not args.no_train:
         code = cmd_train(argparse.Namespace(force=False))
         if code:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -130,8 +130,9 @@ class Settings(BaseSettings):
     im_max_message_chars: int = 2000
 
     # --- knowledge base (knowledge/, issue 4) -------------------------------------------------
-    # the published index the action server reads (python -m knowledge import / build write it)
-    knowledge_index_dir: Path = REPO_ROOT / "var" / "knowledge" / "index"
+    # the published index the action server reads (python -m knowledge import / build write it);
+    # default: <var_dir>/knowledge/index
+    knowledge_index_dir: Optional[Path] = None
     # how often, at most, a running bot checks whether a new index was published
     knowledge_refresh_seconds: float = 3.0
     # sentence vectors: "auto" = USE multilingual if its wheel is installed, else LSA; or use / lsa / none
@@ -183,6 +184,12 @@ class Settings(BaseSettings):
     # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)
     wechat_sandbox_port: int = 5099
     # --- end WeChat ----------------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _derived_paths(self) -> "Settings":
+        if self.knowledge_index_dir is None:
+            self.knowledge_index_dir = Path(self.var_dir) / "knowledge" / "index"
+        return self
 
     @property
     def shop(self) -> ShopConfig:

@@ -93,3 +93,22 @@ async def test_no_index_means_no_answer_from_it(shop_db, monkeypatch, tmp_path):
         assert responses(messages) == ["utter_chitchat"]
     finally:
         ka._knowledge_base = None
+
+
+async def test_after_sales_rules_are_answered_without_asking_for_an_order(kb):
+    from actions.after_sales import ActionAfterSalesEntry
+
+    messages, events = await run(ActionAfterSalesEntry(), tracker("im:guest-kb8", "退货的运费谁出啊", "return_refund"))
+    assert responses(messages) == ["utter_kb_answer"]
+    assert slot_events(events)["after_sales_query"] == "answered"
+    messages, events = await run(ActionAfterSalesEntry(), tracker("im:guest-kb8", "我要退货，杯子裂了", "return_refund"))
+    assert messages == [] and slot_events(events)["after_sales_query"] == "request"
+
+
+async def test_points_rules_come_from_the_faq_and_deals_from_the_database(kb):
+    from actions.promotions import ActionPromotion
+
+    messages, _ = await run(ActionPromotion(), tracker("im:guest-kb9", "会员积分怎么用", "promotion"))
+    assert responses(messages) == ["utter_kb_answer"]
+    messages, _ = await run(ActionPromotion(), tracker("im:guest-kb9", "最近有什么优惠", "promotion"))
+    assert responses(messages) == ["utter_promotions_list"]

@@ -122,3 +122,25 @@ async def test_chat_page_and_demo_identities_are_served(product_server):
         async with http.get(f"{product_server.base_url}/webhooks/im/demo/customers") as resp:
             customers = await resp.json()
     assert len(customers) >= 5 and all(c["orders"] > 0 for c in customers)
+
+
+async def test_faq_questions_are_answered_from_the_knowledge_base_with_the_source(product_server):
+    sender = f"kb{uuid.uuid4().hex[:6]}"
+    _, messages = await say(product_server, sender, "退货的运费谁出啊")
+    reply = texts(messages)
+    assert "运费险" in reply and "售后政策 第3条" in reply
+    with shop(product_server) as s:
+        recorded = s.execute(text("select data from events where sender_id = :s and type_name = 'slot' "
+                                  "and data like '%kb_source%'"), {"s": f"im:{sender}"}).scalar_one()
+    assert json.loads(recorded)["value"] == "SH-003 | 售后政策 第3条"
+    _, messages = await say(product_server, f"kb{uuid.uuid4().hex[:6]}", "积分可以抵现金吗")
+    offered = texts(messages) + "".join(b["title"] for m in messages for b in m.get("buttons", []))
+    assert "积分" in offered and "有效期至" not in offered  # the FAQ's rule, not today's coupon list
+
+
+async def test_a_price_question_is_answered_by_the_catalog_even_if_the_faq_states_a_price(product_server):
+    with shop(product_server) as s:
+        price = s.execute(text("select min(v.price_fen) from product_variants v join products p on p.id = v.product_id "
+                               "where p.spu = 'JJ5002'")).scalar_one() // 100
+    _, messages = await say(product_server, f"kb{uuid.uuid4().hex[:6]}", "真空保温杯现在卖多少钱")
+    assert f"¥{price}" in texts(messages) and "依据" not in texts(messages)
