@@ -85,8 +85,13 @@ def scaled_product(trained_model, tmp_path_factory):
 
 
 async def test_two_workers_on_postgres_and_redis_keep_one_conversation_consistent(scaled_product):
-    log = scaled_product.log.read_text(errors="replace")
-    assert log.count("redis lock store on redis://127.0.0.1:6379/13") >= 2  # one per worker
+    for _ in range(120):  # the second worker may still be loading the model when the first answers
+        log = scaled_product.log.read_text(errors="replace")
+        if log.count("redis lock store on redis://127.0.0.1:6379/13") >= 2:  # one per worker
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("two Rasa workers with the Redis lock store did not both start")
     sender = f"w{uuid.uuid4().hex[:6]}"
     # concurrent messages of one conversation land on both workers; the Redis lock serialises them
     results = await asyncio.gather(*(post(scaled_product.base_url, {"sender": sender, "message": m})
