@@ -128,7 +128,29 @@ class WeChatConfig:
             callback = CallbackSecrets(robot_token, robot_key)
         config.group = GroupConfig(callback, _names(s.wechat_group_bot_names) or [s.shop.bot_name],
                                    _names(s.wechat_group_prefixes), _names(s.wechat_group_keywords))
+        config._check_aes_keys()
         return config
+
+    def _check_aes_keys(self) -> None:
+        """A wrong EncodingAESKey would reject every callback: switch the connector off and say why."""
+        from channels.wechat.crypto import CryptoConfigError, decode_aes_key
+
+        checks = (("wecom_kf", "kf", self.kf and self.kf.callback.aes_key, "SIYU_WECHAT_KF_AES_KEY"),
+                  ("mp", "mp", self.mp and self.mp.callback.aes_key, "SIYU_WECHAT_MP_AES_KEY"),
+                  ("mini", "mini", self.mini and self.mini.callback.aes_key, "SIYU_WECHAT_MINI_AES_KEY"),
+                  ("wecom_group", None, self.group.callback and self.group.callback.aes_key,
+                   "SIYU_WECHAT_ROBOT_AES_KEY"))
+        for name, attribute, key, variable in checks:
+            if not key:
+                continue
+            try:
+                decode_aes_key(key)
+            except CryptoConfigError:
+                self.problems[name] = [f"{variable} (not a valid 43-character EncodingAESKey)"]
+                if attribute:
+                    setattr(self, attribute, None)
+                else:
+                    self.group = GroupConfig(None, self.group.bot_names, self.group.prefixes, self.group.keywords)
 
     def any_configured(self) -> bool:
         return any((self.kf, self.mp, self.mini, self.group.callback, self.contact, self.app))

@@ -139,3 +139,32 @@ def test_migration_0003_matches_the_models(wechat_db):
         diff = [d for d in compare_metadata(context, Base.metadata) if "wechat_" in str(d)]
     engine.dispose()
     assert diff == []
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+def test_incomplete_or_malformed_settings_switch_a_connector_off_and_say_why(monkeypatch):
+    from bot.settings import reset_settings_cache
+    from channels.wechat.config import WeChatConfig
+    from channels.wechat.sandbox.config import random_aes_key
+
+    for key in [k for k in __import__("os").environ if k.startswith("SIYU_WECHAT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SIYU_WECHAT_CORP_ID", "wwcorp")
+    monkeypatch.setenv("SIYU_WECHAT_KF_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("SIYU_WECHAT_KF_CALLBACK_TOKEN", "tok")
+    monkeypatch.setenv("SIYU_WECHAT_KF_AES_KEY", "too-short")
+    monkeypatch.setenv("SIYU_WECHAT_MP_APP_ID", "wxapp")
+    monkeypatch.setenv("SIYU_WECHAT_MINI_APP_ID", "wxmini")
+    monkeypatch.setenv("SIYU_WECHAT_MINI_APP_SECRET", "minisecret")
+    monkeypatch.setenv("SIYU_WECHAT_MINI_CALLBACK_TOKEN", "minitoken")
+    monkeypatch.setenv("SIYU_WECHAT_MINI_AES_KEY", random_aes_key())
+    reset_settings_cache()
+    try:
+        config = WeChatConfig.from_settings()
+        assert config.kf is None and "SIYU_WECHAT_KF_AES_KEY" in config.problems["wecom_kf"][0]
+        assert config.mp is None and config.problems["mp"] == ["SIYU_WECHAT_MP_APP_SECRET",
+                                                                "SIYU_WECHAT_MP_CALLBACK_TOKEN"]
+        assert config.mini is not None and config.mini.callback.aes_key
+        assert "minisecret" not in repr(config) and "s3cr3t" not in repr(config)
+    finally:
+        reset_settings_cache()
