@@ -93,6 +93,10 @@ def write_endpoints(settings: Settings) -> Path:
         "tracker_store": {"type": "bot.stores.SiyuTrackerStore"},
         "lock_store": {"type": "bot.stores.SiyuLockStore"},
     }
+    if not settings.rasa_speedups:
+        # Rasa as it ships (for comparisons): its own SQL tracker store, the whole domain to every action
+        endpoints["action_endpoint"] = {"url": endpoints["action_endpoint"]["url"]}
+        endpoints["tracker_store"] = {"type": "sql", "url": settings.sync_database_url}
     path = Path(settings.var_dir) / "run" / "endpoints.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(endpoints, sort_keys=False), encoding="utf-8")
@@ -111,7 +115,8 @@ def rasa_child(settings: Settings, model: Path, python: str) -> Child:
     workers = settings.workers if settings.redis_url else 1
     env = child_env(settings)
     env["SANIC_WORKERS"] = str(workers)
-    argv = [python, "-m", "bot.rasa_server", "run", "--model", str(model), "--endpoints", str(write_endpoints(settings)),
+    entry = "bot.rasa_server" if settings.rasa_speedups else "rasa"
+    argv = [python, "-m", entry, "run", "--model", str(model), "--endpoints", str(write_endpoints(settings)),
             "--credentials", str(REPO_ROOT / "bot" / "credentials.yml"), "--interface", settings.host,
             "--port", str(settings.rasa_port), "--logging-config-file", str(REPO_ROOT / "bot" / "logging.yml")]
     return Child("rasa", argv, f"http://{settings.host}:{settings.rasa_port}/webhooks/im/health", env)

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     var_dir: Path = REPO_ROOT / "var"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # false runs Rasa exactly as it ships (no bot/rasa_server.py fixes, Rasa's own SQL tracker store):
+    # only for measuring what the fixes bring (bench/e2e_bench.py)
+    rasa_speedups: bool = True
 
     # --- behaviour -----------------------------------------------------------------------
     demo: bool = False
