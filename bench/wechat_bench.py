@@ -181,6 +181,7 @@ class Bench:
             tasks.append(asyncio.create_task(self.one(path, users[i % len(users)], TEXTS[i % len(TEXTS)])))
         results = await asyncio.gather(*tasks)
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
+        self.check_alive()
         sent = defaultdict(int)
         for i in range(total):
             sent[users[i % len(users)]] += 1
@@ -196,6 +197,10 @@ class Bench:
         return {"path": path, "rate": rate, "messages": total, "lost": lost, "duplicated": duplicated,
                 "retries": sum(r["retries"] for r in results), "latencies": latencies, "acks": acks,
                 "p95": pct(latencies, 95)}
+
+    def check_alive(self) -> None:
+        if self.product.process is None or self.product.process.poll() is not None:
+            raise RuntimeError(f"the product stopped during the benchmark: see {self.product.var_dir / 'product.log'}")
 
     @staticmethod
     def sustained(result: Dict) -> bool:

@@ -6,6 +6,7 @@ Subclasses say how their platform signs and formats callbacks (`verify_get`, `re
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Text
 
@@ -20,6 +21,8 @@ from channels.wechat.runtime import WeChatRuntime, get_runtime
 
 logger = logging.getLogger("channels.wechat")
 ACK = "success"
+# the platform waits 5 s before retrying; a callback is answered well within that
+ACK_BUDGET_S = 1.0
 
 
 class NotConfigured(Exception):
@@ -118,7 +121,13 @@ class WeChatInput(InputChannel):
                 logger.error("wechat connector misconfigured", extra={"connector": self.name(), "reason": str(exc)})
                 return response.text("connector misconfigured", status=503)
             try:
-                await self.accept(messages)
+                await asyncio.wait_for(self.accept(messages), ACK_BUDGET_S)
+            except asyncio.TimeoutError:
+                # the database is too slow right now: the platform's retry comes back later; a row that
+                # was stored after all is a duplicate then, and the sweeper answers it
+                logger.error("wechat callback not stored in time", extra={"connector": self.name(),
+                                                                          "budget_s": ACK_BUDGET_S})
+                return response.text("busy, try again", status=503)
             except Exception:  # noqa: BLE001 - not stored: a 500 makes the platform retry
                 logger.exception("wechat callback could not be stored", extra={"connector": self.name()})
                 return response.text("try again", status=500)

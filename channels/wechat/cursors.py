@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat.models import KfCursor, now_utc
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat import windows
 from channels.wechat.api import PlatformClient, PlatformError
 from channels.wechat.models import MassSendTask, OutboxMessage, RobotSend, WeChatGroup, now_utc

@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
@@ -92,10 +92,14 @@ class Inbox:
                 return None
             return await session.get(InboundMessageRow, row_id)
 
+    @staticmethod
+    def finish_statement(row_id: int, status: str, error: Optional[str] = None):
+        return sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
+            status=status, processed_at=now_utc(), error=(error or None) and error[:256])
+
     async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
         async with async_session() as session:
-            await session.execute(sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
-                status=status, processed_at=now_utc(), error=(error or None) and error[:256]))
+            await session.execute(self.finish_statement(row_id, status, error))
             await session.commit()
 
     async def missed(self, limit: int = 50) -> List[Tuple[int, str]]:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from sanic.request import Request
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat import kf
 from channels.wechat.connector import WeChatInput, query
 from channels.wechat.crypto import CallbackCrypto, MalformedCallback
@@ -48,7 +48,7 @@ class WeComKfInput(WeChatInput):
         if data.get("MsgType") == "event" and data.get("Event") == "kf_msg_or_event":
             open_kfid = required(data, "OpenKfId")
             # the callback is only a doorbell: pull the messages after acknowledging it
-            self.runtime.spawn(kf.sync(self.runtime, open_kfid, data.get("Token") or None))
+            kf.schedule_sync(self.runtime, open_kfid, data.get("Token") or None)
         return []
 
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import sqlalchemy as sa
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat import cursors, errcodes as E, outbox
 from channels.wechat.api import PlatformError
 from channels.wechat.models import KfCursor
@@ -56,37 +56,67 @@ async def _note_event(item: Dict[str, Any]) -> None:
                                                                  "known": found})
 
 
+def schedule_sync(runtime, open_kfid: str, msg_token: Optional[str]) -> None:
+    """A callback rang: make sure one pull starts after it. Callbacks arriving while a pull is still
+    waiting to start are served by that pull (under load one pull answers many doorbells)."""
+    state = runtime.kf_sync_state(open_kfid)
+    if msg_token:
+        state["token"] = msg_token  # the newest token; any valid one will do
+    if state["pending"]:
+        return
+    state["pending"] = True
+    runtime.spawn(_scheduled_sync(runtime, open_kfid))
+
+
+async def _scheduled_sync(runtime, open_kfid: str) -> None:
+    state = runtime.kf_sync_state(open_kfid)
+    async with runtime.kf_lock(open_kfid):
+        # from here on a new callback needs a new pull: this one may already have read past it
+        state["pending"] = False
+        token, state["token"] = state.get("token"), None
+        await _pull(runtime, open_kfid, token)
+
+
 async def sync(runtime, open_kfid: str, msg_token: Optional[str] = None) -> List[int]:
     """Pull everything new for one account into the inbox and schedule it; the new inbox row ids."""
-    accepted: List[int] = []
     async with runtime.kf_lock(open_kfid):
+        return await _pull(runtime, open_kfid, msg_token)
+
+
+async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
+    accepted: List[int] = []
+    cursors_cache = runtime.kf_cursors
+    cursor = cursors_cache.get(open_kfid)
+    if cursor is None:
         cursor = await cursors.load(open_kfid)
-        for _ in range(MAX_PAGES_PER_SYNC):
-            try:
-                page = await runtime.client.kf_sync_msg(open_kfid, cursor, msg_token)
-            except PlatformError as exc:
-                if exc.errcode == E.KF_INVALID_MSG_TOKEN and msg_token:
-                    # the callback's token expired (10 min): pull without it
-                    msg_token = None
-                    continue
-                raise
-            for item in page.get("msg_list") or []:
-                message = normalize(item)
-                if message is None:
-                    await _note_event(item)
-                    continue
-                status = "ignored" if message.msg_type == "event" else "received"
-                conversation = conversation_id(message)
-                row_id = await runtime.inbox.accept(message, conversation, status=status)
-                if row_id is not None and status == "received":
-                    accepted.append(row_id)
-                    runtime.process(row_id, conversation)
-            next_cursor = page.get("next_cursor") or cursor
-            if next_cursor != cursor:
-                await cursors.save(open_kfid, next_cursor)
-                cursor = next_cursor
-            if not page.get("has_more"):
-                break
+    for _ in range(MAX_PAGES_PER_SYNC):
+        try:
+            page = await runtime.client.kf_sync_msg(open_kfid, cursor, msg_token)
+        except PlatformError as exc:
+            if exc.errcode == E.KF_INVALID_MSG_TOKEN and msg_token:
+                # the callback's token expired (10 min): pull without it
+                msg_token = None
+                continue
+            raise
+        for item in page.get("msg_list") or []:
+            message = normalize(item)
+            if message is None:
+                await _note_event(item)
+                continue
+            status = "ignored" if message.msg_type == "event" else "received"
+            conversation = conversation_id(message)
+            row_id = await runtime.inbox.accept(message, conversation, status=status)
+            if row_id is not None and status == "received":
+                accepted.append(row_id)
+                runtime.process(row_id, conversation)
+        next_cursor = page.get("next_cursor") or cursor
+        if next_cursor != cursor:
+            # persisted after the page is in the inbox: a crash repeats the page, never skips it
+            await cursors.save(open_kfid, next_cursor)
+            cursor = next_cursor
+        cursors_cache[open_kfid] = cursor
+        if not page.get("has_more"):
+            break
     if accepted:
         logger.info("wechat kf messages pulled", extra={"messages": len(accepted)})
     return accepted

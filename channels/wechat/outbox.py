@@ -16,13 +16,14 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.expression import Executable
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, now_utc
 
 logger = logging.getLogger("channels.wechat.outbox")
@@ -60,18 +61,20 @@ def _row(message: OutgoingMessage) -> Dict[str, Any]:
                 next_attempt_at=message.not_before or now, created_at=now)
 
 
-async def enqueue(messages: Iterable[OutgoingMessage]) -> List[int]:
-    """Store messages; returns the ids of the rows (existing rows for keys already enqueued)."""
+async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[Executable] = ()) -> List[int]:
+    """Store messages; returns the ids of the rows (existing rows for keys already enqueued).
+    `together_with`: statements committed in the same transaction (e.g. marking the inbound
+    message answered: one commit instead of two)."""
     messages = list(messages)
-    if not messages:
-        return []
     keys = [m.idempotency_key[:64] for m in messages]
     async with async_session() as session:
         existing = dict((await session.execute(sa.select(OutboxMessage.idempotency_key, OutboxMessage.id).where(
-            OutboxMessage.idempotency_key.in_(keys)))).all())
+            OutboxMessage.idempotency_key.in_(keys)))).all()) if keys else {}
         fresh = [m for m in messages if m.idempotency_key[:64] not in existing]
         rows = [OutboxMessage(**_row(m)) for m in fresh]
         session.add_all(rows)
+        for statement in together_with:
+            await session.execute(statement)
         try:
             await session.commit()
             existing.update({r.idempotency_key: r.id for r in rows})
@@ -89,6 +92,9 @@ async def enqueue(messages: Iterable[OutgoingMessage]) -> List[int]:
                     found = await session.execute(sa.select(OutboxMessage.id).where(
                         OutboxMessage.idempotency_key == message.idempotency_key[:64]))
                     existing[message.idempotency_key[:64]] = found.scalar_one()
+            for statement in together_with:
+                await session.execute(statement)
+            await session.commit()
     return [existing[k] for k in keys]
 
 

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable, List, Optional
 
 from rasa.core.channels.channel import UserMessage
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from bot.settings import get_settings
 from channels import inbound_text
 from channels.multi_request import split_requests
@@ -55,8 +55,8 @@ class Pipeline:
             if not await self._agent_ready():
                 await rt.inbox.finish(row.id, "received", "the model was not loaded yet")
                 return
-            handled = await self._handle(row, message)
-            await rt.inbox.finish(row.id, "done" if handled else "ignored")
+            if not await self._handle(row, message):
+                await rt.inbox.finish(row.id, "ignored")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
             logger.exception("wechat message handling failed", extra={"inbound_id": row.id,
                                                                       "channel": message.channel})
@@ -77,11 +77,14 @@ class Pipeline:
         conversation = row.conversation_id
         customer_id = None
         if message.channel in ("wecom_kf", "mp", "mini"):
-            customer_id = await self._customer(message)
+            kind = "event" if message.msg_type == "event" else "message"
             async with async_session() as session:
-                kind = "event" if message.msg_type == "event" else "message"
+                known = await identity.find(session, message.channel, message.user_id)
+                customer_id = known.customer_id if known is not None else None
                 await windows.user_acted(session, message.channel, message.user_id, kind,
                                          at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
+            if customer_id is None:
+                customer_id = await self._new_customer(message)
         texts = await self._texts(message)
         if not texts:
             return False
@@ -97,7 +100,8 @@ class Pipeline:
         outgoing = text_messages(replies, channel=OUTBOUND_CHANNEL[message.channel], recipient=recipient,
                                  key_prefix=f"wxin{row.id}", account=message.account if message.channel == "wecom_kf"
                                  else None, conversation_id=conversation, customer_id=customer_id, mention=mention)
-        await outbox.enqueue(outgoing)
+        # the replies and "answered" in one commit
+        await outbox.enqueue(outgoing, together_with=[rt.inbox.finish_statement(row.id, "done")])
         rt.worker.wake()
         logger.info("wechat message answered", extra={"inbound_id": row.id, "channel": message.channel,
                                                       "requests": len(texts), "replies": len(outgoing)})
@@ -122,12 +126,9 @@ class Pipeline:
         agent = self.runtime.agent()
         return await split_requests(cleaned.text, agent.parse_message)
 
-    async def _customer(self, message: InboundMessage) -> Optional[int]:
+    async def _new_customer(self, message: InboundMessage) -> Optional[int]:
+        unionid = await self._unionid(message)  # a platform call: outside any database session
         async with async_session() as session:
-            known = await identity.find(session, message.channel, message.user_id)
-            if known is not None:
-                return known.customer_id
-            unionid = await self._unionid(message)
             return await identity.resolve(session, message.channel, message.user_id, unionid)
 
     async def _unionid(self, message: InboundMessage) -> Optional[str]:

@@ -45,6 +45,9 @@ class WeChatRuntime:
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
+        self._kf_sync_states: Dict[str, Dict[str, Any]] = {}
+        # last kf/sync_msg cursor per account (also in the database, which a restart reads)
+        self.kf_cursors: Dict[str, str] = {}
         self._conversation_locks: Dict[str, list] = {}
         self._sweeper: Optional[asyncio.Task] = None
         self.started = False
@@ -124,6 +127,9 @@ class WeChatRuntime:
 
     def kf_lock(self, open_kfid: str) -> asyncio.Lock:
         return self._kf_locks.setdefault(open_kfid, asyncio.Lock())
+
+    def kf_sync_state(self, open_kfid: str) -> Dict[str, Any]:
+        return self._kf_sync_states.setdefault(open_kfid, {"pending": False, "token": None})
 
     async def _sweep_forever(self) -> None:
         from channels.wechat import kf

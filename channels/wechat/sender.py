@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import sqlalchemy as sa
 
-from actions.db.engine import async_session
+from channels.wechat.db import session as async_session
 from actions.db.models import CustomerIdentity
 from channels.wechat import windows
 from channels.wechat.models import OutboxMessage, ReplyWindow, RobotSend, WeChatGroup, now_utc
@@ -170,36 +170,40 @@ async def send_to_group(chat_id: str, messages: Sequence[Message], *, mode: Opti
         if group is None:
             return SendResult.refused("unknown_group")
         mode = mode or group.delivery_mode
-        if mode == "robot":
-            if not group.robot_key:
-                return SendResult.refused("no_robot", channel="robot")
-            outgoing = _robot_messages(chat_id, messages, mention, key)
-            if not outgoing:
-                return SendResult.refused("empty", "nothing to send")
-            recent = (await session.execute(sa.select(sa.func.count()).select_from(RobotSend).where(
+        backlog = 0
+        if mode == "robot" and group.robot_key:
+            backlog = (await session.execute(sa.select(sa.func.count()).select_from(RobotSend).where(
                 RobotSend.chat_id == chat_id, RobotSend.sent_at > now_utc() - timedelta(seconds=60)))).scalar() or 0
-            backlog = recent + await _queued(session, "robot", chat_id) + len(outgoing)
-            ids = await enqueue(outgoing)
-            runtime.worker.wake()
-            if backlog > 20:
-                return SendResult(True, "robot", ids, "rate_limited",
-                                  f"{backlog} messages for this robot within a minute: the excess goes out "
-                                  f"in the following minutes (20 per minute)")
-            return SendResult(True, "robot", ids)
-        texts = _texts(messages, TEXT_LIMIT_BYTES)
-        if not texts:
+            backlog += await _queued(session, "robot", chat_id)
+    # the session is closed before enqueueing (one session at a time per task, see channels/wechat/db.py)
+    if mode == "robot":
+        if not group.robot_key:
+            return SendResult.refused("no_robot", channel="robot")
+        outgoing = _robot_messages(chat_id, messages, mention, key)
+        if not outgoing:
             return SendResult.refused("empty", "nothing to send")
-        if mode == "mass_send":
-            if not runtime.config.contact:
-                return SendResult.refused("not_configured", channel="mass_send")
-            if not group.owner_userid:
-                return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
-            return await send_mass(group.owner_userid, [chat_id], "\n".join(texts), key=key, runtime=runtime)
-        if mode == "owner_reminder":
-            if not group.owner_userid:
-                return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
-            reminder = f"请把下面的内容发到群「{group.name or chat_id}」：\n\n" + "\n".join(texts)
-            return await notify_staff([group.owner_userid], reminder, key=key, runtime=runtime)
+        ids = await enqueue(outgoing)
+        runtime.worker.wake()
+        backlog += len(outgoing)
+        if backlog > 20:
+            return SendResult(True, "robot", ids, "rate_limited",
+                              f"{backlog} messages for this robot within a minute: the excess goes out "
+                              f"in the following minutes (20 per minute)")
+        return SendResult(True, "robot", ids)
+    texts = _texts(messages, TEXT_LIMIT_BYTES)
+    if not texts:
+        return SendResult.refused("empty", "nothing to send")
+    if mode == "mass_send":
+        if not runtime.config.contact:
+            return SendResult.refused("not_configured", channel="mass_send")
+        if not group.owner_userid:
+            return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
+        return await send_mass(group.owner_userid, [chat_id], "\n".join(texts), key=key, runtime=runtime)
+    if mode == "owner_reminder":
+        if not group.owner_userid:
+            return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
+        reminder = f"请把下面的内容发到群「{group.name or chat_id}」：\n\n" + "\n".join(texts)
+        return await notify_staff([group.owner_userid], reminder, key=key, runtime=runtime)
     return SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
 
 
