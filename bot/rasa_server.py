@@ -159,8 +159,18 @@ def install() -> None:
     _install_sequential_graph_runner()
 
 
+def _keep_product_logging() -> None:
+    """Rasa installs coloured console logging on the root logger after it has applied
+    --logging-config-file, which would replace our masked JSON lines (bot/logging.yml)."""
+    import rasa.utils.io
+
+    rasa.utils.io.configure_colored_logging = lambda *args, **kwargs: None
+
+
 def main() -> None:
     install()
+    if any(a == "--logging-config-file" for a in sys.argv):
+        _keep_product_logging()
     from rasa.__main__ import main as rasa_main
 
     sys.argv = ["rasa", *sys.argv[1:]]
