@@ -73,7 +73,7 @@ class WeChatInput(InputChannel):
             conversation = conversation_id(message)
             row_id = await self.runtime.inbox.accept(message, conversation)
             if row_id is not None:
-                self.runtime.process(row_id, conversation)
+                self.runtime.process(row_id, conversation, message)
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:

@@ -63,24 +63,27 @@ class Inbox:
                 return None
         try:
             async with async_session() as session:
-                row = InboundMessageRow(channel=message.channel, dedup_key=message.dedup_key[:160],
-                                        conversation_id=conversation_id, payload=message.to_json(), status=status,
-                                        attempts=0, received_at=now_utc())
-                session.add(row)
+                insert = sa.insert(InboundMessageRow).values(
+                    channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
+                    payload=message.to_json(), status=status, attempts=0, received_at=now_utc())
                 try:
+                    result = await session.execute(insert)
                     await session.commit()
                 except IntegrityError:
                     await session.rollback()
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
                     return None
-                return row.id
+                return result.inserted_primary_key[0]
         except Exception:
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None:
                 await self.redis_dedup.forget(message.channel, message.dedup_key)
             raise
 
-    async def claim(self, row_id: int, worker: str) -> Optional[InboundMessageRow]:
+    async def claim(self, row_id: int, worker: str, message: Optional[InboundMessage] = None
+                    ) -> Optional[InboundMessage]:
+        """Take the row (received -> processing); its message (read back unless the caller has it),
+        or None if another task or process has it or it is done."""
         async with async_session() as session:
             result = await session.execute(
                 sa.update(InboundMessageRow)
@@ -90,7 +93,11 @@ class Inbox:
             await session.commit()
             if result.rowcount != 1:
                 return None
-            return await session.get(InboundMessageRow, row_id)
+            if message is None:
+                payload = (await session.execute(sa.select(InboundMessageRow.payload).where(
+                    InboundMessageRow.id == row_id))).scalar_one()
+                message = InboundMessage.from_json(payload)
+            return message
 
     @staticmethod
     def finish_statement(row_id: int, status: str, error: Optional[str] = None):

@@ -108,7 +108,7 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             row_id = await runtime.inbox.accept(message, conversation, status=status)
             if row_id is not None and status == "received":
                 accepted.append(row_id)
-                runtime.process(row_id, conversation)
+                runtime.process(row_id, conversation, message)
         next_cursor = page.get("next_cursor") or cursor
         if next_cursor != cursor:
             # persisted after the page is in the inbox: a crash repeats the page, never skips it

@@ -68,9 +68,9 @@ async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[E
     messages = list(messages)
     keys = [m.idempotency_key[:64] for m in messages]
     async with async_session() as session:
-        existing = dict((await session.execute(sa.select(OutboxMessage.idempotency_key, OutboxMessage.id).where(
-            OutboxMessage.idempotency_key.in_(keys)))).all()) if keys else {}
-        fresh = [m for m in messages if m.idempotency_key[:64] not in existing]
+        # keys are new in the common case: insert straight away, sort out repeats if the insert fails
+        existing: Dict[str, int] = {}
+        fresh = messages
         rows = [OutboxMessage(**_row(m)) for m in fresh]
         session.add_all(rows)
         for statement in together_with:

@@ -17,7 +17,6 @@ from channels.multi_request import split_requests
 from channels.wechat import identity, outbox, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
-from channels.wechat.models import InboundMessageRow
 from channels.wechat.output import ReplyCollector, reply_texts, text_messages
 from channels.wechat.payloads import InboundMessage
 
@@ -45,22 +44,21 @@ class Pipeline:
     def __init__(self, runtime) -> None:
         self.runtime = runtime
 
-    async def process(self, row_id: int) -> None:
+    async def process(self, row_id: int, message: Optional[InboundMessage] = None) -> None:
         rt = self.runtime
-        row = await rt.inbox.claim(row_id, rt.worker.name)
-        if row is None:
+        message = await rt.inbox.claim(row_id, rt.worker.name, message)
+        if message is None:
             return  # another task or process has it, or it is done
-        message = InboundMessage.from_json(row.payload)
         try:
             if not await self._agent_ready():
-                await rt.inbox.finish(row.id, "received", "the model was not loaded yet")
+                await rt.inbox.finish(row_id, "received", "the model was not loaded yet")
                 return
-            if not await self._handle(row, message):
-                await rt.inbox.finish(row.id, "ignored")
+            if not await self._handle(row_id, message):
+                await rt.inbox.finish(row_id, "ignored")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
-            logger.exception("wechat message handling failed", extra={"inbound_id": row.id,
+            logger.exception("wechat message handling failed", extra={"inbound_id": row_id,
                                                                       "channel": message.channel})
-            await rt.inbox.finish(row.id, "failed", f"{type(exc).__name__}: {exc}")
+            await rt.inbox.finish(row_id, "failed", f"{type(exc).__name__}: {exc}")
 
     async def _agent_ready(self) -> bool:
         deadline = asyncio.get_running_loop().time() + AGENT_WAIT_S
@@ -72,9 +70,9 @@ class Pipeline:
                 return False
             await asyncio.sleep(0.5)
 
-    async def _handle(self, row: InboundMessageRow, message: InboundMessage) -> bool:
+    async def _handle(self, row_id: int, message: InboundMessage) -> bool:
         rt = self.runtime
-        conversation = row.conversation_id
+        conversation = conversation_id(message)
         customer_id = None
         if message.channel in ("wecom_kf", "mp", "mini"):
             kind = "event" if message.msg_type == "event" else "message"
@@ -98,12 +96,12 @@ class Pipeline:
         mention = [message.user_id] if message.channel == "group" else None
         recipient = message.account if message.channel == "group" else message.user_id
         outgoing = text_messages(replies, channel=OUTBOUND_CHANNEL[message.channel], recipient=recipient,
-                                 key_prefix=f"wxin{row.id}", account=message.account if message.channel == "wecom_kf"
+                                 key_prefix=f"wxin{row_id}", account=message.account if message.channel == "wecom_kf"
                                  else None, conversation_id=conversation, customer_id=customer_id, mention=mention)
         # the replies and "answered" in one commit
-        await outbox.enqueue(outgoing, together_with=[rt.inbox.finish_statement(row.id, "done")])
+        await outbox.enqueue(outgoing, together_with=[rt.inbox.finish_statement(row_id, "done")])
         rt.worker.wake()
-        logger.info("wechat message answered", extra={"inbound_id": row.id, "channel": message.channel,
+        logger.info("wechat message answered", extra={"inbound_id": row_id, "channel": message.channel,
                                                       "requests": len(texts), "replies": len(outgoing)})
         return True
 

@@ -106,9 +106,9 @@ class WeChatRuntime:
             except Exception:  # noqa: BLE001 - logged; the inbox keeps the message for the sweeper
                 logger.exception("wechat background task failed")
 
-    def process(self, row_id: int, conversation_id: str) -> None:
+    def process(self, row_id: int, conversation_id: str, message=None) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order."""
-        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id)))
+        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id, message)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

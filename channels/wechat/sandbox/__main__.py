@@ -37,7 +37,8 @@ def cmd_serve(args) -> int:
     settings = get_settings()
     configure(settings.log_level, settings.log_format, process_name="wechat-sandbox")
     overrides: Dict[str, Any] = {"bot_url": args.bot_url, "token_ttl_s": args.token_ttl,
-                                 "callback_timeout_s": args.callback_timeout}
+                                 "callback_timeout_s": args.callback_timeout,
+                                 "api_limit_per_minute": args.api_limit}
     config = SandboxConfig.from_settings(settings, **overrides)
     app = create_app(config)
     group = app[PLATFORM].add_group(DEMO_GROUP["chat_id"], DEMO_GROUP["name"], DEMO_GROUP["owner"],
@@ -122,7 +123,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve.add_argument("--port", type=int, default=get_settings().wechat_sandbox_port)
     serve.add_argument("--bot-url", default=None, help="where the bot's Rasa server listens")
     serve.add_argument("--token-ttl", type=int, default=7200, help="access_token lifetime in seconds")
-    serve.add_argument("--callback-timeout", type=float, default=5.0)
+    serve.add_argument("--callback-timeout", type=float, default=5.0,
+                       help="seconds the platform waits for the bot's answer before retrying")
+    serve.add_argument("--api-limit", type=int, default=0,
+                       help="calls per API per minute before errcode 45009 (0: unlimited)")
     serve.set_defaults(func=cmd_serve)
     say = sub.add_parser("say", help="send a message as a WeChat user and print the replies")
     say.add_argument("--sandbox", default=None, help="sandbox URL (default: local port)")
