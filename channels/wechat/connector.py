@@ -71,9 +71,10 @@ class WeChatInput(InputChannel):
 
         for message in messages:
             conversation = conversation_id(message)
-            row_id = await self.runtime.inbox.accept(message, conversation)
+            # stored already claimed: this process answers it right away
+            row_id = await self.runtime.inbox.accept(message, conversation, claimed_by=self.runtime.worker.name)
             if row_id is not None:
-                self.runtime.process(row_id, conversation, message)
+                self.runtime.process(row_id, conversation, message, claimed=True)
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:

@@ -3,9 +3,9 @@ messages are in the inbox: a crash in between repeats the page (the inbox drops 
 never skips one."""
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.wechat.db import session as async_session
+from channels.wechat.db import insert_for, session as async_session
 from channels.wechat.models import KfCursor, now_utc
 
 
@@ -17,15 +17,13 @@ async def load(open_kfid: str) -> str:
 
 async def save(open_kfid: str, cursor: str) -> None:
     async with async_session() as session:
-        row = await session.get(KfCursor, open_kfid)
-        if row is None:
-            session.add(KfCursor(open_kfid=open_kfid, cursor=cursor, updated_at=now_utc()))
-        else:
-            row.cursor, row.updated_at = cursor, now_utc()
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            row = await session.get(KfCursor, open_kfid)
-            row.cursor, row.updated_at = cursor, now_utc()
-            await session.commit()
+        await save_in(session, open_kfid, cursor)
+        await session.commit()
+
+
+async def save_in(session: AsyncSession, open_kfid: str, cursor: str) -> None:
+    """Upsert the cursor in the caller's transaction (committed with the page's messages)."""
+    now = now_utc()
+    await session.execute(insert_for(session, KfCursor).values(open_kfid=open_kfid, cursor=cursor, updated_at=now)
+                          .on_conflict_do_update(index_elements=["open_kfid"],
+                                                 set_={"cursor": cursor, "updated_at": now}))

@@ -28,6 +28,15 @@ def _sqlite_lock() -> asyncio.Lock:
     return lock
 
 
+def insert_for(session: AsyncSession, table):
+    """The dialect's INSERT (with ON CONFLICT clauses) for the session's database."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 @contextlib.asynccontextmanager
 async def session() -> AsyncIterator[AsyncSession]:
     if get_settings().is_sqlite:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable
 
-from channels.wechat.db import session as async_session
+from channels.wechat.db import insert_for, session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
@@ -49,35 +49,72 @@ class RedisDedup:
             logger.warning("redis dedup key could not be removed", extra={"channel": channel})
 
 
+def _insert_new(session, values: Dict[str, Any]) -> Executable:
+    """INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that
+    would end the transaction of the other messages."""
+    return insert_for(session, InboundMessageRow).values(**values).on_conflict_do_nothing(
+        index_elements=["channel", "dedup_key"])
+
+
 class Inbox:
     def __init__(self, redis_dedup: Optional[RedisDedup] = None) -> None:
         self.redis_dedup = redis_dedup
 
-    async def accept(self, message: InboundMessage, conversation_id: str, status: str = "received") -> Optional[int]:
+    async def accept(self, message: InboundMessage, conversation_id: str, status: str = "received",
+                     claimed_by: Optional[str] = None) -> Optional[int]:
         """The inbox row id of a new message, None for a duplicate. Raises if it could not be stored
-        (the callback then fails and the platform retries)."""
-        if self.redis_dedup is not None:
-            first = await self.redis_dedup.first_time(message.channel, message.dedup_key)
-            if first is False:
-                logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
-                return None
+        (the callback then fails and the platform retries). `claimed_by`: the row is stored already
+        claimed by this worker (it answers the message right away: one transaction less)."""
+        return (await self.accept_many([(message, conversation_id)], status, claimed_by))[0]
+
+    async def accept_many(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
+                          claimed_by: Optional[str] = None,
+                          together_with: Sequence[Callable[[Any], Awaitable[None]]] = ()) -> List[Optional[int]]:
+        """accept() for several messages (a 微信客服 page) in one transaction, committed with
+        `together_with` (coroutine functions of the session, e.g. saving the page's cursor); None for
+        each duplicate."""
+        fresh: List[bool] = []
+        for message, _ in items:
+            first = None
+            if self.redis_dedup is not None:
+                first = await self.redis_dedup.first_time(message.channel, message.dedup_key)
+                if first is False:
+                    logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
+            fresh.append(first is not False)
         try:
             async with async_session() as session:
-                insert = sa.insert(InboundMessageRow).values(
-                    channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
-                    payload=message.to_json(), status=status, attempts=0, received_at=now_utc())
-                try:
-                    result = await session.execute(insert)
-                    await session.commit()
-                except IntegrityError:
-                    await session.rollback()
-                    logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
-                    return None
-                return result.inserted_primary_key[0]
+                ids: List[Optional[int]] = []
+                now = now_utc()
+                for (message, conversation_id), new in zip(items, fresh):
+                    if not new:
+                        ids.append(None)
+                        continue
+                    values = dict(channel=message.channel, dedup_key=message.dedup_key[:160],
+                                  conversation_id=conversation_id, payload=message.to_json(), status=status,
+                                  attempts=0, received_at=now)
+                    if claimed_by and status == "received":
+                        values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
+                    result = await session.execute(_insert_new(session, values))
+                    if result.rowcount != 1:
+                        logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
+                        ids.append(None)
+                        continue
+                    row_id = (result.inserted_primary_key or [None])[0]
+                    if row_id is None:
+                        row_id = (await session.execute(sa.select(InboundMessageRow.id).where(
+                            InboundMessageRow.channel == message.channel,
+                            InboundMessageRow.dedup_key == message.dedup_key[:160]))).scalar_one()
+                    ids.append(row_id)
+                for step in together_with:
+                    await step(session)
+                await session.commit()
+                return ids
         except Exception:
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None:
-                await self.redis_dedup.forget(message.channel, message.dedup_key)
+                for (message, _), new in zip(items, fresh):
+                    if new:
+                        await self.redis_dedup.forget(message.channel, message.dedup_key)
             raise
 
     async def claim(self, row_id: int, worker: str, message: Optional[InboundMessage] = None
@@ -108,6 +145,16 @@ class Inbox:
         async with async_session() as session:
             await session.execute(self.finish_statement(row_id, status, error))
             await session.commit()
+
+    async def release_claims(self, worker: str) -> int:
+        """At shutdown: rows this worker claimed but did not finish go back to "received", so the next
+        start answers them at once instead of after the lease."""
+        async with async_session() as session:
+            result = await session.execute(sa.update(InboundMessageRow).where(
+                InboundMessageRow.status == "processing", InboundMessageRow.claimed_by == worker).values(
+                    status="received"))
+            await session.commit()
+            return result.rowcount or 0
 
     async def missed(self, limit: int = 50) -> List[Tuple[int, str]]:
         """Rows nobody is working on: received long ago, or processing past the lease (their process

@@ -6,6 +6,7 @@ repeated page) already stored, and the cursor is saved only after its page is in
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Dict, List, Optional
 
@@ -98,22 +99,27 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
                 msg_token = None
                 continue
             raise
+        # the page's messages and its cursor in one transaction: a crash repeats the page, never skips it
+        answer, ignore = [], []
         for item in page.get("msg_list") or []:
             message = normalize(item)
             if message is None:
                 await _note_event(item)
-                continue
-            status = "ignored" if message.msg_type == "event" else "received"
-            conversation = conversation_id(message)
-            row_id = await runtime.inbox.accept(message, conversation, status=status)
-            if row_id is not None and status == "received":
-                accepted.append(row_id)
-                runtime.process(row_id, conversation, message)
+            else:
+                (ignore if message.msg_type == "event" else answer).append((message, conversation_id(message)))
         next_cursor = page.get("next_cursor") or cursor
-        if next_cursor != cursor:
-            # persisted after the page is in the inbox: a crash repeats the page, never skips it
-            await cursors.save(open_kfid, next_cursor)
-            cursor = next_cursor
+        save_cursor = [functools.partial(cursors.save_in, open_kfid=open_kfid, cursor=next_cursor)] \
+            if next_cursor != cursor else []
+        if ignore:
+            # entering the session: recorded, not answered
+            await runtime.inbox.accept_many(ignore, status="ignored")
+        if answer or save_cursor:
+            ids = await runtime.inbox.accept_many(answer, claimed_by=runtime.worker.name, together_with=save_cursor)
+            for (message, conversation), row_id in zip(answer, ids):
+                if row_id is not None:
+                    accepted.append(row_id)
+                    runtime.process(row_id, conversation, message, claimed=True)
+        cursor = next_cursor
         cursors_cache[open_kfid] = cursor
         if not page.get("has_more"):
             break

@@ -131,25 +131,45 @@ async def settle(row: OutboxMessage, status: str, *, errcode: Optional[int] = No
                  count_attempt: bool = True) -> bool:
     """Record the outcome of a claimed row; False if the claim was lost (the row was recovered by
     another worker meanwhile), in which case nothing is changed."""
-    values: Dict[str, Any] = {"last_errcode": errcode, "last_error": (error or None) and error[:256]}
-    if status == "sent":
-        values.update(status="sent", sent_at=now_utc(), platform_msgid=platform_msgid)
-    elif status == "retry":
-        values.update(status="pending", claimed_by=None,
-                      next_attempt_at=now_utc() + timedelta(seconds=retry_in_s or 1.0))
-        if not count_attempt:
-            values["attempts"] = OutboxMessage.attempts - 1
-    else:
-        values.update(status=status)
+    return (await settle_many([Settlement(row, status, errcode, error, platform_msgid, retry_in_s,
+                                          count_attempt)]))[0]
+
+
+@dataclass
+class Settlement:
+    row: OutboxMessage
+    status: str  # sent | retry | failed | refused | unknown
+    errcode: Optional[int] = None
+    error: Optional[str] = None
+    platform_msgid: Optional[str] = None
+    retry_in_s: Optional[float] = None
+    count_attempt: bool = True
+
+
+async def settle_many(settlements: Sequence[Settlement]) -> List[bool]:
+    """settle() for a batch of sent rows in one transaction."""
+    done: List[bool] = []
     async with async_session() as session:
-        result = await session.execute(sa.update(OutboxMessage).where(
-            OutboxMessage.id == row.id, OutboxMessage.claimed_by == row.claimed_by,
-            OutboxMessage.status == "sending").values(**values))
+        for s in settlements:
+            values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}
+            if s.status == "sent":
+                values.update(status="sent", sent_at=now_utc(), platform_msgid=s.platform_msgid)
+            elif s.status == "retry":
+                values.update(status="pending", claimed_by=None,
+                              next_attempt_at=now_utc() + timedelta(seconds=s.retry_in_s or 1.0))
+                if not s.count_attempt:
+                    values["attempts"] = OutboxMessage.attempts - 1
+            else:
+                values.update(status=s.status)
+            result = await session.execute(sa.update(OutboxMessage).where(
+                OutboxMessage.id == s.row.id, OutboxMessage.claimed_by == s.row.claimed_by,
+                OutboxMessage.status == "sending").values(**values))
+            done.append(result.rowcount == 1)
         await session.commit()
-    if result.rowcount != 1:
-        logger.warning("outbox claim lost before settling", extra={"outbox_id": row.id})
-        return False
-    return True
+    for s, ok in zip(settlements, done):
+        if not ok:
+            logger.warning("outbox claim lost before settling", extra={"outbox_id": s.row.id})
+    return done
 
 
 def backoff_s(attempts: int) -> float:

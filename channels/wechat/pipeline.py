@@ -44,9 +44,10 @@ class Pipeline:
     def __init__(self, runtime) -> None:
         self.runtime = runtime
 
-    async def process(self, row_id: int, message: Optional[InboundMessage] = None) -> None:
+    async def process(self, row_id: int, message: Optional[InboundMessage] = None, claimed: bool = False) -> None:
         rt = self.runtime
-        message = await rt.inbox.claim(row_id, rt.worker.name, message)
+        if not claimed or message is None:
+            message = await rt.inbox.claim(row_id, rt.worker.name, message)
         if message is None:
             return  # another task or process has it, or it is done
         try:

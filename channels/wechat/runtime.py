@@ -86,6 +86,10 @@ class WeChatRuntime:
         if pending:
             # messages in flight finish (or stay in the inbox for the next start)
             await asyncio.wait(pending, timeout=10)
+        try:
+            await self.inbox.release_claims(self.worker.name)
+        except Exception:  # noqa: BLE001 - the lease frees them later
+            logger.exception("wechat inbox claims not released")
         await self.worker.stop()
         await self.client.close()
         if self.redis is not None:
@@ -106,9 +110,10 @@ class WeChatRuntime:
             except Exception:  # noqa: BLE001 - logged; the inbox keeps the message for the sweeper
                 logger.exception("wechat background task failed")
 
-    def process(self, row_id: int, conversation_id: str, message=None) -> None:
-        """Answer an inbox row in the background; one conversation's messages strictly in arrival order."""
-        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id, message)))
+    def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False) -> None:
+        """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
+        `claimed`: the row was stored already claimed by this worker (with its message)."""
+        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

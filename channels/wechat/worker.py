@@ -77,37 +77,36 @@ class OutboxWorker:
         logger.info("outbox worker stopped", extra={"worker": self.name, "sent": self.sent})
 
     async def run_once(self) -> int:
-        """Claim and send one batch; the number of rows handled."""
+        """Claim and send one batch (the outcomes recorded in one transaction); the number of rows handled."""
         rows = await outbox.claim(self.name, limit=self.concurrency)
         if rows:
-            await asyncio.gather(*(self._send(row) for row in rows))
+            outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
+            await outbox.settle_many([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
         return len(rows)
 
-    async def _send(self, row) -> None:
+    async def _deliver(self, row) -> Outcome:
         try:
-            outcome = await deliver(self.client, row)
+            return await deliver(self.client, row)
         except Exception as exc:  # noqa: BLE001 - e.g. the database failed mid-delivery
             logger.exception("outbox delivery crashed", extra={"outbox_id": row.id})
-            outcome = Outcome("retry", error=f"internal error: {type(exc).__name__}")
-        await self._settle(row, outcome)
+            return Outcome("retry", error=f"internal error: {type(exc).__name__}")
 
-    async def _settle(self, row, outcome: Outcome) -> None:
+    def _settlement(self, row, outcome: Outcome) -> outbox.Settlement:
         log = {"outbox_id": row.id, "channel": row.channel, "attempt": row.attempts, "errcode": outcome.errcode}
         if outcome.status == "sent":
             self.sent += 1
-            await outbox.settle(row, "sent", platform_msgid=outcome.platform_msgid)
             logger.info("wechat message sent", extra=log)
-        elif outcome.status == "defer":
-            await outbox.settle(row, "retry", errcode=outcome.errcode, error=outcome.error,
-                                retry_in_s=outcome.retry_in_s, count_attempt=False)
+            return outbox.Settlement(row, "sent", platform_msgid=outcome.platform_msgid)
+        if outcome.status == "defer":
             logger.info("wechat message deferred", extra=dict(log, reason=outcome.error,
                                                                retry_in_s=round(outcome.retry_in_s or 0, 1)))
-        elif outcome.status == "retry" and row.attempts < self.max_attempts:
+            return outbox.Settlement(row, "retry", outcome.errcode, outcome.error, retry_in_s=outcome.retry_in_s,
+                                     count_attempt=False)
+        if outcome.status == "retry" and row.attempts < self.max_attempts:
             delay = outbox.backoff_s(row.attempts)
-            await outbox.settle(row, "retry", errcode=outcome.errcode, error=outcome.error, retry_in_s=delay)
             logger.warning("wechat message will be retried", extra=dict(log, error=outcome.error,
                                                                         retry_in_s=round(delay, 1)))
-        else:
-            status = "failed" if outcome.status == "retry" else outcome.status
-            await outbox.settle(row, status, errcode=outcome.errcode, error=outcome.error)
-            logger.error("wechat message not sent", extra=dict(log, status=status, reason=outcome.error))
+            return outbox.Settlement(row, "retry", outcome.errcode, outcome.error, retry_in_s=delay)
+        status = "failed" if outcome.status == "retry" else outcome.status
+        logger.error("wechat message not sent", extra=dict(log, status=status, reason=outcome.error))
+        return outbox.Settlement(row, status, outcome.errcode, outcome.error)
