@@ -94,6 +94,18 @@ class Product:
             time.sleep(0.2)
         raise RuntimeError("product did not start")
 
+    def rasa_cpu_s(self) -> float:
+        """CPU seconds used so far by the Rasa server process (the one that runs the connectors)."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"bot.rasa_server" in cmdline and str(self.var_dir).encode() in cmdline:
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan")
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
@@ -177,6 +189,7 @@ class Bench:
         total = int(rate * seconds)
         users = [f"{prefix}{n}" for n in range(max(int(rate * 8), 1))]
         before = {u: self.delivered[f"{path}:{u}"] for u in users}
+        cpu_before = self.product.rasa_cpu_s()
         started = time.perf_counter()
         tasks = []
         for i in range(total):
@@ -185,6 +198,7 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(self.one(path, users[i % len(users)], TEXTS[i % len(TEXTS)])))
         results = await asyncio.gather(*tasks)
+        cpu_ms = (self.product.rasa_cpu_s() - cpu_before) * 1000 / max(total, 1)
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
         sent = defaultdict(int)
@@ -201,7 +215,7 @@ class Bench:
         acks = [r["ack_ms"] for r in results if r["ack_ms"] is not None]
         return {"path": path, "rate": rate, "messages": total, "lost": lost, "duplicated": duplicated,
                 "retries": sum(r["retries"] for r in results), "latencies": latencies, "acks": acks,
-                "p95": pct(latencies, 95)}
+                "p95": pct(latencies, 95), "cpu_ms": cpu_ms}
 
     def check_alive(self) -> None:
         if self.product.process is None or self.product.process.poll() is not None:
@@ -306,7 +320,7 @@ async def run(args) -> int:
                     rows_load.append(
                         f"| {path} | {rate:g} | {result['messages']} | {fmt(pct(result['latencies'], 50))} | "
                         f"{fmt(result['p95'])} | {fmt(pct(result['acks'], 99))} | {result['lost']} | "
-                        f"{result['duplicated']} | {result['retries']} | {'yes' if ok else 'no'} |")
+                        f"{result['duplicated']} | {result['retries']} | {fmt(result['cpu_ms'])} | {'yes' if ok else 'no'} |")
                     say(rows_load[-1])
                     if ok:
                         best[path] = rate
@@ -350,8 +364,8 @@ async def run(args) -> int:
         "timeout, 3 retries).",
         "",
         "| path | msgs/s offered | messages | reply p50 ms | reply p95 ms | ack p99 ms | lost | duplicated | "
-        "callback retries | sustained |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "callback retries | Rasa process CPU ms / message | sustained |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows_load,
         "",
         f"Highest sustained rate: IM {best['im']:g}, kf {best['kf']:g}, mp {best['mp']:g} messages/s "
