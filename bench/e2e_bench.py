@@ -15,10 +15,10 @@ Also measured: training time, model load time, peak memory. Results: docs/BENCHM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.load import LoadResult, run_load  # noqa: E402
+from bench.product import ProductProcess, free_port, fresh_postgres_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 PY = sys.executable
@@ -81,14 +82,6 @@ class PeakMemory:
         self._thread.join()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def seed(database_url: str) -> None:
     env = dict(os.environ, DATABASE_URL=database_url)
     subprocess.run([PY, "-m", "bot", "seed-demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -111,48 +104,18 @@ def bench_identities(database_url: str, n: int) -> List[Dict[str, str]]:
     return [{"user": f"bench{i}", "order": owners[i % len(owners)][1]} for i in range(n)]
 
 
-class Deployment:
+class Deployment(ProductProcess):
     def __init__(self, name: str, database_url: str, redis_url: Optional[str], workers: int, var_dir: Path,
                  stock: bool = False) -> None:
-        self.name, self.database_url, self.redis_url, self.workers = name, database_url, redis_url, workers
-        self.stock = stock
-        self.var_dir = var_dir
-        self.port = free_port()
-        self.process: Optional[subprocess.Popen] = None
-        self.load_seconds = 0.0
-
-    def start(self) -> None:
-        env = dict(os.environ, DATABASE_URL=self.database_url, SIYU_VAR_DIR=str(self.var_dir),
-                   SIYU_RASA_PORT=str(self.port), SIYU_ACTION_PORT=str(free_port()), SIYU_WORKERS=str(self.workers),
+        self.name = name
+        env = dict(os.environ, DATABASE_URL=database_url, SIYU_VAR_DIR=str(var_dir),
+                   SIYU_RASA_PORT=str(free_port()), SIYU_ACTION_PORT=str(free_port()), SIYU_WORKERS=str(workers),
                    SIYU_LOG_LEVEL="WARNING", RASA_TELEMETRY_ENABLED="false",
-                   SIYU_RASA_SPEEDUPS="false" if self.stock else "true")
+                   SIYU_RASA_SPEEDUPS="false" if stock else "true")
         env.pop("REDIS_URL", None)
-        if self.redis_url:
-            env["REDIS_URL"] = self.redis_url
-        log = open(self.var_dir / "product.log", "wb")
-        self.process = subprocess.Popen([PY, "-m", "bot", "run", "--no-train"], cwd=REPO, env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        started = None
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            text = (self.var_dir / "product.log").read_text(errors="replace")
-            if started is None and "[siyu] starting rasa" in text:
-                started = time.monotonic()
-            if "[siyu] ready:" in text:
-                self.load_seconds = time.monotonic() - (started or time.monotonic())
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(text[-2000:])
-            time.sleep(0.1)
-        raise RuntimeError("product did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        super().__init__(var_dir, env)
 
 
 class IdentityPool:
@@ -247,40 +210,31 @@ def main() -> int:
     summary: Dict = {}
     tmp = Path(tempfile.mkdtemp(prefix="siyu-bench-"))
     deployments = []
-    if args.only in (None, "stock"):
-        url = f"sqlite:///{tmp / 'stock.db'}"
-        seed(url)
-        stock_dir = tmp / "stock"
-        stock_dir.mkdir()
-        deployments.append(Deployment("stock", url, None, 1, stock_dir, stock=True))
-    if args.only in (None, "default"):
-        url = f"sqlite:///{tmp / 'default.db'}"
-        seed(url)
-        deployments.append(Deployment("default", url, None, 1, tmp))
-    if args.only in (None, "scaled"):
-        import psycopg2
-        import redis
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if args.only in (None, "stock"):
+            url = f"sqlite:///{tmp / 'stock.db'}"
+            seed(url)
+            stock_dir = tmp / "stock"
+            stock_dir.mkdir()
+            deployments.append(Deployment("stock", url, None, 1, stock_dir, stock=True))
+        if args.only in (None, "default"):
+            url = f"sqlite:///{tmp / 'default.db'}"
+            seed(url)
+            deployments.append(Deployment("default", url, None, 1, tmp))
+        if args.only in (None, "scaled"):
+            import redis
 
-        name = f"siyu_bench_{os.getpid()}"
-        admin = psycopg2.connect(args.pg)
-        admin.autocommit = True
-        admin.cursor().execute(f'CREATE DATABASE "{name}"')
-        pg_url = args.pg.rsplit("/", 1)[0] + "/" + name
-        redis.Redis.from_url(args.redis).flushdb()
-        seed(pg_url)
-        scaled_dir = tmp / "scaled"
-        scaled_dir.mkdir()
-        deployments.append(Deployment("scaled", pg_url, args.redis, 2, scaled_dir))
-    try:
+            pg_url = cleanup.enter_context(fresh_postgres_database(args.pg))
+            redis.Redis.from_url(args.redis).flushdb()
+            seed(pg_url)
+            scaled_dir = tmp / "scaled"
+            scaled_dir.mkdir()
+            deployments.append(Deployment("scaled", pg_url, args.redis, 2, scaled_dir))
+        for dep in deployments:
+            cleanup.callback(dep.stop)
         for dep in deployments:
             run_deployment(dep, args.requests, rows, summary, ("rest",) if dep.stock else ("rest", "im"))
-    finally:
-        for dep in deployments:
-            dep.stop()
-        if args.only in (None, "scaled"):
-            admin.cursor().execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
-        shutil.rmtree(tmp, ignore_errors=True)
 
     lines = ["## Assistant core: IM channel vs Rasa REST channel", "",
              "`bench/e2e_bench.py` (closed-loop load from a second process on the same 2-core machine; "

@@ -22,7 +22,24 @@ from channels.wechat.models import WeChatGroup, now_utc
 from channels.wechat.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
 
 
-class WeComKfInput(WeChatInput):
+class EncryptedXmlInput(WeChatInput):
+    """WeCom callbacks: always AES-encrypted XML, signed with msg_signature."""
+
+    def crypto(self) -> CallbackCrypto:
+        raise NotImplementedError
+
+    def verify_get(self, request: Request) -> str:
+        return self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                query(request, "nonce"), query(request, "echostr"))
+
+    def decrypted_xml(self, request: Request) -> dict:
+        envelope = parse_xml(request.body)
+        plain = self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
+                                                 query(request, "nonce"), envelope.get("Encrypt"))
+        return parse_xml(plain.encode("utf-8"))
+
+
+class WeComKfInput(EncryptedXmlInput):
     channel = "wecom_kf"
 
     @classmethod
@@ -36,15 +53,8 @@ class WeComKfInput(WeChatInput):
         c = self.runtime.config
         return CallbackCrypto(c.kf.callback.token, c.kf.callback.aes_key, c.kf.corp_id, c.callback_max_age_s)
 
-    def verify_get(self, request: Request) -> str:
-        return self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
-                                                query(request, "nonce"), query(request, "echostr"))
-
     async def read_post(self, request: Request) -> List[InboundMessage]:
-        envelope = parse_xml(request.body)
-        plain = self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
-                                                 query(request, "nonce"), envelope.get("Encrypt"))
-        data = parse_xml(plain.encode("utf-8"))
+        data = self.decrypted_xml(request)
         if data.get("MsgType") == "event" and data.get("Event") == "kf_msg_or_event":
             open_kfid = required(data, "OpenKfId")
             # the callback is only a doorbell: pull the messages after acknowledging it
@@ -122,7 +132,7 @@ class MiniProgramInput(AccountInput):
         return "wechat_mini"
 
 
-class WeComGroupInput(WeChatInput):
+class WeComGroupInput(EncryptedXmlInput):
     """Group robot callbacks: WeCom calls the robot's callback URL when a member @-mentions it, with
     the group's webhook URL for the answer."""
 
@@ -140,15 +150,8 @@ class WeComGroupInput(WeChatInput):
         # robot callbacks are encrypted with an empty receive id
         return CallbackCrypto(callback.token, callback.aes_key, "", self.runtime.config.callback_max_age_s)
 
-    def verify_get(self, request: Request) -> str:
-        return self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
-                                                query(request, "nonce"), query(request, "echostr"))
-
     async def read_post(self, request: Request) -> List[InboundMessage]:
-        envelope = parse_xml(request.body)
-        plain = self.crypto().verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
-                                                 query(request, "nonce"), envelope.get("Encrypt"))
-        data = parse_xml(plain.encode("utf-8"))
+        data = self.decrypted_xml(request)
         sender = data.get("From") if isinstance(data.get("From"), dict) else {}
         user = required(sender, "UserId")
         chat_id = required(data, "ChatId")

@@ -107,6 +107,22 @@ class SandboxConfig:
     staff: List[str] = field(default_factory=lambda: ["owner01", "owner02", "staff01"])
 
     @classmethod
+    def from_env(cls, env: Dict[str, str], **overrides) -> "SandboxConfig":
+        """The sandbox for a bot started with these SIYU_WECHAT_* variables (tests, benchmarks)."""
+        values = dict(
+            corp_id=env["SIYU_WECHAT_CORP_ID"], kf_secret=env["SIYU_WECHAT_KF_SECRET"],
+            kf_token=env["SIYU_WECHAT_KF_CALLBACK_TOKEN"], kf_aes_key=env["SIYU_WECHAT_KF_AES_KEY"],
+            contact_secret=env["SIYU_WECHAT_CONTACT_SECRET"], app_agent_id=int(env["SIYU_WECHAT_APP_AGENT_ID"]),
+            app_secret=env["SIYU_WECHAT_APP_SECRET"], robot_token=env["SIYU_WECHAT_ROBOT_CALLBACK_TOKEN"],
+            robot_aes_key=env["SIYU_WECHAT_ROBOT_AES_KEY"], mp_app_id=env["SIYU_WECHAT_MP_APP_ID"],
+            mp_secret=env["SIYU_WECHAT_MP_APP_SECRET"], mp_token=env["SIYU_WECHAT_MP_CALLBACK_TOKEN"],
+            mp_aes_key=env.get("SIYU_WECHAT_MP_AES_KEY", ""), mini_app_id=env["SIYU_WECHAT_MINI_APP_ID"],
+            mini_secret=env["SIYU_WECHAT_MINI_APP_SECRET"], mini_token=env["SIYU_WECHAT_MINI_CALLBACK_TOKEN"],
+            mini_aes_key=env.get("SIYU_WECHAT_MINI_AES_KEY", ""))
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
     def from_settings(cls, settings: Optional[Settings] = None, **overrides) -> "SandboxConfig":
         s = settings or get_settings()
         values = dict(
