@@ -121,11 +121,14 @@ class WeChatInput(InputChannel):
             except CryptoConfigError as exc:
                 logger.error("wechat connector misconfigured", extra={"connector": self.name(), "reason": str(exc)})
                 return response.text("connector misconfigured", status=503)
+            # storing is never cancelled half-way: cut off, it could leave the message marked as seen
+            # (Redis) but not stored, and the platform's retry would then be dropped as a duplicate
+            store = runtime.spawn_tracked(self.accept(messages))
             try:
-                await asyncio.wait_for(self.accept(messages), ACK_BUDGET_S)
+                await asyncio.wait_for(asyncio.shield(store), ACK_BUDGET_S)
             except asyncio.TimeoutError:
-                # the database is too slow right now: the platform's retry comes back later; a row that
-                # was stored after all is a duplicate then, and the sweeper answers it
+                # the database is slow right now: the store goes on and answers the message when it is
+                # done (the platform's retry is then a duplicate); if it fails, the retry stores it
                 logger.error("wechat callback not stored in time", extra={"connector": self.name(),
                                                                           "budget_s": ACK_BUDGET_S})
                 return response.text("busy, try again", status=503)

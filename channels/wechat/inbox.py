@@ -109,7 +109,7 @@ class Inbox:
                     await step(session)
                 await session.commit()
                 return ids
-        except Exception:
+        except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None:
                 for (message, _), new in zip(items, fresh):

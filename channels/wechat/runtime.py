@@ -110,6 +110,14 @@ class WeChatRuntime:
             except Exception:  # noqa: BLE001 - logged; the inbox keeps the message for the sweeper
                 logger.exception("wechat background task failed")
 
+    def spawn_tracked(self, coro: Coroutine) -> asyncio.Task:
+        """A task that must run to its end (not bounded by the message slots); shutdown waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
     def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
         `claimed`: the row was stored already claimed by this worker (with its message)."""
@@ -154,6 +162,12 @@ class WeChatRuntime:
                 logger.exception("wechat sweep failed")
             first = False
             await asyncio.sleep(SWEEP_EVERY_S)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    # also when nobody waits for the task any more (the callback was already answered 503)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("wechat background work failed", exc_info=task.exception())
 
 
 _runtime: Optional[WeChatRuntime] = None

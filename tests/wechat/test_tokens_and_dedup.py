@@ -111,3 +111,34 @@ async def test_connectors_with_redis_answer_three_identical_deliveries_once(wech
         assert await client.exists(f"{prefix}wechat:token:mp:{h.platform.config.mp_app_id}")
     finally:
         await h.stop()
+
+
+@pytest.mark.redis
+async def test_a_callback_stored_too_slowly_is_still_answered_exactly_once(wechat_db, redis_client, monkeypatch):
+    """The acknowledgement budget runs out while the message is being stored: the platform gets a 503
+    and retries. The store is not cut off half-way (which left the message marked as seen in Redis
+    but not stored, so the retry was dropped and the customer never got an answer)."""
+    client, prefix = redis_client
+    from tests.conftest import REDIS_TEST_URL
+    from channels.wechat import connector
+    from channels.wechat.sandbox.callbacks import CallbackSigner
+
+    monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
+    monkeypatch.setattr(connector, "ACK_BUDGET_S", 0.0001)
+    h = await Harness(fresh_env(), redis_prefix=prefix).start()
+    try:
+        message = {"ToUserName": "gh_x", "FromUserName": "oSlow", "CreateTime": int(h.platform.now()),
+                   "MsgType": "text", "Content": "发货了吗", "MsgId": 5544332211}
+        h.platform.user_acted("mp", "oSlow")
+        signed = CallbackSigner(h.platform.config).account_message("mp", message)
+        first = await h.http.post(signed.url(h.bot_url), data=signed.body)
+        assert first.status == 503, "over the budget: the platform is asked to retry"
+        await h.settle(0.3)
+        retry = await h.http.post(signed.url(h.bot_url), data=signed.body)
+        assert retry.status in (200, 503)
+        await h.wait_for(lambda: h.deliveries("mp", "oSlow"))
+        await h.settle(1.0)
+        assert len(h.deliveries("mp", "oSlow")) == 1
+        assert len(h.agent.received) == 1
+    finally:
+        await h.stop()

@@ -1,0 +1,65 @@
+"""The durable inbox on each real database: a 微信客服 page and its cursor stored in one transaction,
+repeats skipped without failing the rest of the page, rows stored already claimed by the process that
+answers them, and claims handed back at shutdown."""
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+
+from channels.wechat import cursors
+from channels.wechat.db import session as async_session
+from channels.wechat.inbox import Inbox
+from channels.wechat.models import InboundMessageRow
+from channels.wechat.payloads import InboundMessage
+
+
+def kf_message(msgid: str, user: str = "wmUser", text: str = "发货了吗") -> tuple:
+    message = InboundMessage("wecom_kf", user, msgid, "text", 1_700_000_000, account="wkKF", text=text)
+    return message, f"wecom_kf:wkKF:{user}"
+
+
+async def rows():
+    async with async_session() as session:
+        result = await session.execute(sa.select(InboundMessageRow.dedup_key, InboundMessageRow.status,
+                                                 InboundMessageRow.claimed_by).order_by(InboundMessageRow.id))
+        return [tuple(r) for r in result.all()]
+
+
+async def test_a_page_and_its_cursor_are_stored_together_and_repeats_are_skipped(wechat_db, no_redis):
+    inbox = Inbox()
+    save = [functools.partial(cursors.save_in, open_kfid="wkKF", cursor="c1")]
+    first = await inbox.accept_many([kf_message("m1"), kf_message("m2")], claimed_by="worker-a", together_with=save)
+    assert all(first) and first[0] != first[1]
+    assert await cursors.load("wkKF") == "c1"
+
+    # the page again (a crash before the cursor moved, or another process), plus one new message
+    save = [functools.partial(cursors.save_in, open_kfid="wkKF", cursor="c2")]
+    again = await inbox.accept_many([kf_message("m1"), kf_message("m2"), kf_message("m3")],
+                                    claimed_by="worker-b", together_with=save)
+    assert again[:2] == [None, None] and again[2] is not None
+    assert await cursors.load("wkKF") == "c2"
+    assert await rows() == [("m1", "processing", "worker-a"), ("m2", "processing", "worker-a"),
+                            ("m3", "processing", "worker-b")]
+
+
+async def test_unclaimed_rows_wait_for_claim_and_ignored_rows_are_never_claimed(wechat_db, no_redis):
+    inbox = Inbox()
+    row_id = await inbox.accept(*kf_message("m1"))
+    ignored = await inbox.accept(*kf_message("e1"), status="ignored", claimed_by="worker-a")
+    assert await rows() == [("m1", "received", None), ("e1", "ignored", None)]
+    message = await inbox.claim(row_id, "worker-a")
+    assert message is not None and message.text == "发货了吗"
+    assert await inbox.claim(row_id, "worker-b") is None, "one process answers it"
+    assert await inbox.claim(ignored, "worker-b") is None
+
+
+async def test_shutdown_hands_back_only_its_own_unfinished_claims(wechat_db, no_redis):
+    inbox = Inbox()
+    mine = await inbox.accept(*kf_message("m1"), claimed_by="worker-a")
+    await inbox.accept(*kf_message("m2"), claimed_by="worker-a")
+    await inbox.accept(*kf_message("m3"), claimed_by="worker-b")
+    await inbox.finish(mine, "done")
+    assert await inbox.release_claims("worker-a") == 1
+    assert await rows() == [("m1", "done", "worker-a"), ("m2", "received", "worker-a"),
+                            ("m3", "processing", "worker-b")]
