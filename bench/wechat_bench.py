@@ -330,8 +330,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         *rows_latency,
         "",
         f"Sustained rate: open-loop load for {args.seconds:g} s per rate; sustained = every message answered "
-        f"exactly once and reply p95 < {SUSTAIN_P95_MS:.0f} ms. The platform's callback retries are on (5 s "
-        "timeout, 3 retries).",
+        f"exactly once and reply p95 < {SUSTAIN_P95_MS:.0f} ms. Each rate has its own users (rate x 8 of them), so "
+        "most messages are a first contact: the WeChat paths also create the customer. The platform's callback "
+        "retries are on (5 s timeout, 3 retries).",
         "",
         "| path | msgs/s offered | messages | reply p50 ms | reply p95 ms | ack p99 ms | lost | duplicated | "
         "callback retries | Rasa process CPU ms / message | sustained |",
