@@ -99,13 +99,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from actions.db.catalog_dictionary import CATALOG_DICT
     from actions.db.importer import run_import
 
-    report = run_import(args.kind, args.file)
+    report = run_import(args.kind, args.file, dictionary=CATALOG_DICT)
     for problem in report.errors:
         print(f"[siyu] {args.file}: line {problem.line}: {problem.message}", file=sys.stderr)
     print(f"[siyu] {args.kind}: {report.created} created, {report.updated} updated, "
           f"{len(report.errors)} rows rejected")
+    if report.dictionary_updated:
+        print(f"[siyu] new catalog words in {CATALOG_DICT.relative_to(CATALOG_DICT.parents[2])}: the next run "
+              "retrains the NLU with them; rebuild the knowledge index to use them there too")
     return 0 if report.created + report.updated > 0 or not report.errors else 1
 
 

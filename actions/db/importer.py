@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from actions.db.catalog_dictionary import write_catalog_dictionary
 from actions.db.engine import create_sync_engine
 from actions.db.migrate import upgrade
 from actions.db.models import (
@@ -48,6 +49,7 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     errors: List[RowError] = field(default_factory=list)
+    dictionary_updated: bool = False  # the catalog's words for jieba changed (products only)
 
 
 def _split(value: Any) -> List[str]:
@@ -358,15 +360,20 @@ def _describe(exc: Exception) -> str:
     return text.strip().splitlines()[0][:200]
 
 
-def run_import(kind: str, file: str) -> ImportReport:
+def run_import(kind: str, file: str, dictionary: Optional[Path] = None) -> ImportReport:
+    """`dictionary`: after a products import, rewrite this jieba word list from the catalog
+    (the CLI passes nlu_data/jieba/catalog_dict.txt)."""
     path = Path(file)
     upgrade()
     engine = create_sync_engine()
     try:
         with Session(engine) as session:
             try:
-                return import_rows(session, kind, read_rows(path))
+                report = import_rows(session, kind, read_rows(path))
             except (OSError, ValueError, json.JSONDecodeError, csv.Error) as exc:
                 return ImportReport(errors=[RowError(0, f"cannot read file: {exc}")])
+            if dictionary is not None and kind == "products" and report.created + report.updated:
+                report.dictionary_updated = write_catalog_dictionary(session, dictionary)
+            return report
     finally:
         engine.dispose()

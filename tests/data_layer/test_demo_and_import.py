@@ -93,3 +93,25 @@ def test_unreadable_file_is_reported_not_raised(shop_db, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     assert run_import("orders", str(bad)).errors
+
+
+def test_product_import_teaches_jieba_the_catalog_words(shop_db, tmp_path):
+    import jieba
+
+    path = tmp_path / "products.csv"
+    path.write_text(PRODUCTS_CSV, encoding="utf-8")
+    dictionary = tmp_path / "catalog_dict.txt"
+    report = run_import("products", str(path), dictionary=dictionary)
+    assert report.dictionary_updated
+    words = {line.split(" ")[0] for line in dictionary.read_text(encoding="utf-8").splitlines()}
+    assert {"测试牌", "测试卫衣", "卫衣", "帽衫", "男装", "家居日用"} <= words
+    assert all(" " not in w and len(w) >= 2 for w in words)
+    tokenizer = jieba.Tokenizer()
+    tokenizer.load_userdict(str(dictionary))
+    assert "测试牌" in tokenizer.lcut("测试牌卫衣还有货吗"), "a new brand is one word, not three characters"
+    # the same catalog again: the file (and so the trained model) stays as it is
+    assert not run_import("products", str(path), dictionary=dictionary).dictionary_updated
+    # other imports never touch it
+    (tmp_path / "c.json").write_text('[{"external_id": "X9002", "name": "顾客", "phone": "13700000001"}]',
+                                     encoding="utf-8")
+    assert not run_import("customers", str(tmp_path / "c.json"), dictionary=dictionary).dictionary_updated
