@@ -107,7 +107,7 @@ def bench_identities(database_url: str, n: int) -> List[Dict[str, str]]:
 class Deployment(ProductProcess):
     def __init__(self, name: str, database_url: str, redis_url: Optional[str], workers: int, var_dir: Path,
                  stock: bool = False) -> None:
-        self.name = name
+        self.name, self.stock, self.workers, self.database_url = name, stock, workers, database_url
         env = dict(os.environ, DATABASE_URL=database_url, SIYU_VAR_DIR=str(var_dir),
                    SIYU_RASA_PORT=str(free_port()), SIYU_ACTION_PORT=str(free_port()), SIYU_WORKERS=str(workers),
                    SIYU_LOG_LEVEL="WARNING", RASA_TELEMETRY_ENABLED="false",
