@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.load import LoadResult, run_load  # noqa: E402
-from bench.product import ProductProcess, free_port, fresh_postgres_database  # noqa: E402
+from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 PY = sys.executable
@@ -107,7 +107,7 @@ def bench_identities(database_url: str, n: int) -> List[Dict[str, str]]:
 class Deployment(ProductProcess):
     def __init__(self, name: str, database_url: str, redis_url: Optional[str], workers: int, var_dir: Path,
                  stock: bool = False) -> None:
-        self.name, self.stock, self.workers, self.database_url = name, stock, workers, database_url
+        self.name, self.stock = name, stock
         env = dict(os.environ, DATABASE_URL=database_url, SIYU_VAR_DIR=str(var_dir),
                    SIYU_RASA_PORT=str(free_port()), SIYU_ACTION_PORT=str(free_port()), SIYU_WORKERS=str(workers),
                    SIYU_LOG_LEVEL="WARNING", RASA_TELEMETRY_ENABLED="false",
@@ -115,7 +115,7 @@ class Deployment(ProductProcess):
         env.pop("REDIS_URL", None)
         if redis_url:
             env["REDIS_URL"] = redis_url
-        super().__init__(var_dir, env)
+        super().__init__(env, var_dir / "product.log", start_timeout_s=600, stop_grace_s=60)
 
 
 class IdentityPool:
@@ -225,7 +225,7 @@ def main() -> int:
         if args.only in (None, "scaled"):
             import redis
 
-            pg_url = cleanup.enter_context(fresh_postgres_database(args.pg))
+            pg_url = cleanup.enter_context(throwaway_pg_database(args.pg, "siyu_bench"))
             redis.Redis.from_url(args.redis).flushdb()
             seed(pg_url)
             scaled_dir = tmp / "scaled"

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from aiohttp import web  # noqa: E402
 
-from bench.product import ProductProcess, free_port, fresh_postgres_database  # noqa: E402
+from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from channels.wechat.sandbox.app import PLATFORM, create_app  # noqa: E402
 from channels.wechat.sandbox.callbacks import CallbackSender, CallbackSigner  # noqa: E402
@@ -63,6 +63,9 @@ def pct(values: List[float], p: float) -> float:
 class Product(ProductProcess):
     """The product with every WeChat connector pointed at the in-process sandbox."""
 
+    def __init__(self, var_dir: Path, env: Dict[str, str]) -> None:
+        super().__init__(env, var_dir / "product.log", start_timeout_s=600, stop_grace_s=60)
+
     def rasa_cpu_s(self) -> float:
         """CPU seconds used so far by the Rasa server processes (they run the connectors; one per worker)."""
         total, found = 0.0, False
@@ -72,7 +75,7 @@ class Product(ProductProcess):
                 cmdline = (stat.parent / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"bot.rasa_server" in cmdline and str(self.var_dir).encode() in cmdline:
+            if b"bot.rasa_server" in cmdline and str(self.log.parent).encode() in cmdline:
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
                 found = True
         return total if found else float("nan")
@@ -123,7 +126,7 @@ class Bench:
                        "MsgType": "text", "Content": text, "MsgId": random.randrange(10**18, 10**19)}
             signed = self.signer.account_message("mp", message, now)
         started = time.time()
-        result = await self.sender.deliver(signed, self.product.url)
+        result = await self.sender.deliver(signed, self.product.base_url)
         attempts = result["attempts"]
         ack_ms = attempts[0]["elapsed_ms"] if attempts[0].get("status") == 200 else None
         try:
@@ -136,7 +139,7 @@ class Bench:
     async def one_im(self, user: str, text: str) -> Dict:
         started = time.perf_counter()
         try:
-            async with self.http.post(self.product.url + "/webhooks/im/webhook",
+            async with self.http.post(self.product.base_url + "/webhooks/im/webhook",
                                       json={"sender": user, "message": text}) as resp:
                 ok = resp.status == 200 and (await resp.json())
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
@@ -182,7 +185,7 @@ class Bench:
 
     def check_alive(self) -> None:
         if not self.product.alive():
-            raise ProductStopped(f"the product stopped during the benchmark: see {self.product.var_dir / 'product.log'}")
+            raise ProductStopped(f"the product stopped during the benchmark: see {self.product.log}")
 
     async def phase(self, path: str, rate: float, seconds: float, prefix: str) -> Dict:
         """open_loop, repeated on a restarted product if the product was stopped from outside (the
@@ -233,7 +236,7 @@ async def run(args) -> int:
         return await measure(args, None, None, 1)
     import redis
 
-    with fresh_postgres_database(args.pg, "siyu_wechat_bench") as database_url:
+    with throwaway_pg_database(args.pg, "siyu_wechat_bench") as database_url:
         redis.Redis.from_url(args.redis).flushdb()
         return await measure(args, database_url, args.redis, 2)
 
@@ -246,7 +249,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     deployment = ("PostgreSQL + Redis (lock store, dedup, token cache) + 2 Rasa workers" if database_url
                   else "SQLite, one Rasa worker, no Redis")
     product = Product(var_dir, env)
-    config = SandboxConfig.from_env(env, bot_url=product.url)
+    config = SandboxConfig.from_env(env, bot_url=product.base_url)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

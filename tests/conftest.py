@@ -9,17 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import time
-import uuid
 from contextlib import closing
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from tests.support import PYTHON, REPO, ProductProcess as Product, create_pg_database, drop_pg_database, free_port
 CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_TEST_URL = os.environ.get("SIYU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -42,35 +38,13 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- databases ------------------------------------------------------------------------------------
 def _create_pg_database() -> str:
-    import psycopg2
-
-    name = f"siyu_test_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return create_pg_database(PG_ADMIN_URL)
 
 
 def _drop_pg_database(url: str) -> None:
-    import psycopg2
-
-    name = url.rsplit("/", 1)[1]
-    conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    conn.close()
+    drop_pg_database(PG_ADMIN_URL, url)
 
 
 def use_database(url: str) -> None:
@@ -160,47 +134,6 @@ def trained_model() -> Path:
     return path
 
 
-class Product:
-    """The product started with `python -m bot run` against its own database and ports."""
-
-    def __init__(self, env: Dict[str, str], rasa_port: int, log: Path) -> None:
-        self.env = env
-        self.database_url = env["DATABASE_URL"]
-        self.rasa_port = rasa_port
-        self.log = log
-        self.process: Optional[subprocess.Popen] = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.rasa_port}"
-
-    def start(self, timeout: float = 300) -> None:
-        self.process = subprocess.Popen([PYTHON, "-m", "bot", "run", "--no-train"], cwd=REPO, env=self.env,
-                                        stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-            if "[siyu] ready:" in text:
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"product exited while starting:\n{text[-3000:]}")
-            time.sleep(0.5)
-        raise RuntimeError("product not ready in time")
-
-    def stop(self) -> int:
-        import signal
-
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                return self.process.wait()
-        return self.process.returncode if self.process else 0
-
-
 def product_env(database_url: str, var_dir: Path, redis_url: Optional[str] = None, workers: int = 1,
                 demo: bool = True) -> Dict[str, str]:
     env = dict(os.environ)
@@ -224,7 +157,7 @@ def product_server(trained_model, tmp_path_factory) -> Iterator[Product]:
     url = f"sqlite:///{var_dir / 'shop.db'}"
     seed(url)
     env = product_env(url, var_dir)
-    product = Product(env, int(env["SIYU_RASA_PORT"]), var_dir / "product.log")
+    product = Product(env, var_dir / "product.log")
     product.start()
     try:
         yield product

@@ -73,7 +73,7 @@ def scaled_product(trained_model, tmp_path_factory):
         seed(url)
         env = product_env(url, var_dir, redis_url="redis://127.0.0.1:6379/13", workers=2)
         env["SIYU_IM_CALLBACK_URL"] = receiver.url
-        product = Product(env, int(env["SIYU_RASA_PORT"]), var_dir / "product.log")
+        product = Product(env, var_dir / "product.log")
         product.start()
         product.receiver = receiver
         try:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import csv
 import os
-import uuid
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from kb_testdata import REPO, SMALL_FAQ, write_faq
@@ -47,27 +45,17 @@ def demo_kb(demo_index_dir):
 
 # --- databases ----------------------------------------------------------------------------------
 def _postgres_database() -> Iterator[str]:
+    from tests.conftest import unavailable
+    from tests.support import create_pg_database, drop_pg_database
+
     try:
-        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            name = f"kb_test_{uuid.uuid4().hex[:10]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = create_pg_database(PG_URL, "kb_test")
     except Exception as exc:  # unreachable server, no permission...
-        reason = f"PostgreSQL at {PG_URL} not usable: {exc.__class__.__name__}: {str(exc).strip()[:200]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        print(f"\nSKIP: {reason}")
-        pytest.skip(reason)
-    url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        unavailable(f"PostgreSQL at {PG_URL} not usable: {exc.__class__.__name__}: {str(exc).strip()[:200]}")
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
-                {"n": name})
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        drop_pg_database(PG_URL, url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -118,14 +118,10 @@ class SandboxProcess:
 
     def stop(self) -> None:
         import signal
-        import subprocess
 
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        from tests.support import stop_process_group
+
+        stop_process_group(self.process, signal.SIGTERM, grace_s=10)
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +141,7 @@ def wechat_product(trained_model, tmp_path_factory):
     rasa_url = f"http://127.0.0.1:{env['SIYU_RASA_PORT']}"
     sandbox = SandboxProcess(env, sandbox_port, rasa_url, var_dir / "sandbox.log")
     sandbox.start()
-    product = Product(env, int(env["SIYU_RASA_PORT"]), var_dir / "product.log")
+    product = Product(env, var_dir / "product.log")
     try:
         product.start()
         yield product, sandbox

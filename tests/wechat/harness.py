@@ -4,6 +4,7 @@ the sandbox over HTTP; only Rasa is replaced by an agent that echoes what it is 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import uuid
 from typing import Dict, List, Optional
@@ -127,9 +128,12 @@ class Harness:
                 if (channel is None or d["channel"] == channel) and (to is None or d["to"] == to)]
 
     async def wait_for(self, predicate, timeout: float = 10.0, interval: float = 0.05):
+        """The predicate's first truthy value; the predicate may be a coroutine function (a database read)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:

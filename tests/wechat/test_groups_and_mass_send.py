@@ -96,12 +96,7 @@ async def test_mass_send_task_is_created_confirmed_and_tracked(harness):
         row = await task_row()
         return row if row and row.msgid else None
 
-    row = None
-    for _ in range(100):
-        row = await created()
-        if row:
-            break
-        await h.settle(0.05)
+    row = await h.wait_for(created, timeout=5.0)
     assert row is not None and row.status == "created" and row.chat_ids == ["wrMassA", "wrMassB"]
     assert h.deliveries("group") == [], "nothing reaches the groups before the owner confirms"
     assert (await mass_send.refresh(h.runtime.client, row.msgid)).status == "created"
@@ -145,10 +140,5 @@ async def test_notify_staff_and_unknown_staff(harness):
             row = await session.get(OutboxMessage, bad.outbox_ids[0])
             return row.status == "failed" and row
 
-    row = None
-    for _ in range(100):
-        row = await failed()
-        if row:
-            break
-        await h.settle(0.05)
+    row = await h.wait_for(failed, timeout=5.0)
     assert row and row.last_errcode == 81013, "visible to staff with the platform's code"

@@ -128,12 +128,12 @@ async def test_forged_callback_is_refused_by_the_product(wechat_product):
 def test_run_sandbox_mode_lets_a_newcomer_chat_over_wechat(trained_model, tmp_path):
     """`python -m bot run --demo --sandbox` as a newcomer uses it: the printed say command gets the
     demo customer's orders back over fake WeChat."""
-    import os
     import re
     import signal
     import subprocess
 
     from tests.conftest import PYTHON, REPO, free_port, product_env
+    from tests.support import stop_process_group
 
     env = product_env(f"sqlite:///{tmp_path / 'shop.db'}", tmp_path)
     env["SIYU_WECHAT_SANDBOX_PORT"] = str(free_port())
@@ -158,8 +158,4 @@ def test_run_sandbox_mode_lets_a_newcomer_chat_over_wechat(trained_model, tmp_pa
         # secrets travel in query strings (corpsecret=, secret=, key=); no log line carries one
         assert not re.search(r"(corpsecret|secret|key|access_token)=[A-Za-z0-9_\-]{6,}", final)
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process, signal.SIGINT, grace_s=60)
