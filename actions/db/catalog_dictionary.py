@@ -15,7 +15,7 @@ from actions.db.models import Product
 
 CATALOG_DICT = Path(__file__).resolve().parents[2] / "nlu_data" / "jieba" / "catalog_dict.txt"
 MAX_WORD_CHARS = 12  # whole long product titles would stop jieba from seeing their parts
-_WORD = re.compile(r"^[\w\u4e00-\u9fff·\-]+$")
+_WORD = re.compile(r"^[\w·\-]+$")  # \w includes Chinese characters
 
 
 def catalog_words(session: Session) -> List[str]:

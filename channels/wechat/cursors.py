@@ -1,5 +1,5 @@
-"""The kf/sync_msg cursor per 微信客服 account, in the database. It is saved only after the page's
-messages are in the inbox: a crash in between repeats the page (the inbox drops the repeats), it
+"""The kf/sync_msg cursor per 微信客服 account, in the database. It is saved in the transaction that
+stores the page's messages in the inbox: a crash repeats the page (the inbox drops the repeats), it
 never skips one."""
 from __future__ import annotations
 
@@ -13,12 +13,6 @@ async def load(open_kfid: str) -> str:
     async with async_session() as session:
         row = await session.get(KfCursor, open_kfid)
         return row.cursor if row else ""
-
-
-async def save(open_kfid: str, cursor: str) -> None:
-    async with async_session() as session:
-        await save_in(session, open_kfid, cursor)
-        await session.commit()
 
 
 async def save_in(session: AsyncSession, open_kfid: str, cursor: str) -> None:

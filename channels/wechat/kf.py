@@ -2,7 +2,7 @@
 Token); the messages themselves are pulled with kf/sync_msg from the persisted cursor.
 
 Pages are serialised per account within a process; the inbox drops messages another process (or a
-repeated page) already stored, and the cursor is saved only after its page is in the inbox.
+repeated page) already stored, and the cursor is saved in the same transaction as its page.
 """
 from __future__ import annotations
 

@@ -97,10 +97,8 @@ class WeChatRuntime:
 
     # --- background work ------------------------------------------------------------------------------
     def spawn(self, coro: Coroutine) -> asyncio.Task:
-        task = asyncio.create_task(self._bounded(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        """Background work that waits for one of the message slots."""
+        return self.spawn_tracked(self._bounded(coro))
 
     async def _bounded(self, coro: Coroutine) -> None:
         assert self._slots is not None
@@ -121,9 +119,7 @@ class WeChatRuntime:
     def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
         `claimed`: the row was stored already claimed by this worker (with its message)."""
-        task = asyncio.create_task(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn_tracked(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed)))
 
     async def _in_order(self, conversation_id: str, coro: Coroutine) -> None:
         # the conversation lock is taken first thing (asyncio locks are FIFO), so tasks queue in the
