@@ -126,7 +126,7 @@ class Bench:
                        "MsgType": "text", "Content": text, "MsgId": random.randrange(10**18, 10**19)}
             signed = self.signer.account_message("mp", message, now)
         started = time.time()
-        result = await self.sender.deliver(signed, self.product.base_url)
+        result = await self.sender.deliver(signed, self.product.wechat_url)
         attempts = result["attempts"]
         ack_ms = attempts[0]["elapsed_ms"] if attempts[0].get("status") == 200 else None
         try:
@@ -213,7 +213,8 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
     env.update(sandbox_credentials())
     env.update({"DATABASE_URL": database_url or f"sqlite:///{var_dir / 'shop.db'}", "SIYU_VAR_DIR": str(var_dir),
                 "SIYU_WORKERS": str(workers),
-                "SIYU_RASA_PORT": str(free_port()), "SIYU_ACTION_PORT": str(free_port()), "SIYU_LOG_LEVEL": "WARNING",
+                "SIYU_RASA_PORT": str(free_port()), "SIYU_ACTION_PORT": str(free_port()),
+                "SIYU_WECHAT_PORT": str(free_port()), "SIYU_LOG_LEVEL": "WARNING",
                 "SIYU_WECHAT_WORK_API_BASE": f"http://127.0.0.1:{sandbox_port}",
                 "SIYU_WECHAT_MP_API_BASE": f"http://127.0.0.1:{sandbox_port}", "RASA_TELEMETRY_ENABLED": "false"})
     env.pop("REDIS_URL", None)
@@ -249,7 +250,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     deployment = ("PostgreSQL + Redis (lock store, dedup, token cache) + 2 Rasa workers" if database_url
                   else "SQLite, one Rasa worker, no Redis")
     product = Product(var_dir, env)
-    config = SandboxConfig.from_env(env, bot_url=product.base_url)
+    config = SandboxConfig.from_env(env, bot_url=product.wechat_url)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -146,6 +146,17 @@ def cmd_run(args) -> int:
     url = f"http://{settings.host}:{settings.rasa_port}/webhooks/im/"
     children = [actions_child(settings, sys.executable), rasa_child(settings, model, sys.executable)]
     ready = f"ready: open {url} to chat with {settings.shop.name}'s assistant (Ctrl-C stops)"
+    # --- WeChat gateway (issue 3): started when a connector is configured ---
+    from channels.wechat.config import WeChatConfig
+
+    wechat = WeChatConfig.from_settings(settings)
+    if wechat.any_configured() or wechat.problems:
+        from bot.launcher import wechat_gateway_child
+
+        children.append(wechat_gateway_child(settings, sys.executable))
+        ready += (f"\nWeChat callbacks: http://{settings.host}:{settings.wechat_port}/webhooks/<connector>/webhook "
+                  f"(connectors: {', '.join(wechat.configured_names()) or 'none complete'})")
+    # --- end WeChat gateway ---
     # --- WeChat sandbox (issue 3) ---
     if getattr(args, "sandbox", False):
         from bot.launcher import wechat_sandbox_child

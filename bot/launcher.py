@@ -1,5 +1,5 @@
 """Runs the product as one unit: prepares the database and the model, then starts and supervises
-the action server and the Rasa server.
+the action server, the Rasa server and, when a WeChat connector is configured, the WeChat gateway.
 
 Child output is prefixed ([actions], [rasa]), readiness is polled before the URL is printed,
 Ctrl-C / SIGTERM stop everything, and a child that dies is reported and takes the rest down
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -105,10 +106,25 @@ def write_endpoints(settings: Settings) -> Path:
 
 def child_env(settings: Settings) -> Dict[str, str]:
     env = {"PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "SIYU_WECHAT_RELAY_SECRET": _relay_secret(settings)}
     if settings.demo:
         env["SIYU_DEMO"] = "true"
     return env
+
+
+_run_secret: Optional[str] = None
+
+
+def _relay_secret(settings: Settings) -> str:
+    """The secret the WeChat gateway shows the Rasa server's relay channel: the configured one, or a
+    new one for this start (both children get it from here)."""
+    global _run_secret
+    if settings.wechat_relay_secret is not None:
+        return settings.wechat_relay_secret.get_secret_value()
+    if _run_secret is None:
+        _run_secret = secrets.token_urlsafe(32)
+    return _run_secret
 
 
 def rasa_child(settings: Settings, model: Path, python: str) -> Child:
@@ -127,16 +143,21 @@ def actions_child(settings: Settings, python: str) -> Child:
                  f"http://{settings.host}:{settings.action_port}/health", child_env(settings))
 
 
-# --- WeChat platform sandbox (channels/wechat, issue 3): `run --sandbox` -----------------------------
+# --- WeChat (channels/wechat, issue 3) ----------------------------------------------------------------
+def wechat_gateway_child(settings: Settings, python: str) -> Child:
+    """Where the platform's callbacks arrive and replies leave; it asks the Rasa server for answers."""
+    return Child("wechat", [python, "-m", "channels.wechat.gateway"],
+                 f"http://{settings.local_host}:{settings.wechat_port}/health", child_env(settings))
+
+
 def wechat_sandbox_child(settings: Settings, python: str) -> Child:
-    """The fake WeChat platform: serves the APIs the connectors call and delivers signed callbacks
-    to the Rasa server."""
-    bot_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    """The fake WeChat platform (`run --sandbox`): serves the APIs the connectors call and delivers
+    signed callbacks to the gateway."""
     port = settings.wechat_sandbox_port
     argv = [python, "-m", "channels.wechat.sandbox", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--bot-url", f"http://{bot_host}:{settings.rasa_port}"]
+            "--bot-url", f"http://{settings.local_host}:{settings.wechat_port}"]
     return Child("wechat-sandbox", argv, f"http://127.0.0.1:{port}/sandbox/health", child_env(settings))
-# --- end WeChat platform sandbox ----------------------------------------------------------------------
+# --- end WeChat ----------------------------------------------------------------------
 
 
 async def supervise(children: List[Child], on_ready: str) -> int:

@@ -186,6 +186,14 @@ class Settings(BaseSettings):
     wechat_outbox_poll_s: float = Field(0.5, gt=0)
     # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)
     wechat_sandbox_port: int = 5099
+    # the WeChat gateway process (channels/wechat/gateway.py): the platform's callback URLs point here
+    wechat_port: int = 5006
+    # where the gateway asks Rasa for answers (default: this host's rasa_port) and the secret both
+    # share (`python -m bot run` makes one per start when unset)
+    wechat_rasa_url: Optional[str] = None
+    wechat_relay_secret: Optional[SecretStr] = None
+    # a relayed turn taking longer than this is given up (recorded as failed, not repeated)
+    wechat_relay_timeout_s: float = Field(60.0, gt=0)
     # --- end WeChat ----------------------------------------------------------------------------
 
     @model_validator(mode="after")
@@ -193,6 +201,15 @@ class Settings(BaseSettings):
         if self.knowledge_index_dir is None:
             self.knowledge_index_dir = Path(self.var_dir) / "knowledge" / "index"
         return self
+
+    @property
+    def local_host(self) -> str:
+        """The address this machine's processes reach each other on (the host may be 0.0.0.0)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def rasa_url(self) -> str:
+        return (self.wechat_rasa_url or f"http://{self.local_host}:{self.rasa_port}").rstrip("/")
 
     @property
     def shop(self) -> ShopConfig:

@@ -139,7 +139,7 @@ def product_env(database_url: str, var_dir: Path, redis_url: Optional[str] = Non
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": database_url, "SIYU_VAR_DIR": str(var_dir), "SIYU_RASA_PORT": str(free_port()),
-        "SIYU_ACTION_PORT": str(free_port()), "SIYU_DEMO": "true" if demo else "false",
+        "SIYU_ACTION_PORT": str(free_port()), "SIYU_WECHAT_PORT": str(free_port()), "SIYU_DEMO": "true" if demo else "false",
         "SIYU_WORKERS": str(workers), "RASA_TELEMETRY_ENABLED": "false", "PYTHONUNBUFFERED": "1",
         "SIYU_KNOWLEDGE_INDEX_DIR": str(var_dir / "knowledge" / "index"),
     })

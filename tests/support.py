@@ -94,6 +94,11 @@ class ProductProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def wechat_url(self) -> str:
+        """The WeChat gateway (running when a connector is configured): where callbacks go."""
+        return f"http://127.0.0.1:{self.env.get('SIYU_WECHAT_PORT', '5006')}"
+
+    @property
     def database_url(self) -> str:
         return self.env["DATABASE_URL"]
 

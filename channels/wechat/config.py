@@ -155,10 +155,13 @@ class WeChatConfig:
     def any_configured(self) -> bool:
         return any((self.kf, self.mp, self.mini, self.group.callback, self.contact, self.app))
 
+    def configured_names(self) -> List[str]:
+        return [name for name, on in (("wecom_kf", self.kf), ("mp", self.mp), ("mini", self.mini),
+                                      ("wecom_group", self.group.callback), ("mass_send", self.contact),
+                                      ("app_message", self.app)) if on]
+
     def report(self) -> None:
-        active = [name for name, on in (("wecom_kf", self.kf), ("mp", self.mp), ("mini", self.mini),
-                                        ("wecom_group", self.group.callback), ("mass_send", self.contact),
-                                        ("app_message", self.app)) if on]
+        active = self.configured_names()
         logger.info("wechat connectors configured", extra={"active": active, "work_api": self.work_api_base,
                                                            "mp_api": self.mp_api_base})
         for name, missing in self.problems.items():

@@ -35,7 +35,7 @@ def query(request: Request, name: str) -> Optional[str]:
 
 
 class WeChatInput(InputChannel):
-    """Base of the WeChat InputChannels (registered in bot/credentials.yml)."""
+    """Base of the WeChat connectors (Rasa InputChannels by shape; the gateway mounts their blueprints)."""
 
     channel = ""  # wecom_kf / mp / mini / group
 
@@ -85,13 +85,13 @@ class WeChatInput(InputChannel):
         return response.text("forbidden" if status == 403 else "bad request", status=status)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        # `on_new_message` is unused: the gateway asks the Rasa server over its relay channel
         bp = Blueprint(f"wechat_{self.name()}", __name__)
         runtime = self.runtime
-        runtime.bind(on_new_message)
 
         @bp.listener("after_server_start")
         async def _start(app, _loop) -> None:
-            await runtime.start(app)
+            await runtime.start()
 
         @bp.listener("before_server_stop")
         async def _stop(_app, _loop) -> None:

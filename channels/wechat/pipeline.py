@@ -1,32 +1,26 @@
 """From an inbox row to replies in the outbox: claim the row, resolve who is talking, open the reply
-window, clean and split the text like every connector, let Rasa answer, and store the replies
-(keyed by the inbox row, so a message processed twice after a crash is still answered once)."""
+window, clean the text like every connector, let the Rasa server answer it (over its relay channel,
+channels/wechat/relay.py), and store the replies (keyed by the inbox row, so a message processed
+twice after a crash is still answered once)."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Awaitable, Callable, List, Optional
-
-from rasa.core.channels.channel import UserMessage
+from typing import Any, Dict, Optional
 
 from channels.wechat.db import session as async_session
 from bot.settings import get_settings
 from channels import inbound_text
-from channels.multi_request import split_requests
 from channels.wechat import identity, outbox, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
-from channels.wechat.output import ReplyCollector, reply_texts, text_messages
+from channels.wechat.output import reply_texts, text_messages
 from channels.wechat.payloads import InboundMessage
+from channels.wechat.relay_client import RasaNotReady
 
 logger = logging.getLogger("channels.wechat.pipeline")
-OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
-AGENT_WAIT_S = 120.0
 # the channel name an outbox row uses for replies to a conversation of this connector
 OUTBOUND_CHANNEL = {"wecom_kf": "wecom_kf", "mp": "mp", "mini": "mini", "group": "robot"}
-# input channel names as Rasa records them (the InputChannel names)
-INPUT_CHANNEL = {"wecom_kf": "wecom_kf", "mp": "wechat_mp", "mini": "wechat_mini", "group": "wecom_group"}
 # Official Account follow: greet the new follower (the follow opens a short reply window)
 GREET_EVENTS = {("mp", "subscribe")}
 GREET_PAYLOAD = "/greet"
@@ -51,25 +45,16 @@ class Pipeline:
         if message is None:
             return  # another task or process has it, or it is done
         try:
-            if not await self._agent_ready():
-                await rt.inbox.finish(row_id, "received", "the model was not loaded yet")
-                return
             if not await self._handle(row_id, message):
                 await rt.inbox.finish(row_id, "ignored")
+        except RasaNotReady as exc:
+            # nothing was answered: the sweeper offers it again later
+            logger.warning("wechat message waits for the Rasa server", extra={"inbound_id": row_id, "reason": str(exc)})
+            await rt.inbox.finish(row_id, "received", f"the Rasa server was not ready: {exc}")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
             logger.exception("wechat message handling failed", extra={"inbound_id": row_id,
                                                                       "channel": message.channel})
             await rt.inbox.finish(row_id, "failed", f"{type(exc).__name__}: {exc}")
-
-    async def _agent_ready(self) -> bool:
-        deadline = asyncio.get_running_loop().time() + AGENT_WAIT_S
-        while True:
-            agent = self.runtime.agent()
-            if agent is not None and agent.is_ready():
-                return True
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.5)
 
     async def _handle(self, row_id: int, message: InboundMessage) -> bool:
         rt = self.runtime
@@ -84,16 +69,10 @@ class Pipeline:
                                          at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
             if customer_id is None:
                 customer_id = await self._new_customer(message)
-        texts = await self._texts(message)
-        if not texts:
+        turn = self._turn(message, conversation)
+        if turn is None:
             return False
-        collector = ReplyCollector(message.channel)
-        metadata = {"wechat": {"channel": message.channel, "msgtype": message.msg_type, "account": message.account}}
-        for n, text in enumerate(texts):
-            await rt.on_new_message(UserMessage(text, collector, conversation, input_channel=INPUT_CHANNEL[message.channel],
-                                                message_id=f"{message.channel}-{message.dedup_key}-{n}"[:120],
-                                                metadata=metadata))
-        replies = reply_texts(collector.messages)
+        replies = reply_texts(await rt.relay.answer(turn))
         mention = [message.user_id] if message.channel == "group" else None
         recipient = message.account if message.channel == "group" else message.user_id
         outgoing = text_messages(replies, channel=OUTBOUND_CHANNEL[message.channel], recipient=recipient,
@@ -103,27 +82,35 @@ class Pipeline:
         await outbox.enqueue(outgoing, together_with=[rt.inbox.finish_statement(row_id, "done")])
         rt.worker.wake()
         logger.info("wechat message answered", extra={"inbound_id": row_id, "channel": message.channel,
-                                                      "requests": len(texts), "replies": len(outgoing)})
+                                                      "replies": len(outgoing)})
         return True
 
-    async def _texts(self, message: InboundMessage) -> List[str]:
+    def _turn(self, message: InboundMessage, conversation: str) -> Optional[Dict[str, Any]]:
+        """What Rasa is asked (see relay.py), or None when the message is not for the bot."""
+        text, split = self._text(message)
+        if text is None:
+            return None
+        return {"conversation_id": conversation, "channel": message.channel, "text": text, "split": split,
+                "message_id": f"{message.channel}-{message.dedup_key}"[:110],
+                "metadata": {"wechat": {"channel": message.channel, "msgtype": message.msg_type,
+                                        "account": message.account}}}
+
+    def _text(self, message: InboundMessage):
+        """(text, whether it may hold two requests) or (None, False) for a message the bot ignores."""
         if message.msg_type == "event":
-            return [GREET_PAYLOAD] if (message.channel, message.event) in GREET_EVENTS else []
+            return (GREET_PAYLOAD, False) if (message.channel, message.event) in GREET_EVENTS else (None, False)
         raw = message.text or ""
         if message.channel == "group":
             group = self.runtime.config.group
             addressing = detect(raw, group.bot_names, group.prefixes, group.keywords)
             if not addressing.addressed:
-                return []
+                return None, False
             raw = addressing.text
         if message.msg_type != "text":
             # a picture, voice message or file: the bot cannot read it and says so (empty_message)
-            return [inbound_text.EMPTY_PAYLOAD]
+            return inbound_text.EMPTY_PAYLOAD, False
         cleaned = inbound_text.clean(raw, get_settings().im_max_message_chars)
-        if cleaned.empty:
-            return [cleaned.text]
-        agent = self.runtime.agent()
-        return await split_requests(cleaned.text, agent.parse_message)
+        return cleaned.text, not cleaned.empty
 
     async def _new_customer(self, message: InboundMessage) -> Optional[int]:
         unionid = await self._unionid(message)  # a platform call: outside any database session

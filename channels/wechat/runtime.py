@@ -1,6 +1,7 @@
-"""The WeChat services of one Rasa server process: configuration, API client, token cache, inbox,
-outbox worker, the message pipeline and its background tasks. The connectors (one InputChannel
-per platform entry point) share it; it starts with the Sanic server and stops with it."""
+"""The WeChat services of the gateway process (channels/wechat/gateway.py): configuration, API
+client, token cache, inbox, outbox worker, the client of the Rasa server's relay, the message
+pipeline and its background tasks. The connectors (one per platform entry point) share it; it
+starts with the gateway's Sanic server and stops with it."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,8 @@ from bot.settings import get_settings
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
 from channels.wechat.inbox import Inbox, RedisDedup
-from channels.wechat.pipeline import OnNewMessage, Pipeline
+from channels.wechat.pipeline import Pipeline
+from channels.wechat.relay_client import RelayClient
 from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
 from channels.wechat.worker import OutboxWorker
 
@@ -39,9 +41,8 @@ class WeChatRuntime:
         self.client = PlatformClient(self.config, tokens)
         self.inbox = Inbox(dedup)
         self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
+        self.relay = RelayClient(settings)
         self.pipeline = Pipeline(self)
-        self._on_new_message: Optional[OnNewMessage] = None
-        self._app = None
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
@@ -52,21 +53,9 @@ class WeChatRuntime:
         self._sweeper: Optional[asyncio.Task] = None
         self.started = False
 
-    # --- wiring to Rasa ---------------------------------------------------------------------------
-    def bind(self, on_new_message: OnNewMessage) -> None:
-        self._on_new_message = on_new_message
-
-    async def on_new_message(self, message) -> Any:
-        assert self._on_new_message is not None, "no connector blueprint registered"
-        return await self._on_new_message(message)
-
-    def agent(self):
-        return getattr(self._app.ctx, "agent", None) if self._app is not None else None
-
-    async def start(self, app) -> None:
+    async def start(self) -> None:
         if self.started:
             return
-        self._app = app
         self.started = True
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_MESSAGES)
         self.config.report()
@@ -92,6 +81,7 @@ class WeChatRuntime:
             logger.exception("wechat inbox claims not released")
         await self.worker.stop()
         await self.client.close()
+        await self.relay.close()
         if self.redis is not None:
             await self.redis.close()
 

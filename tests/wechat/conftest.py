@@ -138,8 +138,8 @@ def wechat_product(trained_model, tmp_path_factory):
     env.update(sandbox_credentials())
     sandbox_port = free_port()
     env["SIYU_WECHAT_WORK_API_BASE"] = env["SIYU_WECHAT_MP_API_BASE"] = f"http://127.0.0.1:{sandbox_port}"
-    rasa_url = f"http://127.0.0.1:{env['SIYU_RASA_PORT']}"
-    sandbox = SandboxProcess(env, sandbox_port, rasa_url, var_dir / "sandbox.log")
+    gateway_url = f"http://127.0.0.1:{env['SIYU_WECHAT_PORT']}"
+    sandbox = SandboxProcess(env, sandbox_port, gateway_url, var_dir / "sandbox.log")
     sandbox.start()
     product = Product(env, var_dir / "product.log")
     try:

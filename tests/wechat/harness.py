@@ -1,6 +1,7 @@
-"""The connectors wired to the sandbox without a Rasa model: the real InputChannels in a Sanic app
-on this event loop, the real runtime (inbox, pipeline, outbox worker, API client, token cache) and
-the sandbox over HTTP; only Rasa is replaced by an agent that echoes what it is told."""
+"""The connectors wired to the sandbox without a Rasa model: the real gateway app (connectors,
+runtime: inbox, pipeline, outbox worker, API client, token cache) on this event loop, asking the
+real relay channel over HTTP, and the sandbox over HTTP; only Rasa's agent behind the relay is
+replaced by one that echoes what it is told. Gateway and relay share one Sanic app (one port)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,12 +17,16 @@ from sanic import Sanic
 
 from bot.settings import reset_settings_cache
 from channels.wechat.config import WeChatConfig
-from channels.wechat.inputs import MiniProgramInput, OfficialAccountInput, WeComGroupInput, WeComKfInput
+from channels.wechat.gateway import create_app as create_gateway_app
+from channels.wechat.relay import WeChatRelayInput
 from channels.wechat.runtime import WeChatRuntime
 from channels.wechat.sandbox.app import PLATFORM, create_app
 from channels.wechat.sandbox.config import sandbox_credentials
 from tests.conftest import free_port
 from tests.wechat.sandbox_helpers import config_from_env
+
+
+RELAY_SECRET = "harness-relay-secret"
 
 
 class EchoAgent:
@@ -76,6 +81,8 @@ class Harness:
         os.environ.update(self.env)
         os.environ["SIYU_WECHAT_WORK_API_BASE"] = self.sandbox_url
         os.environ["SIYU_WECHAT_MP_API_BASE"] = self.sandbox_url
+        os.environ["SIYU_WECHAT_RASA_URL"] = self.bot_url
+        os.environ.setdefault("SIYU_WECHAT_RELAY_SECRET", RELAY_SECRET)
         reset_settings_cache()
         self.runtime = WeChatRuntime(WeChatConfig.from_settings(), self.redis_prefix)
         await self.start_bot()
@@ -85,11 +92,9 @@ class Harness:
     async def start_bot(self) -> None:
         # test mode keeps Sanic's TouchUp from rewriting its classes a second time for a second app
         Sanic.test_mode = True
-        app = Sanic(f"wechat_test_{uuid.uuid4().hex[:8]}")
+        app = create_gateway_app(self.runtime, name=f"wechat_test_{uuid.uuid4().hex[:8]}")
         app.ctx.agent = self.agent
-        for channel in (WeComKfInput(self.runtime), OfficialAccountInput(self.runtime), MiniProgramInput(self.runtime),
-                        WeComGroupInput(self.runtime)):
-            app.blueprint(channel.blueprint(self.agent.handle), url_prefix=f"/webhooks/{channel.name()}")
+        app.blueprint(WeChatRelayInput().blueprint(self.agent.handle), url_prefix="/webhooks/wechat_relay")
         self.server = await app.create_server(host="127.0.0.1", port=self.bot_port, return_asyncio_server=True,
                                               access_log=False)
         await self.server.startup()
@@ -113,7 +118,8 @@ class Harness:
         if self.http:
             await self.http.close()
         await self.sandbox_server.close()
-        for key in list(self.env) + ["SIYU_WECHAT_WORK_API_BASE", "SIYU_WECHAT_MP_API_BASE"]:
+        for key in list(self.env) + ["SIYU_WECHAT_WORK_API_BASE", "SIYU_WECHAT_MP_API_BASE", "SIYU_WECHAT_RASA_URL",
+                                     "SIYU_WECHAT_RELAY_SECRET"]:
             os.environ.pop(key, None)
         reset_settings_cache()
 

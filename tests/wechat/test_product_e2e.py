@@ -91,7 +91,7 @@ async def test_three_identical_deliveries_one_reply_with_the_real_model(wechat_p
                    json={"channel": "mp", "user": "oE2EDup", "event": "CLICK"})
         await asyncio.sleep(0.5)
         signed = CallbackSigner(config).account_message("mp", message)
-        url = signed.url(product.base_url)
+        url = signed.url(product.wechat_url)
         statuses = []
         for _ in range(3):
             async with http.post(url, data=signed.body) as resp:
@@ -119,10 +119,26 @@ async def test_group_mention_is_answered_into_the_group(wechat_product):
 async def test_forged_callback_is_refused_by_the_product(wechat_product):
     product, sandbox = wechat_product
     async with aiohttp.ClientSession() as http:
-        async with http.post(product.base_url + "/webhooks/wecom_kf/webhook",
+        async with http.post(product.wechat_url + "/webhooks/wecom_kf/webhook",
                              params={"msg_signature": "0" * 40, "timestamp": str(int(time.time())), "nonce": "1"},
                              data=b"<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>") as resp:
             assert resp.status == 403
+
+
+async def test_rasa_relay_answers_only_the_gateway(wechat_product):
+    """The relay speaks for any WeChat customer: without the secret the gateway was started with, a
+    caller who reaches the Rasa port gets 403 and no answer (no one can read a customer's orders)."""
+    product, _ = wechat_product
+    turn = {"conversation_id": "mp:oE2EOrders", "channel": "mp", "text": "我的订单到哪了", "message_id": "forged-1"}
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Siyu-Relay-Token": "guessed"}):
+            async with http.post(product.base_url + "/webhooks/wechat_relay/webhook", json=turn,
+                                 headers=headers) as resp:
+                assert resp.status == 403
+                assert "replies" not in await resp.text()
+        # the platform's callbacks are the gateway's, not the Rasa server's
+        async with http.post(product.base_url + "/webhooks/wecom_kf/webhook", data=b"<xml/>") as resp:
+            assert resp.status == 404
 
 
 def test_run_sandbox_mode_lets_a_newcomer_chat_over_wechat(trained_model, tmp_path):
@@ -137,7 +153,8 @@ def test_run_sandbox_mode_lets_a_newcomer_chat_over_wechat(trained_model, tmp_pa
 
     env = product_env(f"sqlite:///{tmp_path / 'shop.db'}", tmp_path)
     env["SIYU_WECHAT_SANDBOX_PORT"] = str(free_port())
-    for key in [k for k in env if k.startswith("SIYU_WECHAT_") and k != "SIYU_WECHAT_SANDBOX_PORT"]:
+    for key in [k for k in env if k.startswith("SIYU_WECHAT_") and k not in ("SIYU_WECHAT_SANDBOX_PORT",
+                                                                                "SIYU_WECHAT_PORT")]:
         env.pop(key)
     log = tmp_path / "run.log"
     process = subprocess.Popen([PYTHON, "-m", "bot", "run", "--demo", "--sandbox", "--no-train"], cwd=REPO, env=env,

@@ -1,0 +1,78 @@
+"""The gateway's client of the Rasa server's relay channel (channels/wechat/relay.py).
+
+Waiting is safe, repeating is not: while Rasa is starting (503) or cannot be reached (connection
+refused, e.g. during a restart) the turn has not been seen, so it is tried again until
+`ready_wait_s`; a turn that was sent but not answered in time may have been handled, so it is not
+repeated (the inbox records it as failed, for staff to see).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict, List, Optional
+
+import aiohttp
+
+from bot.settings import Settings, get_settings
+from channels.wechat.relay import TOKEN_HEADER
+
+logger = logging.getLogger("channels.wechat.relay_client")
+PATH = "/webhooks/wechat_relay/webhook"
+READY_WAIT_S = 120.0
+RETRY_EVERY_S = 0.5
+# below Sanic's keep-alive timeout (5 s): an idle connection is dropped here first, never reused
+# just as the server closes it (a POST that fails that way could not be told from a lost one)
+KEEPALIVE_S = 3.0
+
+
+class RasaNotReady(Exception):
+    """Rasa did not take the turn within the wait (not loaded, or not running): nothing was answered."""
+
+
+class RelayFailed(Exception):
+    """Rasa took the turn but did not answer it properly; it must not be sent again automatically."""
+
+
+class RelayClient:
+    def __init__(self, settings: Optional[Settings] = None, ready_wait_s: float = READY_WAIT_S) -> None:
+        s = settings or get_settings()
+        self.url = s.rasa_url + PATH
+        secret = s.wechat_relay_secret
+        self._headers = {TOKEN_HEADER: secret.get_secret_value() if secret is not None else ""}
+        self.timeout_s = s.wechat_relay_timeout_s
+        self.ready_wait_s = ready_wait_s
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # connections kept alive: one per turn in flight
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=KEEPALIVE_S), timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def answer(self, turn: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Rasa's replies to the turn (see relay.py for its fields)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_wait_s
+        while True:
+            try:
+                async with self._http().post(self.url, json=turn) as resp:
+                    if resp.status == 200:
+                        return (await resp.json())["replies"]
+                    detail = (await resp.text())[:200]
+                    if resp.status != 503:
+                        raise RelayFailed(f"rasa relay answered {resp.status}: {detail}")
+                    reason = "model not loaded yet"
+            except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+                # nothing was sent
+                reason = f"rasa unreachable ({type(exc).__name__})"
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                raise RelayFailed(f"rasa relay call failed: {type(exc).__name__}: {exc}") from exc
+            if loop.time() > deadline:
+                raise RasaNotReady(reason)
+            await asyncio.sleep(RETRY_EVERY_S)
