@@ -66,19 +66,26 @@ class Product(ProductProcess):
     def __init__(self, var_dir: Path, env: Dict[str, str]) -> None:
         super().__init__(env, var_dir / "product.log", start_timeout_s=600, stop_grace_s=60)
 
-    def rasa_cpu_s(self) -> float:
-        """CPU seconds used so far by the Rasa server processes (they run the connectors; one per worker)."""
-        total, found = 0.0, False
+    def cpu_s(self) -> Dict[str, float]:
+        """CPU seconds used so far by the product's Rasa server processes (one per worker), its WeChat
+        gateway and action server (told apart by their command lines, found by this run's var dir)
+        and by this process."""
+        # this process: the load generator and, for WeChat, the platform sandbox
+        totals = {"rasa": 0.0, "gateway": 0.0, "actions": 0.0, "bench": time.process_time()}
+        marker = str(self.log.parent).encode()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
                 cmdline = (stat.parent / "cmdline").read_bytes()
+                kind = ("rasa" if b"bot.rasa_server" in cmdline else
+                        "gateway" if b"channels.wechat.gateway" in cmdline else
+                        "actions" if b"actions.server" in cmdline else None)
+                if kind is None or marker not in (stat.parent / "environ").read_bytes():
+                    continue
+                fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if b"bot.rasa_server" in cmdline and str(self.log.parent).encode() in cmdline:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                found = True
-        return total if found else float("nan")
+            totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return totals
 
 
 class ProductStopped(RuntimeError):
@@ -155,7 +162,7 @@ class Bench:
         total = int(rate * seconds)
         users = [f"{prefix}{n}" for n in range(max(int(rate * 8), 1))]
         before = {u: self.delivered[f"{path}:{u}"] for u in users}
-        cpu_before = self.product.rasa_cpu_s()
+        cpu_before = self.product.cpu_s()
         started = time.perf_counter()
         tasks = []
         for i in range(total):
@@ -164,7 +171,8 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(self.one(path, users[i % len(users)], TEXTS[i % len(TEXTS)])))
         results = await asyncio.gather(*tasks)
-        cpu_ms = (self.product.rasa_cpu_s() - cpu_before) * 1000 / max(total, 1)
+        cpu_after = self.product.cpu_s()
+        cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(total, 1) for k in cpu_after}
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
         sent = defaultdict(int)
@@ -222,6 +230,11 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
         env["REDIS_URL"] = redis_url
     subprocess.run([PY, "-m", "bot", "seed-demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     return env
+
+
+def cpu_cell(cpu: Dict[str, float]) -> str:
+    parts = [cpu["rasa"], cpu["gateway"], cpu["actions"], cpu["bench"]]
+    return " / ".join(fmt(v) for v in parts) + f" = {fmt(sum(parts))}"
 
 
 def fmt(value: float) -> str:
@@ -292,7 +305,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
                     rows_load.append(
                         f"| {path} | {rate:g} | {result['messages']} | {fmt(pct(result['latencies'], 50))} | "
                         f"{fmt(result['p95'])} | {fmt(pct(result['acks'], 99))} | {result['lost']} | "
-                        f"{result['duplicated']} | {result['retries']} | {fmt(result['cpu_ms'])} | {'yes' if ok else 'no'} |")
+                        f"{result['duplicated']} | {result['retries']} | {cpu_cell(result['cpu_ms'])} | "
+                        f"{'yes' if ok else 'no'} |")
                     say(rows_load[-1])
                     cpu_low.setdefault(path, result["cpu_ms"])
                     if ok:
@@ -339,7 +353,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         "retries are on (5 s timeout, 3 retries).",
         "",
         "| path | msgs/s offered | messages | reply p50 ms | reply p95 ms | ack p99 ms | lost | duplicated | "
-        "callback retries | Rasa process CPU ms / message | sustained |",
+        "callback retries | CPU ms / message: Rasa / gateway / actions / load generator+sandbox = all | sustained |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows_load,
         "",
@@ -351,13 +365,11 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
         + (f"; the product was stopped from outside {bench.restarts} time(s) and the affected phase repeated."
            if bench.restarts else ".")
-        + f" Why the WeChat paths saturate first: the Rasa server ({workers} Python process{'es' if workers > 1 else ''}"
-        f"; the connectors run in them) spends {fmt(cpu_low.get('kf', float('nan')))} ms (kf) and "
-        f"{fmt(cpu_low.get('mp', float('nan')))} ms (mp) of CPU per WeChat message against "
-        f"{fmt(cpu_low.get('im', float('nan')))} ms per IM message (at the lowest rate); a path saturates when rate x "
-        "CPU per message reaches what the processes can get (one core each, two on this machine). The difference is the "
-        "connector machinery around Rasa (durable inbox, reply window, identity, outbox, platform API calls), "
-        "mostly SQLAlchemy ORM statements; a first-contact message also creates the customer.",
+        + f" CPU per message at the lowest rate: the Rasa server ({workers} process{'es' if workers > 1 else ''}) "
+        f"{fmt(cpu_low['im']['rasa'])} ms for IM, {fmt(cpu_low['kf']['rasa'])} ms for kf, "
+        f"{fmt(cpu_low['mp']['rasa'])} ms for mp; the WeChat gateway (its own process: inbox, reply window, "
+        f"identity, outbox, platform calls) {fmt(cpu_low['kf']['gateway'])} ms for kf and "
+        f"{fmt(cpu_low['mp']['gateway'])} ms for mp.",
     ])
     if not args.no_write:
         write_section("wechat-scaled" if database_url else "wechat", markdown)

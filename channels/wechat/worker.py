@@ -1,4 +1,4 @@
-"""The outbox sender: a background task of the Rasa server process (one per Sanic worker). It wakes
+"""The outbox sender: a background task of the WeChat gateway process. It wakes
 when this process enqueues something and polls for rows other processes enqueued; rows to
 different recipients are sent concurrently, rows to one recipient strictly in order."""
 from __future__ import annotations

@@ -30,14 +30,15 @@ RELAY_SECRET = "harness-relay-secret"
 
 
 class EchoAgent:
-    """Stands in for Rasa's agent: ready at once, no intents (one request per message)."""
+    """Stands in for Rasa's agent: ready at once (unless told otherwise), no intents (one request per message)."""
 
     def __init__(self) -> None:
         self.received: List[UserMessage] = []
         self.delay_s = 0.0
+        self.ready = True
 
     def is_ready(self) -> bool:
-        return True
+        return self.ready
 
     async def parse_message(self, text: str) -> Dict:
         return {"intent": {"name": None, "confidence": 0.0}}

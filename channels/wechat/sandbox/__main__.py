@@ -1,6 +1,6 @@
 """The WeChat platform sandbox from the command line.
 
-  python -m channels.wechat.sandbox serve [--port 5099] [--bot-url http://127.0.0.1:5005]
+  python -m channels.wechat.sandbox serve [--port 5099] [--bot-url http://127.0.0.1:5006]
       run the fake platform (credentials from the SIYU_WECHAT_* variables, like the bot)
   python -m channels.wechat.sandbox say --channel kf --user wmDemoUser01 "我的订单到哪了"
       write to the shop as a WeChat user and print the bot's replies as the platform delivers them
@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve = sub.add_parser("serve", help="run the sandbox platform")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=get_settings().wechat_sandbox_port)
-    serve.add_argument("--bot-url", default=None, help="where the bot's Rasa server listens")
+    serve.add_argument("--bot-url", default=None, help="where the WeChat gateway listens (callbacks go there)")
     serve.add_argument("--token-ttl", type=int, default=7200, help="access_token lifetime in seconds")
     serve.add_argument("--callback-timeout", type=float, default=5.0,
                        help="seconds the platform waits for the bot's answer before retrying")
