@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Optional
+from typing import Any, List, Optional, Sequence
 
 import sqlalchemy as sa
 
 from channels.wechat.db import session as async_session
 from channels.wechat import windows
 from channels.wechat.api import PlatformClient, PlatformError
-from channels.wechat.models import MassSendTask, OutboxMessage, RobotSend, WeChatGroup, now_utc
+from channels.wechat.models import MassSendTask, RobotSend, WeChatGroup, now_utc
 from channels.wechat.outbox import IDEMPOTENT_CHANNELS
 
 logger = logging.getLogger("channels.wechat.delivery")
@@ -57,13 +57,25 @@ async def _robot_key(chat_id: str) -> Optional[str]:
         return group.robot_key if group else None
 
 
-async def deliver(client: PlatformClient, row: OutboxMessage) -> Outcome:
+async def reserve_windows(rows: Sequence[Any]) -> List[Optional[str]]:
+    """Take each row's place in its recipient's reply window, all in one transaction: None where
+    granted (or not governed by a window), else the refusal reason."""
+    if not any(windows.governed(row.channel) for row in rows):
+        return [None] * len(rows)
+    async with async_session() as session:
+        return await windows.reserve_many(session, [(row.channel, row.recipient) for row in rows])
+
+
+async def deliver(client: PlatformClient, row: Any, reserved: bool = False, refusal: Optional[str] = None) -> Outcome:
+    """Send one claimed row. `reserved`: its window place was already taken (reserve_windows), with
+    `refusal` the reason it was not granted."""
     governed = windows.governed(row.channel)
     if governed:
-        async with async_session() as session:
-            reason = await windows.reserve(session, row.channel, row.recipient)
-        if reason:
-            return Outcome("refused", error=reason)
+        if not reserved:
+            async with async_session() as session:
+                refusal = await windows.reserve(session, row.channel, row.recipient)
+        if refusal:
+            return Outcome("refused", error=refusal)
     elif row.channel == "robot":
         wait = await _reserve_robot_slot(row.recipient)
         if wait is not None:
@@ -83,7 +95,7 @@ async def deliver(client: PlatformClient, row: OutboxMessage) -> Outcome:
     return Outcome("sent", platform_msgid=str(msgid) if msgid else None)
 
 
-async def _call(client: PlatformClient, row: OutboxMessage) -> dict:
+async def _call(client: PlatformClient, row: Any) -> dict:
     content = row.body.get(row.msgtype)
     if row.channel == "wecom_kf":
         return await client.kf_send_msg(row.recipient, row.account or "", row.idempotency_key, row.msgtype, content)
@@ -101,7 +113,7 @@ async def _call(client: PlatformClient, row: OutboxMessage) -> dict:
     raise PlatformError(row.channel, "permanent", errmsg=f"unknown channel {row.channel}")
 
 
-def _failure(row: OutboxMessage, exc: PlatformError) -> Outcome:
+def _failure(row: Any, exc: PlatformError) -> Outcome:
     if exc.kind == "refused":
         return Outcome("refused", exc.errcode, exc.refusal_reason or exc.errmsg)
     if exc.kind == "rate_limited":
@@ -113,7 +125,7 @@ def _failure(row: OutboxMessage, exc: PlatformError) -> Outcome:
     return Outcome("failed", exc.errcode, exc.errmsg or exc.kind)
 
 
-async def _record_mass_task(row: OutboxMessage, answer: dict) -> None:
+async def _record_mass_task(row: Any, answer: dict) -> None:
     async with async_session() as session:
         task = (await session.execute(sa.select(MassSendTask).where(MassSendTask.outbox_id == row.id))).scalars().first()
         if task is None:

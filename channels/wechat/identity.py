@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,16 @@ async def find(session: AsyncSession, channel: str, external_id: str) -> Optiona
     stmt = select(CustomerIdentity).where(CustomerIdentity.channel == channel,
                                           CustomerIdentity.external_id == external_id)
     return (await session.execute(stmt)).scalars().first()
+
+
+_CUSTOMER_OF = (select(CustomerIdentity.__table__.c.customer_id)
+                .where(CustomerIdentity.__table__.c.channel == bindparam("channel"),
+                       CustomerIdentity.__table__.c.external_id == bindparam("external_id")).limit(1))
+
+
+async def customer_of(session: AsyncSession, channel: str, external_id: str) -> Optional[int]:
+    """The customer id behind a channel identity, None for someone not seen yet (every message asks)."""
+    return (await session.execute(_CUSTOMER_OF, {"channel": channel, "external_id": external_id})).scalar()
 
 
 async def customer_by_unionid(session: AsyncSession, unionid: str) -> Optional[int]:

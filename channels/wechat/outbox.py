@@ -15,12 +15,12 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import Executable
 
 from channels.wechat.db import session as async_session
@@ -34,6 +34,27 @@ SETTLED = ("sent", "refused", "failed", "unknown")
 SENDING_LEASE = timedelta(seconds=90)
 # 微信客服 deduplicates by msgid: repeating its send after a crash or timeout cannot double it
 IDEMPOTENT_CHANNELS = frozenset({"wecom_kf"})
+
+
+# the hot path's statements, built once (SQLAlchemy then reuses their compiled form without
+# recomputing cache keys): the outbox is claimed and settled for every message sent
+_T = OutboxMessage.__table__
+_EARLIER = _T.alias("earlier")
+_INSERT = _T.insert()
+_BLOCKED = sa.select(_EARLIER.c.id).where(
+    _EARLIER.c.channel == _T.c.channel, _EARLIER.c.recipient == _T.c.recipient, _EARLIER.c.id < _T.c.id,
+    _EARLIER.c.status.in_(ACTIVE)).exists()
+_DUE = (sa.select(_T).where(_T.c.status == "pending", _T.c.next_attempt_at <= sa.bindparam("now"), ~_BLOCKED)
+        .order_by(_T.c.id).limit(sa.bindparam("limit")))
+_DUE_PG = _DUE.with_for_update(skip_locked=True, of=_T)
+_CLAIM = (_T.update().where(_T.c.id.in_(sa.bindparam("ids", expanding=True)), _T.c.status == "pending")
+          .values(status="sending", claimed_by=sa.bindparam("claim_id"), claimed_at=sa.bindparam("now"),
+                  attempts=_T.c.attempts + 1))
+_STILL_DUE = sa.select(_T.c.id).where(_T.c.status == "pending", _T.c.next_attempt_at <= sa.bindparam("now")).limit(1)
+_SENT = (_T.update().where(_T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"),
+                           _T.c.status == "sending")
+         .values(status="sent", sent_at=sa.bindparam("at"), platform_msgid=sa.bindparam("msgid"), last_errcode=None,
+                 last_error=None))
 
 
 def new_key() -> str:
@@ -70,27 +91,26 @@ async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[E
     async with async_session() as session:
         # keys are new in the common case: insert straight away, sort out repeats if the insert fails
         existing: Dict[str, int] = {}
-        fresh = messages
-        rows = [OutboxMessage(**_row(m)) for m in fresh]
-        session.add_all(rows)
-        for statement in together_with:
-            await session.execute(statement)
         try:
+            for message in messages:
+                result = await session.execute(_INSERT, _row(message))
+                existing[message.idempotency_key[:64]] = result.inserted_primary_key[0]
+            for statement in together_with:
+                await session.execute(statement)
             await session.commit()
-            existing.update({r.idempotency_key: r.id for r in rows})
         except IntegrityError:
             # a concurrent enqueue of the same key: store the rest one by one
             await session.rollback()
-            for message in fresh:
-                row = OutboxMessage(**_row(message))
-                session.add(row)
+            existing.clear()
+            for message in messages:
                 try:
+                    result = await session.execute(_INSERT, _row(message))
                     await session.commit()
-                    existing[row.idempotency_key] = row.id
+                    existing[message.idempotency_key[:64]] = result.inserted_primary_key[0]
                 except IntegrityError:
                     await session.rollback()
-                    found = await session.execute(sa.select(OutboxMessage.id).where(
-                        OutboxMessage.idempotency_key == message.idempotency_key[:64]))
+                    found = await session.execute(sa.select(_T.c.id).where(
+                        _T.c.idempotency_key == message.idempotency_key[:64]))
                     existing[message.idempotency_key[:64]] = found.scalar_one()
             for statement in together_with:
                 await session.execute(statement)
@@ -98,32 +118,30 @@ async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[E
     return [existing[k] for k in keys]
 
 
-async def claim(worker: str, limit: int = 32) -> List[OutboxMessage]:
-    """Take due rows for this worker (status -> sending). Each row goes to exactly one worker."""
+async def claim(worker: str, limit: int = 32) -> Tuple[List[Any], bool]:
+    """Take due rows for this worker (status -> sending). Each row goes to exactly one worker.
+    The rows come back as plain records (the columns as attributes), already showing the claim,
+    with whether more rows are due (held back behind an earlier row to their recipient, or over
+    the limit), so the caller knows whether to look again at once."""
     now = now_utc()
     claim_id = f"{worker}:{uuid.uuid4().hex[:8]}"
     async with async_session() as session:
-        earlier = aliased(OutboxMessage)
-        blocked = sa.select(earlier.id).where(
-            earlier.channel == OutboxMessage.channel, earlier.recipient == OutboxMessage.recipient,
-            earlier.id < OutboxMessage.id, earlier.status.in_(ACTIVE)).exists()
-        due = (sa.select(OutboxMessage.id)
-               .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now, ~blocked)
-               .order_by(OutboxMessage.id).limit(limit))
-        if session.bind.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True, of=OutboxMessage)
-        ids = list((await session.execute(due)).scalars())
-        if not ids:
+        postgres = session.bind.dialect.name == "postgresql"
+        due = (await session.execute(_DUE_PG if postgres else _DUE, {"now": now, "limit": limit})).all()
+        if not due:
             await session.rollback()
-            return []
-        await session.execute(
-            sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == "pending")
-            .values(status="sending", claimed_by=claim_id, claimed_at=now, attempts=OutboxMessage.attempts + 1)
-            .execution_options(synchronize_session=False))
+            return [], False
+        ids = [row.id for row in due]
+        claimed = await session.execute(_CLAIM, {"ids": ids, "claim_id": claim_id, "now": now})
+        more = bool((await session.execute(_STILL_DUE, {"now": now})).scalar())
         await session.commit()
-        rows = await session.execute(sa.select(OutboxMessage).where(
-            OutboxMessage.claimed_by == claim_id, OutboxMessage.status == "sending").order_by(OutboxMessage.id))
-        return list(rows.scalars())
+        if claimed.rowcount == len(ids):
+            return [SimpleNamespace(**dict(row._mapping, status="sending", claimed_by=claim_id, claimed_at=now,
+                                           attempts=row.attempts + 1)) for row in due], more
+        # another process took some of them in between (SQLite without row locks): read back ours
+        rows = await session.execute(sa.select(_T).where(_T.c.claimed_by == claim_id, _T.c.status == "sending")
+                                     .order_by(_T.c.id))
+        return [SimpleNamespace(**row._mapping) for row in rows.all()], more
 
 
 async def settle(row: OutboxMessage, status: str, *, errcode: Optional[int] = None, error: Optional[str] = None,
@@ -137,7 +155,7 @@ async def settle(row: OutboxMessage, status: str, *, errcode: Optional[int] = No
 
 @dataclass
 class Settlement:
-    row: OutboxMessage
+    row: Any  # a claimed row (claim())
     status: str  # sent | retry | failed | refused | unknown
     errcode: Optional[int] = None
     error: Optional[str] = None
@@ -151,10 +169,13 @@ async def settle_many(settlements: Sequence[Settlement]) -> List[bool]:
     done: List[bool] = []
     async with async_session() as session:
         for s in settlements:
-            values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}
             if s.status == "sent":
-                values.update(status="sent", sent_at=now_utc(), platform_msgid=s.platform_msgid)
-            elif s.status == "retry":
+                result = await session.execute(_SENT, {"row_id": s.row.id, "claim": s.row.claimed_by,
+                                                       "at": now_utc(), "msgid": s.platform_msgid})
+                done.append(result.rowcount == 1)
+                continue
+            values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}
+            if s.status == "retry":
                 values.update(status="pending", claimed_by=None,
                               next_attempt_at=now_utc() + timedelta(seconds=s.retry_in_s or 1.0))
                 if not s.count_attempt:

@@ -63,8 +63,7 @@ class Pipeline:
         if message.channel in ("wecom_kf", "mp", "mini"):
             kind = "event" if message.msg_type == "event" else "message"
             async with async_session() as session:
-                known = await identity.find(session, message.channel, message.user_id)
-                customer_id = known.customer_id if known is not None else None
+                customer_id = await identity.customer_of(session, message.channel, message.user_id)
                 await windows.user_acted(session, message.channel, message.user_id, kind,
                                          at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
             if customer_id is None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels.wechat.db import insert_for
 from channels.wechat.models import ReplyWindow, now_utc
 
 OUT_OF_WINDOW = "out_of_window"
@@ -57,45 +57,54 @@ def governed(channel: str) -> bool:
 
 async def user_acted(session: AsyncSession, channel: str, user_id: str, kind: str = "message",
                      at: Optional[datetime] = None, account: Optional[str] = None) -> None:
-    """A user message (kind=message) or event (kind=event) opens a fresh window; commits."""
+    """A user message (kind=message) or event (kind=event) opens a fresh window; commits. One
+    statement: insert the window, or reset it if the user has one."""
     at = at or now_utc()
     values = {"message_at": at, "message_sent": 0} if kind == "message" else {"event_at": at, "event_sent": 0}
     if account:
         values["account"] = account
-    updated = await session.execute(sa.update(ReplyWindow).where(
-        ReplyWindow.channel == channel, ReplyWindow.user_id == user_id).values(**values))
-    if updated.rowcount == 0:
-        session.add(ReplyWindow(channel=channel, user_id=user_id, **{"message_sent": 0, "event_sent": 0, **values}))
-        try:
-            await session.commit()
-            return
-        except IntegrityError:
-            # another process created the row first: update it instead
-            await session.rollback()
-            await session.execute(sa.update(ReplyWindow).where(
-                ReplyWindow.channel == channel, ReplyWindow.user_id == user_id).values(**values))
+    upsert = insert_for(session, ReplyWindow).values(
+        channel=channel, user_id=user_id, **{"message_sent": 0, "event_sent": 0, **values})
+    await session.execute(upsert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=values))
     await session.commit()
 
 
 async def reserve(session: AsyncSession, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
     """Take one message from the user's window: None if granted, else the refusal reason. Commits."""
-    rule = RULES.get(channel)
-    if rule is None:
-        return None
+    return (await reserve_many(session, [(channel, user_id)], now))[0]
+
+
+_W = ReplyWindow.__table__
+# built once: a reservation is made for every message sent
+_TAKE_MESSAGE = _W.update().where(
+    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_at > sa.bindparam("since"),
+    _W.c.message_sent < sa.bindparam("quota")).values(message_sent=_W.c.message_sent + 1)
+_TAKE_EVENT = _W.update().where(
+    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.event_at > sa.bindparam("since"),
+    _W.c.event_sent < sa.bindparam("quota")).values(event_sent=_W.c.event_sent + 1)
+
+
+async def reserve_many(session: AsyncSession, recipients: Sequence[Tuple[str, str]],
+                       now: Optional[datetime] = None) -> List[Optional[str]]:
+    """reserve() for several (channel, user id) pairs in one transaction; commits."""
     now = now or now_utc()
-    granted = await session.execute(sa.update(ReplyWindow).where(
-        ReplyWindow.channel == channel, ReplyWindow.user_id == user_id,
-        ReplyWindow.message_at > now - rule.message_window, ReplyWindow.message_sent < rule.message_quota,
-    ).values(message_sent=ReplyWindow.message_sent + 1))
-    if granted.rowcount == 0 and rule.event_quota:
-        granted = await session.execute(sa.update(ReplyWindow).where(
-            ReplyWindow.channel == channel, ReplyWindow.user_id == user_id,
-            ReplyWindow.event_at > now - rule.event_window, ReplyWindow.event_sent < rule.event_quota,
-        ).values(event_sent=ReplyWindow.event_sent + 1))
+    granted: List[bool] = []
+    for channel, user_id in recipients:
+        rule = RULES.get(channel)
+        if rule is None:
+            granted.append(True)
+            continue
+        took = await session.execute(_TAKE_MESSAGE, {"ch": channel, "uid": user_id, "since": now - rule.message_window,
+                                                     "quota": rule.message_quota})
+        if took.rowcount == 0 and rule.event_quota:
+            took = await session.execute(_TAKE_EVENT, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
+                                                       "quota": rule.event_quota})
+        granted.append(bool(took.rowcount))
     await session.commit()
-    if granted.rowcount:
-        return None
-    return await refusal(session, channel, user_id, now)
+    reasons: List[Optional[str]] = []
+    for (channel, user_id), ok in zip(recipients, granted):
+        reasons.append(None if ok else await refusal(session, channel, user_id, now))
+    return reasons
 
 
 async def refusal(session: AsyncSession, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:

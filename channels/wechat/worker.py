@@ -13,7 +13,7 @@ from typing import Optional
 
 from channels.wechat import outbox
 from channels.wechat.api import PlatformClient
-from channels.wechat.delivery import Outcome, deliver
+from channels.wechat.delivery import Outcome, deliver, reserve_windows
 
 logger = logging.getLogger("channels.wechat.worker")
 MAINTENANCE_EVERY_S = 30.0
@@ -58,35 +58,39 @@ class OutboxWorker:
         logger.info("outbox worker started", extra={"worker": self.name})
         last_maintenance = 0.0
         while not self._stopping:
+            # cleared before looking, so a wake-up during the batch is not lost
+            self._wake.clear()
             try:
                 if time.monotonic() - last_maintenance > MAINTENANCE_EVERY_S:
                     last_maintenance = time.monotonic()
                     await outbox.recover_interrupted()
                 if await self.run_once():
-                    continue
+                    continue  # more rows are due
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a database hiccup must not end the sender
                 logger.exception("outbox worker cycle failed")
                 await asyncio.sleep(1.0)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
             except asyncio.TimeoutError:
                 pass
         logger.info("outbox worker stopped", extra={"worker": self.name, "sent": self.sent})
 
-    async def run_once(self) -> int:
-        """Claim and send one batch (the outcomes recorded in one transaction); the number of rows handled."""
-        rows = await outbox.claim(self.name, limit=self.concurrency)
+    async def run_once(self) -> bool:
+        """Claim and send one batch (the outcomes recorded in one transaction); whether more rows are
+        due (e.g. a reply's second message, claimable once the first is settled)."""
+        rows, more = await outbox.claim(self.name, limit=self.concurrency)
         if rows:
-            outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
+            # the batch's reply-window reservations in one transaction
+            refusals = await reserve_windows(rows)
+            outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
             await outbox.settle_many([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
-        return len(rows)
+        return more
 
-    async def _deliver(self, row) -> Outcome:
+    async def _deliver(self, row, refusal: Optional[str]) -> Outcome:
         try:
-            return await deliver(self.client, row)
+            return await deliver(self.client, row, reserved=True, refusal=refusal)
         except Exception as exc:  # noqa: BLE001 - e.g. the database failed mid-delivery
             logger.exception("outbox delivery crashed", extra={"outbox_id": row.id})
             return Outcome("retry", error=f"internal error: {type(exc).__name__}")
