@@ -77,7 +77,10 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
             # SQLAlchemy's default for SQLite files is no pool: a new connection, worker thread and
             # PRAGMAs for every session (~1 ms each). Pooled connections are threads too: the
             # servers dispose their engines on shutdown (dispose_async_engines).
-            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5,
+            # no rollback when a connection goes back to the pool: a session has already ended its
+            # transaction (commit, or rollback on close), so it would be one more trip through the
+            # driver's thread per session for nothing
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5, pool_reset_on_return=None,
                           connect_args={"timeout": settings.action_io_timeout})
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):

@@ -49,11 +49,22 @@ class RedisDedup:
             logger.warning("redis dedup key could not be removed", extra={"channel": channel})
 
 
-def _insert_new(session, values: Dict[str, Any]) -> Executable:
+_T = InboundMessageRow.__table__
+_INSERT_NEW: Dict[str, Executable] = {}
+
+
+def _insert_new(session) -> Executable:
     """INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that
-    would end the transaction of the other messages."""
-    return insert_for(session, InboundMessageRow).values(**values).on_conflict_do_nothing(
-        index_elements=["channel", "dedup_key"])
+    would end the transaction of the other messages (built once per dialect: every message is one)."""
+    dialect = session.bind.dialect.name
+    if dialect not in _INSERT_NEW:
+        _INSERT_NEW[dialect] = insert_for(session, InboundMessageRow).on_conflict_do_nothing(
+            index_elements=["channel", "dedup_key"])
+    return _INSERT_NEW[dialect]
+
+
+_FINISH = _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
+    status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why"))
 
 
 class Inbox:
@@ -91,10 +102,10 @@ class Inbox:
                         continue
                     values = dict(channel=message.channel, dedup_key=message.dedup_key[:160],
                                   conversation_id=conversation_id, payload=message.to_json(), status=status,
-                                  attempts=0, received_at=now)
+                                  attempts=0, received_at=now, claimed_by=None, claimed_at=None)
                     if claimed_by and status == "received":
                         values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
-                    result = await session.execute(_insert_new(session, values))
+                    result = await session.execute(_insert_new(session), values)
                     if result.rowcount != 1:
                         logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
                         ids.append(None)
@@ -137,13 +148,14 @@ class Inbox:
             return message
 
     @staticmethod
-    def finish_statement(row_id: int, status: str, error: Optional[str] = None):
-        return sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
-            status=status, processed_at=now_utc(), error=(error or None) and error[:256])
+    def finish_statement(row_id: int, status: str, error: Optional[str] = None) -> Tuple[Executable, Dict[str, Any]]:
+        """The statement (and its parameters) that records how a row ended."""
+        return _FINISH, {"row_id": row_id, "new_status": status, "at": now_utc(),
+                         "why": (error or None) and error[:256]}
 
     async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
         async with async_session() as session:
-            await session.execute(self.finish_statement(row_id, status, error))
+            await session.execute(*self.finish_statement(row_id, status, error))
             await session.commit()
 
     async def release_claims(self, worker: str) -> int:

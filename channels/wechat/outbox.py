@@ -82,10 +82,11 @@ def _row(message: OutgoingMessage) -> Dict[str, Any]:
                 next_attempt_at=message.not_before or now, created_at=now)
 
 
-async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[Executable] = ()) -> List[int]:
+async def enqueue(messages: Iterable[OutgoingMessage],
+                  together_with: Sequence[Tuple[Executable, Dict[str, Any]]] = ()) -> List[int]:
     """Store messages; returns the ids of the rows (existing rows for keys already enqueued).
-    `together_with`: statements committed in the same transaction (e.g. marking the inbound
-    message answered: one commit instead of two)."""
+    `together_with`: (statement, parameters) committed in the same transaction (e.g. marking the
+    inbound message answered: one commit instead of two)."""
     messages = list(messages)
     keys = [m.idempotency_key[:64] for m in messages]
     async with async_session() as session:
@@ -95,8 +96,8 @@ async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[E
             for message in messages:
                 result = await session.execute(_INSERT, _row(message))
                 existing[message.idempotency_key[:64]] = result.inserted_primary_key[0]
-            for statement in together_with:
-                await session.execute(statement)
+            for statement, parameters in together_with:
+                await session.execute(statement, parameters)
             await session.commit()
         except IntegrityError:
             # a concurrent enqueue of the same key: store the rest one by one
@@ -112,8 +113,8 @@ async def enqueue(messages: Iterable[OutgoingMessage], together_with: Sequence[E
                     found = await session.execute(sa.select(_T.c.id).where(
                         _T.c.idempotency_key == message.idempotency_key[:64]))
                     existing[message.idempotency_key[:64]] = found.scalar_one()
-            for statement in together_with:
-                await session.execute(statement)
+            for statement, parameters in together_with:
+                await session.execute(statement, parameters)
             await session.commit()
     return [existing[k] for k in keys]
 
