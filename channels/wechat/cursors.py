@@ -3,7 +3,7 @@ stores the page's messages in the inbox: a crash repeats the page (the inbox dro
 never skips one."""
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from channels.wechat.db import insert_for, session as async_session
 from channels.wechat.models import KfCursor, now_utc
@@ -15,9 +15,9 @@ async def load(open_kfid: str) -> str:
         return row.cursor if row else ""
 
 
-async def save_in(session: AsyncSession, open_kfid: str, cursor: str) -> None:
+def save_in(conn: Connection, open_kfid: str, cursor: str) -> None:
     """Upsert the cursor in the caller's transaction (committed with the page's messages)."""
     now = now_utc()
-    await session.execute(insert_for(session, KfCursor).values(open_kfid=open_kfid, cursor=cursor, updated_at=now)
+    conn.execute(insert_for(conn, KfCursor).values(open_kfid=open_kfid, cursor=cursor, updated_at=now)
                           .on_conflict_do_update(index_elements=["open_kfid"],
                                                  set_={"cursor": cursor, "updated_at": now}))

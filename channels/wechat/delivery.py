@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence
 import sqlalchemy as sa
 
 from channels.wechat.db import session as async_session
-from channels.wechat import windows
+from channels.wechat import db, windows
 from channels.wechat.api import PlatformClient, PlatformError
 from channels.wechat.models import MassSendTask, RobotSend, WeChatGroup, now_utc
 from channels.wechat.outbox import IDEMPOTENT_CHANNELS
@@ -62,8 +62,7 @@ async def reserve_windows(rows: Sequence[Any]) -> List[Optional[str]]:
     granted (or not governed by a window), else the refusal reason."""
     if not any(windows.governed(row.channel) for row in rows):
         return [None] * len(rows)
-    async with async_session() as session:
-        return await windows.reserve_many(session, [(row.channel, row.recipient) for row in rows])
+    return await db.run(windows.take_places, [(row.channel, row.recipient) for row in rows])
 
 
 async def deliver(client: PlatformClient, row: Any, reserved: bool = False, refusal: Optional[str] = None) -> Outcome:
@@ -72,8 +71,7 @@ async def deliver(client: PlatformClient, row: Any, reserved: bool = False, refu
     governed = windows.governed(row.channel)
     if governed:
         if not reserved:
-            async with async_session() as session:
-                refusal = await windows.reserve(session, row.channel, row.recipient)
+            refusal = await windows.reserve(row.channel, row.recipient)
         if refusal:
             return Outcome("refused", error=refusal)
     elif row.channel == "robot":
@@ -86,8 +84,7 @@ async def deliver(client: PlatformClient, row: Any, reserved: bool = False, refu
         outcome = _failure(row, exc)
         if governed and outcome.status in ("retry", "failed"):
             # nothing reached the user: the window still has this message to give
-            async with async_session() as session:
-                await windows.release(session, row.channel, row.recipient)
+            await windows.release(row.channel, row.recipient)
         return outcome
     msgid = answer.get("msgid")
     if row.channel == "mass_send":

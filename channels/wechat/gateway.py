@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from sanic import Sanic, response
 
@@ -58,6 +59,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=settings.wechat_port)
     args = parser.parse_args()
     configure(settings.log_level, settings.log_format, process_name="wechat")
+    # SQLite statements run on the driver's thread (aiosqlite): under load that thread would wait up
+    # to the default 5 ms for the GIL at every hand-over while the event loop holds it, and the
+    # connectors' database turns queue behind those waits
+    sys.setswitchinterval(0.0005)
     app = create_app()
 
     @app.listener("after_server_stop")

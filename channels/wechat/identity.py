@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Optional
+from typing import Optional, Tuple
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import Customer, CustomerIdentity
+from channels.wechat import db
 
 logger = logging.getLogger("channels.wechat.identity")
 NEW_CUSTOMER_NAME = "微信用户"
@@ -36,45 +38,56 @@ _CUSTOMER_OF = (select(CustomerIdentity.__table__.c.customer_id)
                        CustomerIdentity.__table__.c.external_id == bindparam("external_id")).limit(1))
 
 
-async def customer_of(session: AsyncSession, channel: str, external_id: str) -> Optional[int]:
+_I = CustomerIdentity.__table__
+_SET_UNIONID = _I.update().where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id"),
+                                 _I.c.unionid.is_(None)).values(unionid=bindparam("unionid"))
+_BY_UNIONID = (select(_I.c.customer_id).where(_I.c.unionid == bindparam("unionid")).order_by(_I.c.id).limit(1))
+_NEW_CUSTOMER = Customer.__table__.insert().values(external_id=bindparam("external_id"), name=bindparam("name"))
+_NEW_IDENTITY = _I.insert().values(customer_id=bindparam("customer_id"), channel=bindparam("channel"),
+                                   external_id=bindparam("external_id"), unionid=bindparam("unionid"))
+
+
+def customer_of(conn: Connection, channel: str, external_id: str) -> Optional[int]:
     """The customer id behind a channel identity, None for someone not seen yet (every message asks)."""
-    return (await session.execute(_CUSTOMER_OF, {"channel": channel, "external_id": external_id})).scalar()
+    return conn.execute(_CUSTOMER_OF, {"channel": channel, "external_id": external_id}).scalar()
 
 
-async def customer_by_unionid(session: AsyncSession, unionid: str) -> Optional[int]:
-    stmt = (select(CustomerIdentity.customer_id).where(CustomerIdentity.unionid == unionid)
-            .order_by(CustomerIdentity.id).limit(1))
-    return (await session.execute(stmt)).scalar()
+def customer_by_unionid(conn: Connection, unionid: str) -> Optional[int]:
+    return conn.execute(_BY_UNIONID, {"unionid": unionid}).scalar()
 
 
-async def resolve(session: AsyncSession, channel: str, external_id: str, unionid: Optional[str] = None) -> int:
-    """The customer id behind (channel, external_id), linking or creating as described above. Commits."""
-    identity = await find(session, channel, external_id)
-    if identity is not None:
-        if unionid and not identity.unionid:
-            identity.unionid = unionid
-            await session.commit()
-        return identity.customer_id
-    customer_id = await customer_by_unionid(session, unionid) if unionid else None
-    linked = customer_id is not None
-    if customer_id is None:
-        customer = Customer(external_id=f"wx-{uuid.uuid4().hex[:20]}", name=NEW_CUSTOMER_NAME)
-        session.add(customer)
-        await session.flush()
-        customer_id = customer.id
-    session.add(CustomerIdentity(customer_id=customer_id, channel=channel, external_id=external_id, unionid=unionid))
+async def resolve(channel: str, external_id: str, unionid: Optional[str] = None) -> int:
+    """The customer id behind (channel, external_id), linking or creating as described above."""
     try:
-        await session.commit()
+        customer_id, created, linked = await db.run(_resolve, channel, external_id, unionid)
     except IntegrityError:
         # the same user's first two messages raced: the other one created the identity
-        await session.rollback()
-        identity = await find(session, channel, external_id)
-        if identity is None:
+        customer_id = await db.run(customer_of, channel, external_id)
+        if customer_id is None:
             raise
-        return identity.customer_id
-    logger.info("wechat identity recorded", extra={"channel": channel, "customer_id": customer_id,
-                                                   "linked_by_unionid": linked})
+        return customer_id
+    if created:
+        logger.info("wechat identity recorded", extra={"channel": channel, "customer_id": customer_id,
+                                                       "linked_by_unionid": linked})
     return customer_id
+
+
+def _resolve(conn: Connection, channel: str, external_id: str, unionid: Optional[str]) -> Tuple[int, bool, bool]:
+    """(customer id, whether the identity is new, whether it was linked by unionid)."""
+    customer_id = customer_of(conn, channel, external_id)
+    if customer_id is not None:
+        if unionid:
+            # learnt the unionid only now: later channels can link to this customer
+            conn.execute(_SET_UNIONID, {"channel": channel, "external_id": external_id, "unionid": unionid})
+        return customer_id, False, False
+    customer_id = customer_by_unionid(conn, unionid) if unionid else None
+    linked = customer_id is not None
+    if customer_id is None:
+        created = conn.execute(_NEW_CUSTOMER, {"external_id": f"wx-{uuid.uuid4().hex[:20]}", "name": NEW_CUSTOMER_NAME})
+        customer_id = created.inserted_primary_key[0]
+    conn.execute(_NEW_IDENTITY, {"customer_id": customer_id, "channel": channel, "external_id": external_id,
+                                 "unionid": unionid})
+    return customer_id, True, linked
 
 
 async def link(session: AsyncSession, customer_id: int, channel: str, external_id: str,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
-from channels.wechat.db import insert_for, session as async_session
+from channels.wechat import db
+from channels.wechat.db import dialect_name, insert_for, session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
@@ -53,18 +55,51 @@ _T = InboundMessageRow.__table__
 _INSERT_NEW: Dict[str, Executable] = {}
 
 
-def _insert_new(session) -> Executable:
+def _insert_new(conn) -> Executable:
     """INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that
     would end the transaction of the other messages (built once per dialect: every message is one)."""
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(conn)
     if dialect not in _INSERT_NEW:
-        _INSERT_NEW[dialect] = insert_for(session, InboundMessageRow).on_conflict_do_nothing(
+        _INSERT_NEW[dialect] = insert_for(conn, InboundMessageRow).on_conflict_do_nothing(
             index_elements=["channel", "dedup_key"])
     return _INSERT_NEW[dialect]
 
 
 _FINISH = _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
     status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why"))
+
+
+def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: List[bool], status: str,
+           claimed_by: Optional[str], together_with: List[Callable[[Connection], None]]) -> List[Optional[int]]:
+    ids: List[Optional[int]] = []
+    now = now_utc()
+    insert = _insert_new(conn)
+    for (message, conversation_id), new in zip(items, fresh):
+        if not new:
+            ids.append(None)
+            continue
+        values = dict(channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
+                      payload=message.to_json(), status=status, attempts=0, received_at=now, claimed_by=None,
+                      claimed_at=None)
+        if claimed_by and status == "received":
+            values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
+        result = conn.execute(insert, values)
+        if result.rowcount != 1:
+            logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
+            ids.append(None)
+            continue
+        row_id = (result.inserted_primary_key or [None])[0]
+        if row_id is None:
+            row_id = conn.execute(sa.select(_T.c.id).where(_T.c.channel == message.channel,
+                                                           _T.c.dedup_key == message.dedup_key[:160])).scalar_one()
+        ids.append(row_id)
+    for step in together_with:
+        step(conn)
+    return ids
+
+
+def _execute(conn: Connection, statement: Executable, parameters: Dict[str, Any]) -> None:
+    conn.execute(statement, parameters)
 
 
 class Inbox:
@@ -80,10 +115,10 @@ class Inbox:
 
     async def accept_many(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
                           claimed_by: Optional[str] = None,
-                          together_with: Sequence[Callable[[Any], Awaitable[None]]] = ()) -> List[Optional[int]]:
+                          together_with: Sequence[Callable[[Connection], None]] = ()) -> List[Optional[int]]:
         """accept() for several messages (a 微信客服 page) in one transaction, committed with
-        `together_with` (coroutine functions of the session, e.g. saving the page's cursor); None for
-        each duplicate."""
+        `together_with` (functions of the connection, e.g. saving the page's cursor); None for each
+        duplicate."""
         fresh: List[bool] = []
         for message, _ in items:
             first = None
@@ -93,33 +128,7 @@ class Inbox:
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
             fresh.append(first is not False)
         try:
-            async with async_session() as session:
-                ids: List[Optional[int]] = []
-                now = now_utc()
-                for (message, conversation_id), new in zip(items, fresh):
-                    if not new:
-                        ids.append(None)
-                        continue
-                    values = dict(channel=message.channel, dedup_key=message.dedup_key[:160],
-                                  conversation_id=conversation_id, payload=message.to_json(), status=status,
-                                  attempts=0, received_at=now, claimed_by=None, claimed_at=None)
-                    if claimed_by and status == "received":
-                        values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
-                    result = await session.execute(_insert_new(session), values)
-                    if result.rowcount != 1:
-                        logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
-                        ids.append(None)
-                        continue
-                    row_id = (result.inserted_primary_key or [None])[0]
-                    if row_id is None:
-                        row_id = (await session.execute(sa.select(InboundMessageRow.id).where(
-                            InboundMessageRow.channel == message.channel,
-                            InboundMessageRow.dedup_key == message.dedup_key[:160]))).scalar_one()
-                    ids.append(row_id)
-                for step in together_with:
-                    await step(session)
-                await session.commit()
-                return ids
+            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with))
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None:
@@ -154,9 +163,7 @@ class Inbox:
                          "why": (error or None) and error[:256]}
 
     async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
-        async with async_session() as session:
-            await session.execute(*self.finish_statement(row_id, status, error))
-            await session.commit()
+        await db.run(_execute, *self.finish_statement(row_id, status, error))
 
     async def release_claims(self, worker: str) -> int:
         """At shutdown: rows this worker claimed but did not finish go back to "received", so the next

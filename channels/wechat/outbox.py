@@ -20,9 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
+from channels.wechat import db
 from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, now_utc
 
@@ -88,35 +90,38 @@ async def enqueue(messages: Iterable[OutgoingMessage],
     `together_with`: (statement, parameters) committed in the same transaction (e.g. marking the
     inbound message answered: one commit instead of two)."""
     messages = list(messages)
-    keys = [m.idempotency_key[:64] for m in messages]
-    async with async_session() as session:
-        # keys are new in the common case: insert straight away, sort out repeats if the insert fails
-        existing: Dict[str, int] = {}
-        try:
-            for message in messages:
-                result = await session.execute(_INSERT, _row(message))
-                existing[message.idempotency_key[:64]] = result.inserted_primary_key[0]
-            for statement, parameters in together_with:
-                await session.execute(statement, parameters)
-            await session.commit()
-        except IntegrityError:
-            # a concurrent enqueue of the same key: store the rest one by one
-            await session.rollback()
-            existing.clear()
-            for message in messages:
-                try:
-                    result = await session.execute(_INSERT, _row(message))
-                    await session.commit()
-                    existing[message.idempotency_key[:64]] = result.inserted_primary_key[0]
-                except IntegrityError:
-                    await session.rollback()
-                    found = await session.execute(sa.select(_T.c.id).where(
-                        _T.c.idempotency_key == message.idempotency_key[:64]))
-                    existing[message.idempotency_key[:64]] = found.scalar_one()
-            for statement, parameters in together_with:
-                await session.execute(statement, parameters)
-            await session.commit()
-    return [existing[k] for k in keys]
+    try:
+        # keys are new in the common case: insert straight away, sort out repeats if that fails
+        return await db.run(_insert_all, messages, together_with)
+    except IntegrityError:
+        # a concurrent enqueue of the same key: store the rest one by one
+        ids = []
+        for message in messages:
+            try:
+                ids.append(await db.run(_insert_or_find, message))
+            except IntegrityError:  # inserted by the other side between our look and our insert
+                ids.append(await db.run(_insert_or_find, message))
+        if together_with:
+            await db.run(_execute_all, together_with)
+        return ids
+
+
+def _insert_all(conn: Connection, messages: List[OutgoingMessage],
+                together_with: Sequence[Tuple[Executable, Dict[str, Any]]]) -> List[int]:
+    ids = [conn.execute(_INSERT, _row(message)).inserted_primary_key[0] for message in messages]
+    _execute_all(conn, together_with)
+    return ids
+
+
+def _execute_all(conn: Connection, statements: Sequence[Tuple[Executable, Dict[str, Any]]]) -> None:
+    for statement, parameters in statements:
+        conn.execute(statement, parameters)
+
+
+def _insert_or_find(conn: Connection, message: OutgoingMessage) -> int:
+    key = message.idempotency_key[:64]
+    found = conn.execute(sa.select(_T.c.id).where(_T.c.idempotency_key == key)).scalar()
+    return found if found is not None else conn.execute(_INSERT, _row(message)).inserted_primary_key[0]
 
 
 async def claim(worker: str, limit: int = 32) -> Tuple[List[Any], bool]:
@@ -124,25 +129,23 @@ async def claim(worker: str, limit: int = 32) -> Tuple[List[Any], bool]:
     The rows come back as plain records (the columns as attributes), already showing the claim,
     with whether more rows are due (held back behind an earlier row to their recipient, or over
     the limit), so the caller knows whether to look again at once."""
+    return await db.run(_claim, f"{worker}:{uuid.uuid4().hex[:8]}", limit)
+
+
+def _claim(conn: Connection, claim_id: str, limit: int) -> Tuple[List[Any], bool]:
     now = now_utc()
-    claim_id = f"{worker}:{uuid.uuid4().hex[:8]}"
-    async with async_session() as session:
-        postgres = session.bind.dialect.name == "postgresql"
-        due = (await session.execute(_DUE_PG if postgres else _DUE, {"now": now, "limit": limit})).all()
-        if not due:
-            await session.rollback()
-            return [], False
-        ids = [row.id for row in due]
-        claimed = await session.execute(_CLAIM, {"ids": ids, "claim_id": claim_id, "now": now})
-        more = bool((await session.execute(_STILL_DUE, {"now": now})).scalar())
-        await session.commit()
-        if claimed.rowcount == len(ids):
-            return [SimpleNamespace(**dict(row._mapping, status="sending", claimed_by=claim_id, claimed_at=now,
-                                           attempts=row.attempts + 1)) for row in due], more
-        # another process took some of them in between (SQLite without row locks): read back ours
-        rows = await session.execute(sa.select(_T).where(_T.c.claimed_by == claim_id, _T.c.status == "sending")
-                                     .order_by(_T.c.id))
-        return [SimpleNamespace(**row._mapping) for row in rows.all()], more
+    due = conn.execute(_DUE_PG if conn.dialect.name == "postgresql" else _DUE, {"now": now, "limit": limit}).all()
+    if not due:
+        return [], False
+    ids = [row.id for row in due]
+    claimed = conn.execute(_CLAIM, {"ids": ids, "claim_id": claim_id, "now": now})
+    more = conn.execute(_STILL_DUE, {"now": now}).first() is not None
+    if claimed.rowcount == len(ids):
+        return [SimpleNamespace(**dict(row._mapping, status="sending", claimed_by=claim_id, claimed_at=now,
+                                       attempts=row.attempts + 1)) for row in due], more
+    # another process took some of them in between (SQLite has no row locks): ours are those with our claim
+    rows = conn.execute(sa.select(_T).where(_T.c.claimed_by == claim_id, _T.c.status == "sending").order_by(_T.c.id))
+    return [SimpleNamespace(**row._mapping) for row in rows.all()], more
 
 
 async def settle(row: OutboxMessage, status: str, *, errcode: Optional[int] = None, error: Optional[str] = None,
@@ -166,31 +169,33 @@ class Settlement:
 
 
 async def settle_many(settlements: Sequence[Settlement]) -> List[bool]:
-    """settle() for a batch of sent rows in one transaction."""
-    done: List[bool] = []
-    async with async_session() as session:
-        for s in settlements:
-            if s.status == "sent":
-                result = await session.execute(_SENT, {"row_id": s.row.id, "claim": s.row.claimed_by,
-                                                       "at": now_utc(), "msgid": s.platform_msgid})
-                done.append(result.rowcount == 1)
-                continue
-            values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}
-            if s.status == "retry":
-                values.update(status="pending", claimed_by=None,
-                              next_attempt_at=now_utc() + timedelta(seconds=s.retry_in_s or 1.0))
-                if not s.count_attempt:
-                    values["attempts"] = OutboxMessage.attempts - 1
-            else:
-                values.update(status=s.status)
-            result = await session.execute(sa.update(OutboxMessage).where(
-                OutboxMessage.id == s.row.id, OutboxMessage.claimed_by == s.row.claimed_by,
-                OutboxMessage.status == "sending").values(**values))
-            done.append(result.rowcount == 1)
-        await session.commit()
+    """settle() for a batch of claimed rows in one transaction."""
+    done = await db.run(_settle_all, settlements)
     for s, ok in zip(settlements, done):
         if not ok:
             logger.warning("outbox claim lost before settling", extra={"outbox_id": s.row.id})
+    return done
+
+
+def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[bool]:
+    done: List[bool] = []
+    for s in settlements:
+        if s.status == "sent":
+            result = conn.execute(_SENT, {"row_id": s.row.id, "claim": s.row.claimed_by, "at": now_utc(),
+                                          "msgid": s.platform_msgid})
+            done.append(result.rowcount == 1)
+            continue
+        values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}
+        if s.status == "retry":
+            values.update(status="pending", claimed_by=None,
+                          next_attempt_at=now_utc() + timedelta(seconds=s.retry_in_s or 1.0))
+            if not s.count_attempt:
+                values["attempts"] = _T.c.attempts - 1
+        else:
+            values.update(status=s.status)
+        result = conn.execute(_T.update().where(_T.c.id == s.row.id, _T.c.claimed_by == s.row.claimed_by,
+                                                _T.c.status == "sending").values(**values))
+        done.append(result.rowcount == 1)
     return done
 
 

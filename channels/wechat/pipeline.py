@@ -8,10 +8,11 @@ import logging
 from datetime import datetime
 from typing import Any, Dict, Optional
 
-from channels.wechat.db import session as async_session
+from sqlalchemy.engine import Connection
+
 from bot.settings import get_settings
 from channels import inbound_text
-from channels.wechat import identity, outbox, windows
+from channels.wechat import db, identity, outbox, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
 from channels.wechat.output import reply_texts, text_messages
@@ -32,6 +33,13 @@ def conversation_id(message: InboundMessage) -> str:
         # customer's orders in front of the whole group
         return f"group:{message.account}:{message.user_id}"
     return f"{message.channel}:{message.user_id}"
+
+
+def _user_wrote(conn: Connection, message: InboundMessage) -> Optional[int]:
+    """The user's message opens their reply window; the customer behind them, if known yet."""
+    windows.open_window(conn, message.channel, message.user_id, "event" if message.msg_type == "event" else "message",
+                        at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
+    return identity.customer_of(conn, message.channel, message.user_id)
 
 
 class Pipeline:
@@ -61,11 +69,7 @@ class Pipeline:
         conversation = conversation_id(message)
         customer_id = None
         if message.channel in ("wecom_kf", "mp", "mini"):
-            kind = "event" if message.msg_type == "event" else "message"
-            async with async_session() as session:
-                customer_id = await identity.customer_of(session, message.channel, message.user_id)
-                await windows.user_acted(session, message.channel, message.user_id, kind,
-                                         at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
+            customer_id = await db.run(_user_wrote, message)
             if customer_id is None:
                 customer_id = await self._new_customer(message)
         turn = self._turn(message, conversation)
@@ -112,9 +116,8 @@ class Pipeline:
         return cleaned.text, not cleaned.empty
 
     async def _new_customer(self, message: InboundMessage) -> Optional[int]:
-        unionid = await self._unionid(message)  # a platform call: outside any database session
-        async with async_session() as session:
-            return await identity.resolve(session, message.channel, message.user_id, unionid)
+        unionid = await self._unionid(message)  # a platform call: outside any database transaction
+        return await identity.resolve(message.channel, message.user_id, unionid)
 
     async def _unionid(self, message: InboundMessage) -> Optional[str]:
         """Asked of the platform once, for a user seen for the first time (mini-program pushes carry

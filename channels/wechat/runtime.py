@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, Coroutine, Dict, Optional, Set
 
 from bot.settings import get_settings
+from channels.wechat import db
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
 from channels.wechat.inbox import Inbox, RedisDedup
@@ -82,6 +83,8 @@ class WeChatRuntime:
         await self.worker.stop()
         await self.client.close()
         await self.relay.close()
+        # the database threads finish what they were given, then close their connections
+        await asyncio.to_thread(db.close)
         if self.redis is not None:
             await self.redis.close()
 

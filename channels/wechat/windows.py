@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
+from channels.wechat import db
 from channels.wechat.db import insert_for
 from channels.wechat.models import ReplyWindow, now_utc
 
@@ -55,65 +56,64 @@ def governed(channel: str) -> bool:
     return channel in RULES
 
 
-async def user_acted(session: AsyncSession, channel: str, user_id: str, kind: str = "message",
-                     at: Optional[datetime] = None, account: Optional[str] = None) -> None:
-    """A user message (kind=message) or event (kind=event) opens a fresh window; commits. One
-    statement: insert the window, or reset it if the user has one."""
-    at = at or now_utc()
-    values = {"message_at": at, "message_sent": 0} if kind == "message" else {"event_at": at, "event_sent": 0}
-    if account:
-        values["account"] = account
-    upsert = insert_for(session, ReplyWindow).values(
-        channel=channel, user_id=user_id, **{"message_sent": 0, "event_sent": 0, **values})
-    await session.execute(upsert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=values))
-    await session.commit()
-
-
-async def reserve(session: AsyncSession, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
-    """Take one message from the user's window: None if granted, else the refusal reason. Commits."""
-    return (await reserve_many(session, [(channel, user_id)], now))[0]
-
-
 _W = ReplyWindow.__table__
-# built once: a reservation is made for every message sent
+# built once: a window is opened for every message received and a place taken for every one sent
 _TAKE_MESSAGE = _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_at > sa.bindparam("since"),
     _W.c.message_sent < sa.bindparam("quota")).values(message_sent=_W.c.message_sent + 1)
 _TAKE_EVENT = _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.event_at > sa.bindparam("since"),
     _W.c.event_sent < sa.bindparam("quota")).values(event_sent=_W.c.event_sent + 1)
+_GIVE_BACK_MESSAGE = _W.update().where(
+    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_sent > 0,
+    _W.c.message_at > sa.bindparam("since")).values(message_sent=_W.c.message_sent - 1)
+_GIVE_BACK_EVENT = _W.update().where(
+    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.event_sent > 0
+).values(event_sent=_W.c.event_sent - 1)
+_READ = sa.select(_W).where(_W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"))
 
 
-async def reserve_many(session: AsyncSession, recipients: Sequence[Tuple[str, str]],
-                       now: Optional[datetime] = None) -> List[Optional[str]]:
-    """reserve() for several (channel, user id) pairs in one transaction; commits."""
+# --- in the caller's transaction (a connection: channels.wechat.db.run) ----------------------------
+def open_window(conn: Connection, channel: str, user_id: str, kind: str = "message",
+                at: Optional[datetime] = None, account: Optional[str] = None) -> None:
+    """A user message (kind=message) or event (kind=event) opens a fresh window. One statement:
+    insert the window, or reset it if the user has one."""
+    at = at or now_utc()
+    values = {"message_at": at, "message_sent": 0} if kind == "message" else {"event_at": at, "event_sent": 0}
+    if account:
+        values["account"] = account
+    upsert = insert_for(conn, ReplyWindow).values(
+        channel=channel, user_id=user_id, **{"message_sent": 0, "event_sent": 0, **values})
+    conn.execute(upsert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=values))
+
+
+def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
+                now: Optional[datetime] = None) -> List[Optional[str]]:
+    """Take one message from each (channel, user id)'s window: None where granted (or the channel
+    has no window), else the refusal reason."""
     now = now or now_utc()
-    granted: List[bool] = []
+    reasons: List[Optional[str]] = []
     for channel, user_id in recipients:
         rule = RULES.get(channel)
         if rule is None:
-            granted.append(True)
+            reasons.append(None)
             continue
-        took = await session.execute(_TAKE_MESSAGE, {"ch": channel, "uid": user_id, "since": now - rule.message_window,
-                                                     "quota": rule.message_quota})
+        took = conn.execute(_TAKE_MESSAGE, {"ch": channel, "uid": user_id, "since": now - rule.message_window,
+                                            "quota": rule.message_quota})
         if took.rowcount == 0 and rule.event_quota:
-            took = await session.execute(_TAKE_EVENT, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
-                                                       "quota": rule.event_quota})
-        granted.append(bool(took.rowcount))
-    await session.commit()
-    reasons: List[Optional[str]] = []
-    for (channel, user_id), ok in zip(recipients, granted):
-        reasons.append(None if ok else await refusal(session, channel, user_id, now))
+            took = conn.execute(_TAKE_EVENT, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
+                                              "quota": rule.event_quota})
+        reasons.append(None if took.rowcount else refusal(conn, channel, user_id, now))
     return reasons
 
 
-async def refusal(session: AsyncSession, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
+def refusal(conn: Connection, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
     """Why a message could not be sent now (None: it could). Read-only."""
     rule = RULES.get(channel)
     if rule is None:
         return None
     now = now or now_utc()
-    window = await session.get(ReplyWindow, (channel, user_id), populate_existing=True)
+    window = conn.execute(_READ, {"ch": channel, "uid": user_id}).first()
     if window is None:
         return OUT_OF_WINDOW
     message_open = window.message_at is not None and window.message_at > now - rule.message_window
@@ -125,18 +125,27 @@ async def refusal(session: AsyncSession, channel: str, user_id: str, now: Option
     return OVER_QUOTA if (message_open or event_open) else OUT_OF_WINDOW
 
 
-async def release(session: AsyncSession, channel: str, user_id: str) -> None:
-    """Give back a reservation whose message was not delivered (network error, platform failure)."""
+def give_back(conn: Connection, channel: str, user_id: str) -> None:
+    """Return a place whose message was not delivered (network error, platform failure)."""
     rule = RULES.get(channel)
     if rule is None:
         return
-    # reserve() takes from the open message window first, so that is where to give back
-    result = await session.execute(sa.update(ReplyWindow).where(
-        ReplyWindow.channel == channel, ReplyWindow.user_id == user_id, ReplyWindow.message_sent > 0,
-        ReplyWindow.message_at > now_utc() - rule.message_window,
-    ).values(message_sent=ReplyWindow.message_sent - 1))
+    # places are taken from the open message window first, so that is where to give back
+    result = conn.execute(_GIVE_BACK_MESSAGE, {"ch": channel, "uid": user_id, "since": now_utc() - rule.message_window})
     if result.rowcount == 0:
-        await session.execute(sa.update(ReplyWindow).where(
-            ReplyWindow.channel == channel, ReplyWindow.user_id == user_id, ReplyWindow.event_sent > 0
-        ).values(event_sent=ReplyWindow.event_sent - 1))
-    await session.commit()
+        conn.execute(_GIVE_BACK_EVENT, {"ch": channel, "uid": user_id})
+
+
+# --- each in a transaction of its own --------------------------------------------------------------
+async def user_acted(channel: str, user_id: str, kind: str = "message", at: Optional[datetime] = None,
+                     account: Optional[str] = None) -> None:
+    await db.run(open_window, channel, user_id, kind, at, account)
+
+
+async def reserve(channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
+    """Take one message from the user's window: None if granted, else the refusal reason."""
+    return (await db.run(take_places, [(channel, user_id)], now))[0]
+
+
+async def release(channel: str, user_id: str) -> None:
+    await db.run(give_back, channel, user_id)

@@ -58,8 +58,7 @@ async def test_token_expiry_mid_run_is_refreshed_once(harness):
 async def test_restart_resumes_pending_sends_exactly_once(harness):
     await harness.stop_bot()
     harness.platform.user_acted("mp", "oPending")
-    async with async_session() as session:
-        await windows.user_acted(session, "mp", "oPending")
+    await windows.user_acted("mp", "oPending")
     await outbox.enqueue([OutgoingMessage("mp", "oPending", "text", {"text": {"content": f"第{n}条"}},
                                           idempotency_key=f"pending-{n}") for n in range(3)])
     await harness.restart_bot()
@@ -76,8 +75,8 @@ async def test_interrupted_sends_after_a_crash(harness):
     await harness.wait_for(lambda: harness.deliveries("kf", "wmCrash"))
     [sent] = await rows(recipient="wmCrash")
     harness.platform.user_acted("mp", "oCrash")
+    await windows.user_acted("mp", "oCrash")
     async with async_session() as session:
-        await windows.user_acted(session, "mp", "oCrash")
         long_ago = now_utc() - timedelta(minutes=5)
         # the kf reply was accepted by the platform, then "the process died" before it was marked sent
         await session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == sent.id).values(
@@ -130,8 +129,7 @@ async def test_send_to_customer_out_of_window_and_over_quota(harness):
 async def test_platform_refusal_is_recorded_when_our_count_is_wrong(harness):
     """Our bookkeeping thinks the window is open, the platform knows better: 45015 -> refused."""
     harness.platform.user_acted("mp", "oDrift")
-    async with async_session() as session:
-        await windows.user_acted(session, "mp", "oDrift")
+    await windows.user_acted("mp", "oDrift")
     harness.platform.advance(49 * 3600)
     result = await sender.send_to_customer("mp:oDrift", ["晚了"], runtime=harness.runtime)
     assert result.accepted
@@ -188,10 +186,9 @@ async def test_robot_rate_limit_from_the_platform_defers_the_post(harness):
 async def test_concurrent_workers_send_each_row_once_in_order(harness):
     await harness.runtime.worker.stop()
     users = [f"oConc{n}" for n in range(8)]
-    async with async_session() as session:
-        for user in users:
-            harness.platform.user_acted("mp", user)
-            await windows.user_acted(session, "mp", user)
+    for user in users:
+        harness.platform.user_acted("mp", user)
+        await windows.user_acted("mp", user)
     await outbox.enqueue([OutgoingMessage("mp", user, "text", {"text": {"content": f"{user}-{n}"}})
                           for n in range(5) for user in users])
     workers = [OutboxWorker(harness.runtime.client) for _ in range(4)]

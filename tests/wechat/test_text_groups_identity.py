@@ -78,10 +78,10 @@ def test_prefix_and_keyword():
 # --- identity -------------------------------------------------------------------------------------------
 async def test_same_person_on_three_channels_is_one_customer(wechat_db):
     async with async_session() as session:
-        kf_customer = await identity.resolve(session, "wecom_kf", "wmPerson", unionid="oUnionPerson")
-        mp_customer = await identity.resolve(session, "mp", "oMpPerson", unionid="oUnionPerson")
-        mini_customer = await identity.resolve(session, "mini", "oMiniPerson")
-        stranger = await identity.resolve(session, "mp", "oStranger", unionid="oUnionOther")
+        kf_customer = await identity.resolve("wecom_kf", "wmPerson", unionid="oUnionPerson")
+        mp_customer = await identity.resolve("mp", "oMpPerson", unionid="oUnionPerson")
+        mini_customer = await identity.resolve("mini", "oMiniPerson")
+        stranger = await identity.resolve("mp", "oStranger", unionid="oUnionOther")
         assert kf_customer == mp_customer and stranger != kf_customer
         assert mini_customer != kf_customer, "no unionid: a new customer until the shop links it"
         await identity.link(session, kf_customer, "mini", "oMiniPerson", unionid="oUnionPerson")
@@ -89,7 +89,7 @@ async def test_same_person_on_three_channels_is_one_customer(wechat_db):
             found = await customer_for(session, conversation)
             assert found is not None and found.id == kf_customer
         assert await customer_for(session, "group:wrX:wmPerson") is None, "group conversations stay anonymous"
-        again = await identity.resolve(session, "wecom_kf", "wmPerson")
+        again = await identity.resolve("wecom_kf", "wmPerson")
         assert again == kf_customer
         count = (await session.execute(sa.select(sa.func.count()).select_from(CustomerIdentity).where(
             CustomerIdentity.customer_id == kf_customer))).scalar()
@@ -103,25 +103,24 @@ async def test_existing_shop_customer_is_found_by_unionid(wechat_db):
         await session.flush()
         session.add(CustomerIdentity(customer_id=customer.id, channel="im", external_id="u1", unionid="oUnionShop"))
         await session.commit()
-        assert await identity.resolve(session, "wecom_kf", "wmShop", unionid="oUnionShop") == customer.id
+        assert await identity.resolve("wecom_kf", "wmShop", unionid="oUnionShop") == customer.id
 
 
 # --- windows --------------------------------------------------------------------------------------------
 async def test_window_reservations(wechat_db):
-    async with async_session() as session:
-        assert await windows.reserve(session, "mp", "oW") == windows.OUT_OF_WINDOW
-        await windows.user_acted(session, "mp", "oW", kind="event")
-        assert [await windows.reserve(session, "mp", "oW") for _ in range(4)] == [None] * 3 + [windows.OVER_QUOTA]
-        await windows.user_acted(session, "mp", "oW")
-        assert [await windows.reserve(session, "mp", "oW") for _ in range(6)] == [None] * 5 + [windows.OVER_QUOTA]
-        await windows.release(session, "mp", "oW")
-        assert await windows.reserve(session, "mp", "oW") is None
-        # the follow's minute is still open but its 3 messages are used: over quota, not out of window
-        await windows.user_acted(session, "mp", "oW", at=now_utc() - timedelta(hours=49))
-        assert await windows.reserve(session, "mp", "oW") == windows.OVER_QUOTA
-        await windows.user_acted(session, "mp", "oOld", at=now_utc() - timedelta(hours=49))
-        assert await windows.reserve(session, "mp", "oOld") == windows.OUT_OF_WINDOW
-        assert await windows.reserve(session, "robot", "wrAny") is None, "robots have no reply window"
+    assert await windows.reserve("mp", "oW") == windows.OUT_OF_WINDOW
+    await windows.user_acted("mp", "oW", kind="event")
+    assert [await windows.reserve("mp", "oW") for _ in range(4)] == [None] * 3 + [windows.OVER_QUOTA]
+    await windows.user_acted("mp", "oW")
+    assert [await windows.reserve("mp", "oW") for _ in range(6)] == [None] * 5 + [windows.OVER_QUOTA]
+    await windows.release("mp", "oW")
+    assert await windows.reserve("mp", "oW") is None
+    # the follow's minute is still open but its 3 messages are used: over quota, not out of window
+    await windows.user_acted("mp", "oW", at=now_utc() - timedelta(hours=49))
+    assert await windows.reserve("mp", "oW") == windows.OVER_QUOTA
+    await windows.user_acted("mp", "oOld", at=now_utc() - timedelta(hours=49))
+    assert await windows.reserve("mp", "oOld") == windows.OUT_OF_WINDOW
+    assert await windows.reserve("robot", "wrAny") is None, "robots have no reply window"
 
 
 # --- migration -------------------------------------------------------------------------------------------
