@@ -336,10 +336,13 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"trained model, action server, demo shop; {deployment}) with 微信客服 (kf: encrypted doorbell callback, `kf/sync_msg`, "
         "`kf/send_msg`) and the Official Account (mp: encrypted message callback, `message/custom/send`) pointed at "
         "the platform sandbox, against the web IM webhook (synchronous: the response carries the replies) in the "
-        "same run. WeChat latency runs from the callback POST to the send API call reaching the sandbox: it "
-        "includes the acknowledgement, the durable inbox, Rasa, the outbox and the sender. Ack = the callback's "
-        "HTTP round trip as the platform sees it. Messages are FAQ / policy questions with one reply each; every "
-        "user sent one message before (identities and sessions exist).",
+        "same run. The callbacks go to the WeChat gateway, a process of its own (durable inbox, reply windows, "
+        "identities, outbox, platform calls) that asks the Rasa server for each answer over its relay channel; the "
+        "IM webhook is served by the Rasa server itself. WeChat latency runs from the callback POST to the send API "
+        "call reaching the sandbox: it includes the acknowledgement, the inbox, the relay to Rasa, the outbox and "
+        "the sender. Ack = the callback's HTTP round trip as the platform sees it. Messages are FAQ / policy "
+        "questions with one reply each; every user sent one message before (identities and sessions exist). The "
+        "load generator and the sandbox run in the benchmark process, on the same 2 cores as the product.",
         "",
         f"Latency at 2 messages per second ({args.latency_messages} messages per path), ms:",
         "",
@@ -365,6 +368,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
         + (f"; the product was stopped from outside {bench.restarts} time(s) and the affected phase repeated."
            if bench.restarts else ".")
+        + " A path stops being sustained when the machine's two cores are used up (the CPU column: Rasa needs "
+        "about one core per 100 messages/s on either path; a WeChat message also costs the gateway, the "
+        "sandbox's side of the platform calls and the extra HTTP hops) or when the Rasa process's own core is."
         + f" CPU per message at the lowest rate: the Rasa server ({workers} process{'es' if workers > 1 else ''}) "
         f"{fmt(cpu_low['im']['rasa'])} ms for IM, {fmt(cpu_low['kf']['rasa'])} ms for kf, "
         f"{fmt(cpu_low['mp']['rasa'])} ms for mp; the WeChat gateway (its own process: inbox, reply window, "
@@ -395,6 +401,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     args = parser.parse_args()
+    # the load generator and the platform sandbox share the machine with the product: uvloop keeps
+    # their share of the CPU small (the real platform does not run on the shop's machine at all)
+    import uvloop
+
+    uvloop.install()
     return asyncio.run(run(args))
 
 

@@ -11,15 +11,17 @@ are reported with the same reasons.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from channels.wechat import db
-from channels.wechat.db import insert_for
+from channels.wechat.db import dialect_name
 from channels.wechat.models import ReplyWindow, now_utc
 
 OUT_OF_WINDOW = "out_of_window"
@@ -56,6 +58,7 @@ def governed(channel: str) -> bool:
     return channel in RULES
 
 
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _W = ReplyWindow.__table__
 # built once: a window is opened for every message received and a place taken for every one sent
 _TAKE_MESSAGE = _W.update().where(
@@ -78,13 +81,20 @@ def open_window(conn: Connection, channel: str, user_id: str, kind: str = "messa
                 at: Optional[datetime] = None, account: Optional[str] = None) -> None:
     """A user message (kind=message) or event (kind=event) opens a fresh window. One statement:
     insert the window, or reset it if the user has one."""
-    at = at or now_utc()
-    values = {"message_at": at, "message_sent": 0} if kind == "message" else {"event_at": at, "event_sent": 0}
-    if account:
-        values["account"] = account
-    upsert = insert_for(conn, ReplyWindow).values(
-        channel=channel, user_id=user_id, **{"message_sent": 0, "event_sent": 0, **values})
-    conn.execute(upsert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=values))
+    conn.execute(_open_statement(dialect_name(conn), kind, bool(account)),
+                 {"ch": channel, "uid": user_id, "at": at or now_utc(), "account": account})
+
+
+@functools.lru_cache(maxsize=None)
+def _open_statement(dialect: str, kind: str, with_account: bool):
+    """The upsert for each dialect / kind / account combination, built once (one per message received)."""
+    stamp, count = ("message_at", "message_sent") if kind == "message" else ("event_at", "event_sent")
+    reset = {stamp: sa.bindparam("at"), count: 0}
+    if with_account:
+        reset["account"] = sa.bindparam("account")
+    insert = _INSERTS[dialect](ReplyWindow).values(channel=sa.bindparam("ch"), user_id=sa.bindparam("uid"),
+                                                   **{"message_sent": 0, "event_sent": 0, **reset})
+    return insert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=reset)
 
 
 def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
