@@ -8,9 +8,10 @@ writer anyway); PostgreSQL a few. The rest (sweeps, staff commands) uses async s
 
 On SQLite only one connection writes at a time and a waiting connection polls with growing sleeps
 (1, 2, 5, 10 ... ms); with the connectors' short transactions arriving from many tasks at once, those
-sleeps, not the work, made up the tail of the callback acknowledgement. The connectors' sessions of
-one process therefore take turns through an asyncio lock on SQLite (queueing instead of polling).
-PostgreSQL sessions run concurrently. Never hold a session across a platform API call.
+sleeps, not the work, made up the tail of the callback acknowledgement. So the hot path queues on its
+single database thread, and the async sessions of one process take turns through an asyncio lock
+(queueing instead of polling). On PostgreSQL both run concurrently. Never hold a session or run a
+transaction across a platform API call.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Dict, Tuple, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.engine import async_session, create_sync_engine

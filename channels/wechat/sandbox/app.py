@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Awaitable, Callable, Optional
 
 from aiohttp import web
 
