@@ -1,8 +1,8 @@
 """The gateway's client of the Rasa server's relay channel (channels/wechat/relay.py).
 
-Waiting is safe, repeating is not: while Rasa is starting (503) or cannot be reached (connection
-refused, e.g. during a restart) the turn has not been seen, so it is tried again until
-`ready_wait_s`; a turn that was sent but not answered in time may have been handled, so it is not
+Waiting is safe, repeating is not: while Rasa is starting (503), cannot be reached (connection
+refused, e.g. during a restart) or refuses the gateway's secret (403, a setup mistake) the turn has
+not been seen, so it is tried again until `ready_wait_s` and then left in the inbox for the sweeper; a turn that was sent but not answered in time may have been handled, so it is not
 repeated (the inbox records it as failed, for staff to see).
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ class RelayClient:
         self.timeout_s = s.wechat_relay_timeout_s
         self.ready_wait_s = ready_wait_s
         self._session: Optional[aiohttp.ClientSession] = None
+        self._warned = False
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -65,9 +66,15 @@ class RelayClient:
                     if resp.status == 200:
                         return (await resp.json())["replies"]
                     detail = (await resp.text())[:200]
-                    if resp.status != 503:
+                    if resp.status not in (403, 503):
                         raise RelayFailed(f"rasa relay answered {resp.status}: {detail}")
-                    reason = "model not loaded yet"
+                    # 503: loading, or the relay has no secret; 403: the two processes were given
+                    # different secrets. Rasa did not see the turn: it waits for the setup to be fixed
+                    reason = f"rasa relay answered {resp.status}: {detail}"
+                    if resp.status == 403 and not self._warned:
+                        self._warned = True
+                        logger.error("the Rasa server refuses the gateway: SIYU_WECHAT_RELAY_SECRET differs "
+                                     "between the two processes; messages wait in the inbox")
             except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
                 # nothing was sent
                 reason = f"rasa unreachable ({type(exc).__name__})"

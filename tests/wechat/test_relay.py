@@ -90,3 +90,19 @@ async def test_a_turn_rasa_took_but_did_not_answer_in_time_is_not_repeated(harne
 async def _when(rows_coro, condition):
     rows = await rows_coro
     return rows if condition(rows) else None
+
+
+async def test_a_gateway_with_the_wrong_secret_keeps_messages_until_the_setup_is_fixed(harness):
+    h = harness
+    h.runtime.relay._headers = {TOKEN_HEADER: "not-the-secret"}
+    await h.runtime.relay.close()  # the next call opens its session with these headers
+    h.runtime.relay.ready_wait_s = 0.6
+    await h.say("mp", "oWrongSecret", "发货要多久")
+    [(row_id, _, error)] = await h.wait_for(
+        lambda: _when(inbound("oWrongSecret"), lambda rows: rows and rows[0][1] == "received" and rows[0][2]))
+    assert "403" in error and h.agent.received == [] and h.deliveries("mp", "oWrongSecret") == []
+    # fixed (here: the right secret); the sweeper offers the message again
+    h.runtime.relay._headers = {TOKEN_HEADER: RELAY_SECRET}
+    await h.runtime.relay.close()
+    await h.runtime.pipeline.process(row_id)
+    await h.wait_for(lambda: h.deliveries("mp", "oWrongSecret"))
