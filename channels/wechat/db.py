@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Dict, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Dict, Sequence, Tuple, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.engine import async_session, create_sync_engine
@@ -80,11 +81,22 @@ def dialect_name(conn) -> str:
 
 def insert_for(conn, table):
     """The dialect's INSERT (with ON CONFLICT clauses) for the database of a session or connection."""
-    if dialect_name(conn) == "postgresql":
+    return insert_for_dialect(dialect_name(conn), table)
+
+
+def insert_for_dialect(dialect: str, table):
+    """The INSERT (with ON CONFLICT clauses) of the dialect named "postgresql" or "sqlite"."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+def execute_all(conn: Connection, statements: Sequence[Tuple[Executable, Dict[str, Any]]]) -> None:
+    """(statement, parameters) pairs in the caller's transaction."""
+    for statement, parameters in statements:
+        conn.execute(statement, parameters)
 
 
 @contextlib.asynccontextmanager

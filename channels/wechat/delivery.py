@@ -65,13 +65,11 @@ async def reserve_windows(rows: Sequence[Any]) -> List[Optional[str]]:
     return await db.run(windows.take_places, [(row.channel, row.recipient) for row in rows])
 
 
-async def deliver(client: PlatformClient, row: Any, reserved: bool = False, refusal: Optional[str] = None) -> Outcome:
-    """Send one claimed row. `reserved`: its window place was already taken (reserve_windows), with
-    `refusal` the reason it was not granted."""
+async def deliver(client: PlatformClient, row: Any, refusal: Optional[str]) -> Outcome:
+    """Send one claimed row whose window place reserve_windows() has taken; `refusal`: the reason it
+    was not granted (None: granted, or the channel has no window)."""
     governed = windows.governed(row.channel)
     if governed:
-        if not reserved:
-            refusal = await windows.reserve(row.channel, row.recipient)
         if refusal:
             return Outcome("refused", error=refusal)
     elif row.channel == "robot":

@@ -16,13 +16,13 @@ writer, and the platform's rates are far below what one gateway handles.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from sanic import Sanic, response
 
 from bot.log_format import configure
+from bot.service import address, serve
 from bot.settings import get_settings
 
 logger = logging.getLogger("channels.wechat.gateway")
@@ -54,25 +54,15 @@ def create_app(runtime=None, name: str = "siyu_wechat_gateway") -> Sanic:
 
 def main() -> None:
     settings = get_settings()
-    parser = argparse.ArgumentParser(description="Siyu WeChat gateway")
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.wechat_port)
-    args = parser.parse_args()
+    args = address("Siyu WeChat gateway", settings.wechat_port)
     configure(settings.log_level, settings.log_format, process_name="wechat")
-    # SQLite statements run on the driver's thread (aiosqlite): under load that thread would wait up
-    # to the default 5 ms for the GIL at every hand-over while the event loop holds it, and the
-    # connectors' database turns queue behind those waits
+    # database work runs on other threads (channels/wechat/db.run, and aiosqlite's off the hot path):
+    # under load such a thread would wait up to the default 5 ms for the GIL at every hand-over while
+    # the event loop holds it, and the connectors' database turns queue behind those waits
     sys.setswitchinterval(0.0005)
     app = create_app()
-
-    @app.listener("after_server_stop")
-    async def _close_db(_app, _loop):
-        from actions.db.engine import dispose_async_engines
-
-        await dispose_async_engines()
-
     logger.info("wechat gateway on %s:%s, answers from %s", args.host, args.port, settings.rasa_url)
-    app.run(host=args.host, port=args.port, workers=1, access_log=False, motd=False)
+    serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,9 @@ async def find(session: AsyncSession, channel: str, external_id: str) -> Optiona
     return (await session.execute(stmt)).scalars().first()
 
 
-_CUSTOMER_OF = (select(CustomerIdentity.__table__.c.customer_id)
-                .where(CustomerIdentity.__table__.c.channel == bindparam("channel"),
-                       CustomerIdentity.__table__.c.external_id == bindparam("external_id")).limit(1))
-
-
 _I = CustomerIdentity.__table__
+_CUSTOMER_OF = (select(_I.c.customer_id)
+                .where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id")).limit(1))
 _SET_UNIONID = _I.update().where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id"),
                                  _I.c.unionid.is_(None)).values(unionid=bindparam("unionid"))
 _BY_UNIONID = (select(_I.c.customer_id).where(_I.c.unionid == bindparam("unionid")).order_by(_I.c.id).limit(1))

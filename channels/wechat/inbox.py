@@ -98,10 +98,6 @@ def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: Lis
     return ids
 
 
-def _execute(conn: Connection, statement: Executable, parameters: Dict[str, Any]) -> None:
-    conn.execute(statement, parameters)
-
-
 class Inbox:
     def __init__(self, redis_dedup: Optional[RedisDedup] = None) -> None:
         self.redis_dedup = redis_dedup
@@ -163,7 +159,7 @@ class Inbox:
                          "why": (error or None) and error[:256]}
 
     async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
-        await db.run(_execute, *self.finish_statement(row_id, status, error))
+        await db.run(db.execute_all, [self.finish_statement(row_id, status, error)])
 
     async def release_claims(self, worker: str) -> int:
         """At shutdown: rows this worker claimed but did not finish go back to "received", so the next

@@ -102,20 +102,15 @@ async def enqueue(messages: Iterable[OutgoingMessage],
             except IntegrityError:  # inserted by the other side between our look and our insert
                 ids.append(await db.run(_insert_or_find, message))
         if together_with:
-            await db.run(_execute_all, together_with)
+            await db.run(db.execute_all, together_with)
         return ids
 
 
 def _insert_all(conn: Connection, messages: List[OutgoingMessage],
                 together_with: Sequence[Tuple[Executable, Dict[str, Any]]]) -> List[int]:
     ids = [conn.execute(_INSERT, _row(message)).inserted_primary_key[0] for message in messages]
-    _execute_all(conn, together_with)
+    db.execute_all(conn, together_with)
     return ids
-
-
-def _execute_all(conn: Connection, statements: Sequence[Tuple[Executable, Dict[str, Any]]]) -> None:
-    for statement, parameters in statements:
-        conn.execute(statement, parameters)
 
 
 def _insert_or_find(conn: Connection, message: OutgoingMessage) -> int:

@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 from typing import List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from channels.wechat import db
-from channels.wechat.db import dialect_name
+from channels.wechat.db import dialect_name, insert_for_dialect
 from channels.wechat.models import ReplyWindow, now_utc
 
 OUT_OF_WINDOW = "out_of_window"
@@ -58,7 +57,6 @@ def governed(channel: str) -> bool:
     return channel in RULES
 
 
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _W = ReplyWindow.__table__
 # built once: a window is opened for every message received and a place taken for every one sent
 _TAKE_MESSAGE = _W.update().where(
@@ -92,7 +90,7 @@ def _open_statement(dialect: str, kind: str, with_account: bool):
     reset = {stamp: sa.bindparam("at"), count: 0}
     if with_account:
         reset["account"] = sa.bindparam("account")
-    insert = _INSERTS[dialect](ReplyWindow).values(channel=sa.bindparam("ch"), user_id=sa.bindparam("uid"),
+    insert = insert_for_dialect(dialect, ReplyWindow).values(channel=sa.bindparam("ch"), user_id=sa.bindparam("uid"),
                                                    **{"message_sent": 0, "event_sent": 0, **reset})
     return insert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=reset)
 

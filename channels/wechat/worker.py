@@ -90,7 +90,7 @@ class OutboxWorker:
 
     async def _deliver(self, row, refusal: Optional[str]) -> Outcome:
         try:
-            return await deliver(self.client, row, reserved=True, refusal=refusal)
+            return await deliver(self.client, row, refusal)
         except Exception as exc:  # noqa: BLE001 - e.g. the database failed mid-delivery
             logger.exception("outbox delivery crashed", extra={"outbox_id": row.id})
             return Outcome("retry", error=f"internal error: {type(exc).__name__}")
