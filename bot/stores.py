@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional, Text
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from rasa.core.lock_store import InMemoryLockStore, LockStore, RedisLockStore
+from rasa.core.lock_store import LOCK_LIFETIME, InMemoryLockStore, LockStore, RedisLockStore
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
@@ -101,6 +101,37 @@ class SiyuLockStore:
         parts = urlsplit(settings.redis_url)
         db = int(parts.path.lstrip("/") or 0)
         logger.info("redis lock store on %s", masked_url(settings.redis_url))
-        return RedisLockStore(host=parts.hostname or "localhost", port=parts.port or 6379, db=db,
-                              password=parts.password, use_ssl=parts.scheme == "rediss",
-                              key_prefix="siyu", socket_timeout=5)
+        return AtomicRedisLockStore(host=parts.hostname or "localhost", port=parts.port or 6379, db=db,
+                                    password=parts.password, use_ssl=parts.scheme == "rediss",
+                                    key_prefix="siyu", socket_timeout=5)
+
+
+class AtomicRedisLockStore(RedisLockStore):
+    """Rasa's Redis lock store reads a conversation's ticket lock, changes it and writes it back.
+    Two workers doing that at once could both draw the first ticket and answer one conversation
+    side by side (seen as two session starts for one new conversation). Here every such
+    read-modify-write holds a short per-conversation Redis mutex (SET NX with an expiry)."""
+
+    def _mutex(self, conversation_id: Text):
+        # held for a few Redis round trips only; the expiry frees it if a worker dies holding it
+        return self.red.lock(f"{self.key_prefix}mutex:{conversation_id}", timeout=5, sleep=0.001,
+                             blocking_timeout=5)
+
+    def issue_ticket(self, conversation_id: Text, lock_lifetime: float = LOCK_LIFETIME) -> int:
+        with self._mutex(conversation_id):
+            return super().issue_ticket(conversation_id, lock_lifetime)
+
+    def update_lock(self, conversation_id: Text) -> None:
+        with self._mutex(conversation_id):
+            super().update_lock(conversation_id)
+
+    def finish_serving(self, conversation_id: Text, ticket_number: int) -> None:
+        with self._mutex(conversation_id):
+            super().finish_serving(conversation_id, ticket_number)
+
+    def cleanup(self, conversation_id: Text, ticket_number: int) -> None:
+        # finish serving and delete the lock if nobody waits, as one step (the mutex is not re-entrant)
+        with self._mutex(conversation_id):
+            LockStore.finish_serving(self, conversation_id, ticket_number)
+            if not self.is_someone_waiting(conversation_id):
+                self.delete_lock(conversation_id)

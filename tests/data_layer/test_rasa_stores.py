@@ -48,3 +48,36 @@ async def test_lock_store_is_redis_with_redis_url(redis_url, monkeypatch):
     finally:
         monkeypatch.delenv("REDIS_URL")
         reset_settings_cache()
+
+
+def test_two_workers_never_draw_the_same_ticket_for_one_conversation(redis_url, monkeypatch):
+    """Each Rasa worker has its own lock store; they draw tickets for one conversation at the same
+    time (the first messages of a new customer landing on both). Every ticket is drawn once, so
+    only one worker at a time answers the conversation."""
+    import threading
+    import uuid
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    reset_settings_cache()
+    try:
+        workers = [SiyuLockStore(), SiyuLockStore()]
+        conversation = f"im:race-{uuid.uuid4().hex[:8]}"
+        tickets, start = [], threading.Barrier(16)
+
+        def draw(store):
+            start.wait()
+            for _ in range(5):
+                tickets.append(store.issue_ticket(conversation))
+
+        threads = [threading.Thread(target=draw, args=(workers[n % 2],)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(tickets) == list(range(80))
+        for ticket in range(80):
+            workers[ticket % 2].cleanup(conversation, ticket)
+        assert workers[0].get_lock(conversation) is None, "the lock is gone once every ticket is served"
+    finally:
+        monkeypatch.delenv("REDIS_URL")
+        reset_settings_cache()
