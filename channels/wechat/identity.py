@@ -36,8 +36,9 @@ async def find(session: AsyncSession, channel: str, external_id: str) -> Optiona
 _I = CustomerIdentity.__table__
 _CUSTOMER_OF = (select(_I.c.customer_id)
                 .where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id")).limit(1))
-_SET_UNIONID = _I.update().where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id"),
-                                 _I.c.unionid.is_(None)).values(unionid=bindparam("unionid"))
+# (an UPDATE's WHERE parameters must not be named like its table's columns)
+_SET_UNIONID = _I.update().where(_I.c.channel == bindparam("w_channel"), _I.c.external_id == bindparam("w_external_id"),
+                                 _I.c.unionid.is_(None)).values(unionid=bindparam("new_unionid"))
 _BY_UNIONID = (select(_I.c.customer_id).where(_I.c.unionid == bindparam("unionid")).order_by(_I.c.id).limit(1))
 _NEW_CUSTOMER = Customer.__table__.insert().values(external_id=bindparam("external_id"), name=bindparam("name"))
 _NEW_IDENTITY = _I.insert().values(customer_id=bindparam("customer_id"), channel=bindparam("channel"),
@@ -75,7 +76,7 @@ def _resolve(conn: Connection, channel: str, external_id: str, unionid: Optional
     if customer_id is not None:
         if unionid:
             # learnt the unionid only now: later channels can link to this customer
-            conn.execute(_SET_UNIONID, {"channel": channel, "external_id": external_id, "unionid": unionid})
+            conn.execute(_SET_UNIONID, {"w_channel": channel, "w_external_id": external_id, "new_unionid": unionid})
         return customer_id, False, False
     customer_id = customer_by_unionid(conn, unionid) if unionid else None
     linked = customer_id is not None

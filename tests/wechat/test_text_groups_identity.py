@@ -106,6 +106,13 @@ async def test_existing_shop_customer_is_found_by_unionid(wechat_db):
         assert await identity.resolve("wecom_kf", "wmShop", unionid="oUnionShop") == customer.id
 
 
+async def test_an_identity_seen_without_unionid_learns_it_and_a_later_channel_links_to_it(wechat_db):
+    # the platform's unionid lookup failed the first time (or the user was not bound yet)
+    first = await identity.resolve("wecom_kf", "wmLate")
+    assert await identity.resolve("wecom_kf", "wmLate", unionid="oUnionLate") == first
+    assert await identity.resolve("mp", "oMpLate", unionid="oUnionLate") == first, "linked by the learnt unionid"
+
+
 # --- windows --------------------------------------------------------------------------------------------
 async def test_window_reservations(wechat_db):
     assert await windows.reserve("mp", "oW") == windows.OUT_OF_WINDOW
