@@ -69,12 +69,7 @@ class WeChatInput(InputChannel):
         """Store and schedule the messages (before the acknowledgement)."""
         from channels.wechat.pipeline import conversation_id
 
-        for message in messages:
-            conversation = conversation_id(message)
-            # stored already claimed: this process answers it right away
-            row_id = await self.runtime.inbox.accept(message, conversation, claimed_by=self.runtime.worker.name)
-            if row_id is not None:
-                self.runtime.process(row_id, conversation, message, claimed=True)
+        await self.runtime.take_in([(message, conversation_id(message)) for message in messages])
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:

@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Dict, Sequence, Tuple, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.engine import async_session, create_sync_engine
 from bot.settings import get_settings
 
+logger = logging.getLogger("channels.wechat.db")
 T = TypeVar("T")
 _locks: Dict[int, asyncio.Lock] = {}
 _threads: Dict[str, Tuple[Engine, ThreadPoolExecutor]] = {}
@@ -39,14 +42,39 @@ def _database() -> Tuple[Engine, ThreadPoolExecutor]:
     url = settings.sync_database_url
     if url not in _threads:
         threads = 1 if settings.is_sqlite else POSTGRES_THREADS
-        _threads[url] = (create_sync_engine(settings),
+        # no pre-ping: it would add a round trip to every transaction; _in_transaction retries instead
+        _threads[url] = (create_sync_engine(settings, pre_ping=False),
                          ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wechat-db"))
     return _threads[url]
 
 
 def _in_transaction(engine: Engine, fn: Callable[..., T], args: Tuple[Any, ...]) -> T:
-    with engine.begin() as conn:
-        return fn(conn, *args)
+    try:
+        return _attempt(engine, fn, args, stale_is_retried=True)
+    except _StaleConnection:
+        # the pooled connection had died (the database restarted, or an idle connection was cut);
+        # the server rolled back whatever fn had done on it, and SQLAlchemy has discarded the pool's
+        # other old connections: once more, on a fresh connection
+        logger.warning("database connection was closed; transaction repeated on a new connection")
+        return _attempt(engine, fn, args, stale_is_retried=False)
+
+
+class _StaleConnection(Exception):
+    pass
+
+
+def _attempt(engine: Engine, fn: Callable[..., T], args: Tuple[Any, ...], stale_is_retried: bool) -> T:
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            result = fn(conn, *args)
+        except DBAPIError as exc:
+            if exc.connection_invalidated and stale_is_retried:
+                raise _StaleConnection() from exc
+            raise
+        # a connection lost during COMMIT is not retried: the commit may have happened
+        transaction.commit()
+        return result
 
 
 async def run(fn: Callable[..., T], *args: Any) -> T:

@@ -70,13 +70,14 @@ _FINISH = _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
 
 
 def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: List[bool], status: str,
-           claimed_by: Optional[str], together_with: List[Callable[[Connection], None]]) -> List[Optional[int]]:
-    ids: List[Optional[int]] = []
+           claimed_by: Optional[str], together_with: List[Callable[[Connection], None]],
+           prepare: Optional[Callable[[Connection, InboundMessage], Any]]) -> List[Optional[Tuple[int, Any]]]:
+    stored: List[Optional[Tuple[int, Any]]] = []
     now = now_utc()
     insert = _insert_new(conn)
     for (message, conversation_id), new in zip(items, fresh):
         if not new:
-            ids.append(None)
+            stored.append(None)
             continue
         values = dict(channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
                       payload=message.to_json(), status=status, attempts=0, received_at=now, claimed_by=None,
@@ -86,16 +87,16 @@ def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: Lis
         result = conn.execute(insert, values)
         if result.rowcount != 1:
             logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
-            ids.append(None)
+            stored.append(None)
             continue
         row_id = (result.inserted_primary_key or [None])[0]
         if row_id is None:
             row_id = conn.execute(sa.select(_T.c.id).where(_T.c.channel == message.channel,
                                                            _T.c.dedup_key == message.dedup_key[:160])).scalar_one()
-        ids.append(row_id)
+        stored.append((row_id, prepare(conn, message) if prepare else None))
     for step in together_with:
         step(conn)
-    return ids
+    return stored
 
 
 class Inbox:
@@ -115,6 +116,17 @@ class Inbox:
         """accept() for several messages (a 微信客服 page) in one transaction, committed with
         `together_with` (functions of the connection, e.g. saving the page's cursor); None for each
         duplicate."""
+        stored = await self.accept_prepared(items, status, claimed_by, together_with)
+        return [s[0] if s else None for s in stored]
+
+    async def accept_prepared(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
+                              claimed_by: Optional[str] = None,
+                              together_with: Sequence[Callable[[Connection], None]] = (),
+                              prepare: Optional[Callable[[Connection, InboundMessage], Any]] = None
+                              ) -> List[Optional[Tuple[int, Any]]]:
+        """accept_many(), also running prepare(connection, message) for each new message in the same
+        transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
+        what prepare returned) for each new message, None for each duplicate."""
         fresh: List[bool] = []
         for message, _ in items:
             first = None
@@ -124,7 +136,7 @@ class Inbox:
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
             fresh.append(first is not False)
         try:
-            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with))
+            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare)
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None:

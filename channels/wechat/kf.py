@@ -114,11 +114,7 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             # entering the session: recorded, not answered
             await runtime.inbox.accept_many(ignore, status="ignored")
         if answer or save_cursor:
-            ids = await runtime.inbox.accept_many(answer, claimed_by=runtime.worker.name, together_with=save_cursor)
-            for (message, conversation), row_id in zip(answer, ids):
-                if row_id is not None:
-                    accepted.append(row_id)
-                    runtime.process(row_id, conversation, message, claimed=True)
+            accepted += await runtime.take_in(answer, together_with=save_cursor)
         cursor = next_cursor
         cursors_cache[open_kfid] = cursor
         if not page.get("has_more"):

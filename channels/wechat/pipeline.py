@@ -5,8 +5,11 @@ twice after a crash is still answered once)."""
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from sqlalchemy.engine import Connection
 
@@ -25,6 +28,10 @@ OUTBOUND_CHANNEL = {"wecom_kf": "wecom_kf", "mp": "mp", "mini": "mini", "group":
 # Official Account follow: greet the new follower (the follow opens a short reply window)
 GREET_EVENTS = {("mp", "subscribe")}
 GREET_PAYLOAD = "/greet"
+# messages stored together (one 微信客服 page) are prepared before any is answered: the first one of a
+# new user creates the customer, the others find it here instead of asking the platform again
+RECENT_CUSTOMER_S = 60.0
+RECENT_CUSTOMERS_KEPT = 10_000
 
 
 def conversation_id(message: InboundMessage) -> str:
@@ -33,6 +40,26 @@ def conversation_id(message: InboundMessage) -> str:
         # customer's orders in front of the whole group
         return f"group:{message.account}:{message.user_id}"
     return f"{message.channel}:{message.user_id}"
+
+
+# the connectors whose users have a reply window and a customer identity (not groups)
+ONE_ON_ONE = ("wecom_kf", "mp", "mini")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the transaction that stored a message already did: the user's reply window is open, and
+    this is the customer behind them (None: someone not seen yet)."""
+    customer_id: Optional[int]
+
+
+def prepare(conn: Connection, message: InboundMessage) -> Optional[Prepared]:
+    """Run in the inbox's store transaction for each message this process answers (see
+    Inbox.accept_prepared): the user's message opens their reply window, and the customer behind
+    them is looked up, in the same commit as the message."""
+    if message.channel not in ONE_ON_ONE:
+        return None
+    return Prepared(_user_wrote(conn, message))
 
 
 def _user_wrote(conn: Connection, message: InboundMessage) -> Optional[int]:
@@ -45,15 +72,20 @@ def _user_wrote(conn: Connection, message: InboundMessage) -> Optional[int]:
 class Pipeline:
     def __init__(self, runtime) -> None:
         self.runtime = runtime
+        # identities this process created lately: (channel, user id) -> (customer id, when)
+        self._new_customers: "OrderedDict[Tuple[str, str], Tuple[int, float]]" = OrderedDict()
 
-    async def process(self, row_id: int, message: Optional[InboundMessage] = None, claimed: bool = False) -> None:
+    async def process(self, row_id: int, message: Optional[InboundMessage] = None, claimed: bool = False,
+                      prepared: Optional[Prepared] = None) -> None:
+        """Answer an inbox row. `claimed`: stored already claimed by this process, with `message`;
+        `prepared`: what its store transaction did (prepare())."""
         rt = self.runtime
         if not claimed or message is None:
             message = await rt.inbox.claim(row_id, rt.worker.name, message)
         if message is None:
             return  # another task or process has it, or it is done
         try:
-            if not await self._handle(row_id, message):
+            if not await self._handle(row_id, message, prepared):
                 await rt.inbox.finish(row_id, "ignored")
         except RasaNotReady as exc:
             # nothing was answered: the sweeper offers it again later
@@ -64,12 +96,14 @@ class Pipeline:
                                                                       "channel": message.channel})
             await rt.inbox.finish(row_id, "failed", f"{type(exc).__name__}: {exc}")
 
-    async def _handle(self, row_id: int, message: InboundMessage) -> bool:
+    async def _handle(self, row_id: int, message: InboundMessage, prepared: Optional[Prepared]) -> bool:
         rt = self.runtime
         conversation = conversation_id(message)
         customer_id = None
-        if message.channel in ("wecom_kf", "mp", "mini"):
-            customer_id = await db.run(_user_wrote, message)
+        if message.channel in ONE_ON_ONE:
+            # a row the sweeper found (nothing prepared, or prepared by a process that died) opens
+            # the window again: nothing was sent for it yet in the common case
+            customer_id = prepared.customer_id if prepared else await db.run(_user_wrote, message)
             if customer_id is None:
                 customer_id = await self._new_customer(message)
         turn = self._turn(message, conversation)
@@ -116,8 +150,17 @@ class Pipeline:
         return cleaned.text, not cleaned.empty
 
     async def _new_customer(self, message: InboundMessage) -> Optional[int]:
+        key = (message.channel, message.user_id)
+        recent = self._new_customers.get(key)
+        if recent is not None and time.monotonic() - recent[1] < RECENT_CUSTOMER_S:
+            # a first contact's second message, stored (and prepared) before its first was answered
+            return recent[0]
         unionid = await self._unionid(message)  # a platform call: outside any database transaction
-        return await identity.resolve(message.channel, message.user_id, unionid)
+        customer_id = await identity.resolve(message.channel, message.user_id, unionid)
+        self._new_customers[key] = (customer_id, time.monotonic())
+        if len(self._new_customers) > RECENT_CUSTOMERS_KEPT:
+            self._new_customers.popitem(last=False)
+        return customer_id
 
     async def _unionid(self, message: InboundMessage) -> Optional[str]:
         """Asked of the platform once, for a user seen for the first time (mini-program pushes carry

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any, Coroutine, Dict, Optional, Set
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Set, Tuple
 
 from bot.settings import get_settings
 from channels.wechat import db
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
 from channels.wechat.inbox import Inbox, RedisDedup
-from channels.wechat.pipeline import Pipeline
+from channels.wechat.pipeline import Pipeline, Prepared, prepare
 from channels.wechat.relay_client import RelayClient
 from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
 from channels.wechat.worker import OutboxWorker
@@ -109,10 +109,26 @@ class WeChatRuntime:
         task.add_done_callback(_log_failure)
         return task
 
-    def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False) -> None:
+    async def take_in(self, items: Sequence[Tuple[Any, str]],
+                      together_with: Sequence[Callable[[Any], None]] = ()) -> List[int]:
+        """Store (message, conversation id) pairs to answer, already claimed by this process, with
+        their reply windows opened and their customers looked up in the same transaction (plus
+        `together_with`); then answer each new one in the background. The new rows' ids."""
+        stored = await self.inbox.accept_prepared(items, claimed_by=self.worker.name, together_with=together_with,
+                                                  prepare=prepare)
+        accepted = []
+        for (message, conversation), new in zip(items, stored):
+            if new is not None:
+                row_id, prepared = new
+                accepted.append(row_id)
+                self.process(row_id, conversation, message, claimed=True, prepared=prepared)
+        return accepted
+
+    def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False,
+                prepared: Optional[Prepared] = None) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
         `claimed`: the row was stored already claimed by this worker (with its message)."""
-        self.spawn_tracked(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed)))
+        self.spawn_tracked(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed, prepared)))
 
     async def _in_order(self, conversation_id: str, coro: Coroutine) -> None:
         # the conversation lock is taken first thing (asyncio locks are FIFO), so tasks queue in the

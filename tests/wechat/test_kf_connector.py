@@ -101,6 +101,23 @@ async def test_non_text_message_and_empty_text_reach_rasa_as_empty_message(harne
     assert {m.text for m in harness.agent.received} == {"/empty_message"}
 
 
+async def test_a_new_users_messages_on_one_page_make_one_customer_and_one_unionid_lookup(harness):
+    # two messages before the doorbell: one sync_msg page carries both
+    harness.platform.kf_user_message("wmErin", "你好")
+    await harness.say("kf", "wmErin", "怎么开发票")
+    await harness.wait_for(lambda: len(harness.deliveries("kf", "wmErin")) >= 2)
+    await harness.settle()
+    assert [d["content"]["content"] for d in harness.deliveries("kf", "wmErin")] == ["收到：你好", "收到：怎么开发票"]
+    lookups = [r for r in harness.platform.requests if r["api"] == "kf/customer/batchget"]
+    assert len(lookups) == 1
+    async with async_session() as session:
+        identities = (await session.execute(sa.select(CustomerIdentity).where(
+            CustomerIdentity.external_id == "wmErin"))).scalars().all()
+        customers = {row.customer_id for row in (await session.execute(sa.select(OutboxMessage).where(
+            OutboxMessage.recipient == "wmErin"))).scalars()}
+    assert len(identities) == 1 and customers == {identities[0].customer_id}
+
+
 async def test_not_configured_connector_answers_503(harness):
     harness.runtime.config.mini = None
     async with aiohttp.ClientSession() as http:
