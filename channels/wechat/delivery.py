@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
 from channels.wechat.db import session as async_session
-from channels.wechat import db, windows
+from channels.wechat import db, outbox, windows
 from channels.wechat.api import PlatformClient, PlatformError
 from channels.wechat.models import MassSendTask, RobotSend, WeChatGroup, now_utc
 from channels.wechat.outbox import IDEMPOTENT_CHANNELS
@@ -63,6 +63,15 @@ async def reserve_windows(rows: Sequence[Any]) -> List[Optional[str]]:
     if not any(windows.governed(row.channel) for row in rows):
         return [None] * len(rows)
     return await db.run(windows.take_places, [(row.channel, row.recipient) for row in rows])
+
+
+def enqueue_and_reserve(conn, messages: Sequence[Any], claim_id: str, together_with: Sequence[Any] = ()
+                        ) -> Tuple[List[Any], List[Optional[str]], bool]:
+    """outbox.insert_claiming_first, with the claimed rows' reply-window places taken in the same
+    transaction: (claimed rows, their refusals as reserve_windows() gives them, whether any row was
+    held back)."""
+    rows, held_back = outbox.insert_claiming_first(conn, list(messages), claim_id, together_with)
+    return rows, windows.take_places(conn, [(row.channel, row.recipient) for row in rows]), held_back
 
 
 async def deliver(client: PlatformClient, row: Any, refusal: Optional[str]) -> Outcome:

@@ -113,10 +113,50 @@ def _insert_all(conn: Connection, messages: List[OutgoingMessage],
     return ids
 
 
+_ACTIVE_TO = sa.select(_T.c.id).where(_T.c.channel == sa.bindparam("ch"), _T.c.recipient == sa.bindparam("rcpt"),
+                                      _T.c.status.in_(ACTIVE)).limit(1)
+
+
+def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], claim_id: str,
+                          together_with: Sequence[Tuple[Executable, Dict[str, Any]]] = ()) -> Tuple[List[Any], bool]:
+    """Store messages like enqueue(), in the caller's transaction, with the first message to each
+    recipient stored already claimed by `claim_id` when it may go now (nothing earlier to that
+    recipient is still pending or sending, and it is not scheduled for later): its sender need not
+    wait for a claim cycle. (The claimed rows as claim() returns them, whether any row was held back
+    behind an earlier one.) Raises IntegrityError for a key already enqueued."""
+    now = now_utc()
+    claimed: List[Any] = []
+    held_back = False
+    free: Dict[Tuple[str, str], bool] = {}
+    for message in messages:
+        values = _row(message)
+        target = (message.channel, message.recipient)
+        if target not in free:
+            free[target] = conn.execute(_ACTIVE_TO, {"ch": message.channel, "rcpt": message.recipient}).first() is None
+        if free[target] and (message.not_before is None or message.not_before <= now):
+            free[target] = False  # the rest to this recipient follow once this one is settled
+            values.update(status="sending", claimed_by=claim_id, claimed_at=now, attempts=1)
+            row_id = conn.execute(_INSERT, values).inserted_primary_key[0]
+            claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id)))
+        else:
+            held_back = True
+            conn.execute(_INSERT, values)
+    db.execute_all(conn, together_with)
+    return claimed, held_back
+
+
+_EMPTY_RECORD = {column.name: None for column in _T.columns}
+
+
 def _insert_or_find(conn: Connection, message: OutgoingMessage) -> int:
     key = message.idempotency_key[:64]
     found = conn.execute(sa.select(_T.c.id).where(_T.c.idempotency_key == key)).scalar()
     return found if found is not None else conn.execute(_INSERT, _row(message)).inserted_primary_key[0]
+
+
+def claim_id(worker: str) -> str:
+    """A claim's id: which worker, and which of its claims (a row settles only under its own claim)."""
+    return f"{worker}:{uuid.uuid4().hex[:8]}"
 
 
 async def claim(worker: str, limit: int = 32) -> Tuple[List[Any], bool]:
@@ -124,7 +164,7 @@ async def claim(worker: str, limit: int = 32) -> Tuple[List[Any], bool]:
     The rows come back as plain records (the columns as attributes), already showing the claim,
     with whether more rows are due (held back behind an earlier row to their recipient, or over
     the limit), so the caller knows whether to look again at once."""
-    return await db.run(_claim, f"{worker}:{uuid.uuid4().hex[:8]}", limit)
+    return await db.run(_claim, claim_id(worker), limit)
 
 
 def _claim(conn: Connection, claim_id: str, limit: int) -> Tuple[List[Any], bool]:

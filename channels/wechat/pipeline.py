@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from bot.settings import get_settings
 from channels import inbound_text
-from channels.wechat import db, identity, outbox, windows
+from channels.wechat import db, identity, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
 from channels.wechat.output import reply_texts, text_messages
@@ -115,9 +115,8 @@ class Pipeline:
         outgoing = text_messages(replies, channel=OUTBOUND_CHANNEL[message.channel], recipient=recipient,
                                  key_prefix=f"wxin{row_id}", account=message.account if message.channel == "wecom_kf"
                                  else None, conversation_id=conversation, customer_id=customer_id, mention=mention)
-        # the replies and "answered" in one commit
-        await outbox.enqueue(outgoing, together_with=[rt.inbox.finish_statement(row_id, "done")])
-        rt.worker.wake()
+        # the replies and "answered" in one commit; sent right away
+        await rt.worker.send_now(outgoing, together_with=[rt.inbox.finish_statement(row_id, "done")])
         logger.info("wechat message answered", extra={"inbound_id": row_id, "channel": message.channel,
                                                       "replies": len(outgoing)})
         return True

@@ -9,11 +9,13 @@ import os
 import socket
 import time
 import uuid
-from typing import Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from channels.wechat import outbox
+from sqlalchemy.exc import IntegrityError
+
+from channels.wechat import db, outbox
 from channels.wechat.api import PlatformClient
-from channels.wechat.delivery import Outcome, deliver, reserve_windows
+from channels.wechat.delivery import Outcome, deliver, enqueue_and_reserve, reserve_windows
 
 logger = logging.getLogger("channels.wechat.worker")
 MAINTENANCE_EVERY_S = 30.0
@@ -35,9 +37,57 @@ class OutboxWorker:
         self._task: Optional[asyncio.Task] = None
         self._stopping = False
         self.sent = 0
+        self._settling: List[Tuple[List[outbox.Settlement], asyncio.Future]] = []
+        self._settler: Optional[asyncio.Future] = None
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def send_now(self, messages: Sequence[outbox.OutgoingMessage],
+                       together_with: Sequence[Tuple[Any, Dict[str, Any]]] = ()) -> None:
+        """Queue messages (committed with `together_with`) and send those that may go at once right
+        here, without waiting for a claim cycle: queueing, claiming and taking the window places is
+        one transaction, and the outcomes are recorded together with other sends that end meanwhile.
+        Raises only if nothing was queued; after that, a failure is the outbox's to recover."""
+        try:
+            rows, refusals, held_back = await db.run(enqueue_and_reserve, messages, outbox.claim_id(self.name),
+                                                     together_with)
+        except IntegrityError:
+            # queued before (a message answered again after a crash): the outbox keeps one of each
+            await outbox.enqueue(messages, together_with)
+            self.wake()
+            return
+        try:
+            outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
+            await self._settle([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
+        except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
+            logger.exception("outbox direct send failed", extra={"outbox_ids": [row.id for row in rows]})
+        if held_back:
+            self.wake()  # the rest follow through the claim cycle, now that the first ones are settled
+
+    async def _settle(self, settlements: List[outbox.Settlement]) -> None:
+        """Group commit: settlements arriving while one transaction records others go into the next."""
+        if not settlements:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._settling.append((settlements, done))
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.ensure_future(self._settle_pending())
+        await done
+
+    async def _settle_pending(self) -> None:
+        while self._settling:
+            batch, self._settling = self._settling, []
+            try:
+                await outbox.settle_many([s for settlements, _ in batch for s in settlements])
+            except Exception as exc:  # noqa: BLE001 - each waiter learns it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     def start(self) -> None:
         if self._task is None or self._task.done():

@@ -223,3 +223,37 @@ async def test_answer_lost_after_delivery(wechat_db, no_redis, channel):
         assert row.status == ("sent" if channel == "kf" else "unknown")
     finally:
         await h.stop()
+
+
+async def test_a_reply_is_sent_in_the_answering_task_without_a_claim_cycle(harness):
+    await harness.runtime.worker.stop()  # no polling sender: only the direct path can send it
+    await harness.say("mp", "oDirect", "在吗")
+    await harness.wait_for(lambda: harness.deliveries("mp", "oDirect"))
+    [row] = await rows(recipient="oDirect")
+    assert row.status == "sent" and row.attempts == 1
+
+
+async def test_a_reply_waits_behind_an_earlier_message_to_the_same_user(harness):
+    await harness.runtime.worker.stop()
+    harness.platform.user_acted("mp", "oQueue")
+    await windows.user_acted("mp", "oQueue")
+    await outbox.enqueue([OutgoingMessage("mp", "oQueue", "text", {"text": {"content": "您的订单已发货"}})])
+    await harness.say("mp", "oQueue", "好的")
+    await harness.settle(0.5)
+    assert not harness.deliveries("mp", "oQueue"), "the reply is held back behind the pending notice"
+    harness.runtime.worker.start()
+    await harness.wait_for(lambda: len(harness.deliveries("mp", "oQueue")) == 2)
+    assert [d["content"]["content"] for d in harness.deliveries("mp", "oQueue")] == ["您的订单已发货", "收到：好的"]
+
+
+async def test_replies_queued_twice_after_a_crash_are_sent_once(harness):
+    harness.platform.user_acted("mp", "oTwice")
+    await windows.user_acted("mp", "oTwice")
+    replies = [OutgoingMessage("mp", "oTwice", "text", {"text": {"content": f"第{n}段"}},
+                               idempotency_key=f"wxin-twice-{n}") for n in range(2)]
+    await harness.runtime.worker.send_now(replies)
+    await harness.runtime.worker.send_now(replies)  # the same inbox row answered again
+    await harness.wait_for(lambda: len(harness.deliveries("mp", "oTwice")) == 2)
+    await harness.settle(1.0)
+    assert [d["content"]["content"] for d in harness.deliveries("mp", "oTwice")] == ["第0段", "第1段"]
+    assert [r.status for r in await rows(recipient="oTwice")] == ["sent", "sent"]
