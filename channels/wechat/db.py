@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Dict, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -101,17 +101,6 @@ def _sqlite_lock() -> asyncio.Lock:
     return lock
 
 
-def dialect_name(conn) -> str:
-    """"postgresql" or "sqlite", for an async session or a connection."""
-    bind = getattr(conn, "bind", None)
-    return (bind.dialect if bind is not None else conn.dialect).name
-
-
-def insert_for(conn, table):
-    """The dialect's INSERT (with ON CONFLICT clauses) for the database of a session or connection."""
-    return insert_for_dialect(dialect_name(conn), table)
-
-
 def insert_for_dialect(dialect: str, table):
     """The INSERT (with ON CONFLICT clauses) of the dialect named "postgresql" or "sqlite"."""
     if dialect == "postgresql":
@@ -125,6 +114,47 @@ def execute_all(conn: Connection, statements: Sequence[Tuple[Executable, Dict[st
     """(statement, parameters) pairs in the caller's transaction."""
     for statement, parameters in statements:
         conn.execute(statement, parameters)
+
+
+class Precompiled:
+    """A hot-path statement that SQLAlchemy 1.4 would compile again on every execution (it cannot
+    cache the dialects' INSERT .. ON CONFLICT, which measured ~7 % of the gateway's CPU), compiled
+    once per dialect instead and run with exec_driver_sql; its parameters go through the columns'
+    types exactly as SQLAlchemy would send them."""
+
+    def __init__(self, build: Callable[[str], Executable], column_keys: Optional[Sequence[str]] = None) -> None:
+        self._build = build  # dialect name -> statement
+        self._column_keys = list(column_keys) if column_keys is not None else None
+        self._compiled: Dict[str, Tuple[Any, str, Optional[List[str]], Dict[str, Callable]]] = {}
+
+    def _for(self, dialect) -> Tuple[Any, str, Optional[List[str]], Dict[str, Callable]]:
+        entry = self._compiled.get(dialect.name)
+        if entry is None:
+            compiled = self._build(dialect.name).compile(dialect=dialect, column_keys=self._column_keys)
+            if compiled.insert_prefetch or compiled.update_prefetch:
+                # column defaults computed in Python are filled in by SQLAlchemy's execution, not here
+                raise ValueError("a precompiled statement must be given every column that has a Python default")
+            processors = {name: processor for name, processor in (
+                (name, bind.type.bind_processor(dialect)) for bind, name in compiled.bind_names.items())
+                if processor is not None}
+            order = list(compiled.positiontup) if compiled.positional else None
+            entry = self._compiled[dialect.name] = (compiled, compiled.string, order, processors)
+        return entry
+
+    def execute(self, conn: Connection, params: Dict[str, Any]):
+        compiled, sql, order, processors = self._for(conn.dialect)
+        values = compiled.construct_params(params)
+        for name, processor in processors.items():
+            values[name] = processor(values[name])
+        return conn.exec_driver_sql(sql, tuple(values[name] for name in order) if order is not None else values)
+
+    def inserted_id(self, conn: Connection, result) -> Optional[int]:
+        """The primary key an INSERT of one row created (None if it inserted nothing)."""
+        if result.rowcount != 1:
+            return None
+        if self._for(conn.dialect)[0].returning:
+            return result.scalar()
+        return result.lastrowid
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
 from channels.wechat import db
-from channels.wechat.db import dialect_name, insert_for, session as async_session
+from channels.wechat.db import insert_for_dialect, session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
@@ -52,17 +52,12 @@ class RedisDedup:
 
 
 _T = InboundMessageRow.__table__
-_INSERT_NEW: Dict[str, Executable] = {}
-
-
-def _insert_new(conn) -> Executable:
-    """INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that
-    would end the transaction of the other messages (built once per dialect: every message is one)."""
-    dialect = dialect_name(conn)
-    if dialect not in _INSERT_NEW:
-        _INSERT_NEW[dialect] = insert_for(conn, InboundMessageRow).on_conflict_do_nothing(
-            index_elements=["channel", "dedup_key"])
-    return _INSERT_NEW[dialect]
+_STORED_COLUMNS = ["channel", "dedup_key", "conversation_id", "payload", "status", "attempts", "received_at",
+                   "claimed_by", "claimed_at"]
+# INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that would
+# end the transaction of the other messages (every message received is one)
+_INSERT_NEW = db.Precompiled(lambda dialect: insert_for_dialect(dialect, InboundMessageRow).on_conflict_do_nothing(
+    index_elements=["channel", "dedup_key"]), column_keys=_STORED_COLUMNS)
 
 
 _FINISH = _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
@@ -74,7 +69,6 @@ def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: Lis
            prepare: Optional[Callable[[Connection, InboundMessage], Any]]) -> List[Optional[Tuple[int, Any]]]:
     stored: List[Optional[Tuple[int, Any]]] = []
     now = now_utc()
-    insert = _insert_new(conn)
     for (message, conversation_id), new in zip(items, fresh):
         if not new:
             stored.append(None)
@@ -84,15 +78,11 @@ def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: Lis
                       claimed_at=None)
         if claimed_by and status == "received":
             values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
-        result = conn.execute(insert, values)
-        if result.rowcount != 1:
+        row_id = _INSERT_NEW.inserted_id(conn, _INSERT_NEW.execute(conn, values))
+        if row_id is None:
             logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
             stored.append(None)
             continue
-        row_id = (result.inserted_primary_key or [None])[0]
-        if row_id is None:
-            row_id = conn.execute(sa.select(_T.c.id).where(_T.c.channel == message.channel,
-                                                           _T.c.dedup_key == message.dedup_key[:160])).scalar_one()
         stored.append((row_id, prepare(conn, message) if prepare else None))
     for step in together_with:
         step(conn)

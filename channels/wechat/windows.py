@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from channels.wechat import db
-from channels.wechat.db import dialect_name, insert_for_dialect
+from channels.wechat.db import insert_for_dialect
 from channels.wechat.models import ReplyWindow, now_utc
 
 OUT_OF_WINDOW = "out_of_window"
@@ -79,13 +79,12 @@ def open_window(conn: Connection, channel: str, user_id: str, kind: str = "messa
                 at: Optional[datetime] = None, account: Optional[str] = None) -> None:
     """A user message (kind=message) or event (kind=event) opens a fresh window. One statement:
     insert the window, or reset it if the user has one."""
-    conn.execute(_open_statement(dialect_name(conn), kind, bool(account)),
-                 {"ch": channel, "uid": user_id, "at": at or now_utc(), "account": account})
+    _OPEN[(kind, bool(account))].execute(conn, {"ch": channel, "uid": user_id, "at": at or now_utc(),
+                                                "account": account})
 
 
-@functools.lru_cache(maxsize=None)
 def _open_statement(dialect: str, kind: str, with_account: bool):
-    """The upsert for each dialect / kind / account combination, built once (one per message received)."""
+    """The upsert for a dialect / kind / account combination."""
     stamp, count = ("message_at", "message_sent") if kind == "message" else ("event_at", "event_sent")
     reset = {stamp: sa.bindparam("at"), count: 0}
     if with_account:
@@ -93,6 +92,11 @@ def _open_statement(dialect: str, kind: str, with_account: bool):
     insert = insert_for_dialect(dialect, ReplyWindow).values(channel=sa.bindparam("ch"), user_id=sa.bindparam("uid"),
                                                    **{"message_sent": 0, "event_sent": 0, **reset})
     return insert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=reset)
+
+
+# one per kind / account combination, compiled once per dialect (one runs for every message received)
+_OPEN = {(kind, with_account): db.Precompiled(functools.partial(_open_statement, kind=kind, with_account=with_account))
+         for kind in ("message", "event") for with_account in (False, True)}
 
 
 def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],

@@ -63,3 +63,24 @@ async def test_shutdown_hands_back_only_its_own_unfinished_claims(wechat_db, no_
     assert await inbox.release_claims("worker-a") == 1
     assert await rows() == [("m1", "done", "worker-a"), ("m2", "received", "worker-a"),
                             ("m3", "processing", "worker-b")]
+
+
+async def test_rows_written_by_the_precompiled_insert_read_back_like_any_other(wechat_db, no_redis):
+    """The inbox INSERT is compiled once and sent with exec_driver_sql: its datetimes and JSON must be
+    stored as SQLAlchemy stores them, or time comparisons (the sweeper's) and reads go wrong."""
+    from datetime import timedelta
+
+    from channels.wechat import inbox as inbox_module
+    from channels.wechat.models import now_utc
+
+    inbox = Inbox()
+    row_id = await inbox.accept(*kf_message("m1", text="发货了吗？ 'x'); --"))
+    assert await inbox.missed() == [], "received just now: not missed yet"
+    async with async_session() as session:
+        row = await session.get(InboundMessageRow, row_id)
+        assert abs(row.received_at - now_utc()) < timedelta(seconds=5)
+        assert row.payload["text"] == "发货了吗？ 'x'); --"
+        await session.execute(sa.update(InboundMessageRow).values(
+            received_at=row.received_at - inbox_module.MISSED_AFTER - timedelta(seconds=1)))
+        await session.commit()
+    assert [r for r, _ in await inbox.missed()] == [row_id]
