@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import re
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,9 +17,21 @@ HEADER = (
 )
 
 
+def speed_reference_ms() -> float:
+    """A fixed pure-Python loop (best of 5): how fast this machine was at the time, so that runs of
+    different days (the VM's speed varies) can be told apart from changes of the code."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(range(1_000_000))
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def machine_line() -> str:
     return (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
-            f"{round(psutil.virtual_memory().total / 2**30)} GiB RAM, Python {platform.python_version()}")
+            f"{round(psutil.virtual_memory().total / 2**30)} GiB RAM, Python {platform.python_version()}; "
+            f"speed reference sum(range(10**6)) {speed_reference_ms():.1f} ms")
 
 
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
