@@ -12,7 +12,7 @@ Measured per path (微信客服 kf, Official Account mp, web IM):
 The sandbox runs in this process (its clock and the load generator's are the same); the platform's
 callback retries (5 s timeout, 3 retries) are on, so an overloaded bot would see duplicates.
 
-    .venv/bin/python bench/wechat_bench.py [--rates 10,20,30,40,50,60] [--seconds 10] [--latency-messages 150] [--paths im,kf]
+    .venv/bin/python bench/wechat_bench.py [--scaled] [--rates 30,35,40] [--seconds 10] [--latency-messages 150] [--paths im,kf]
 """
 from __future__ import annotations
 
@@ -390,7 +390,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="10,20,25,30,40,50,60,80")
+    # 5 messages/s steps: with 10 the ratio between two paths could only move in steps of 8-10 %
+    parser.add_argument("--rates", default=",".join(str(rate) for rate in range(30, 205, 5)))
     parser.add_argument("--scaled", action="store_true",
                         help="PostgreSQL + Redis + 2 Rasa workers instead of the defaults (section wechat-scaled)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
