@@ -108,8 +108,11 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             else:
                 (ignore if message.msg_type == "event" else answer).append((message, conversation_id(message)))
         next_cursor = page.get("next_cursor") or cursor
+        # saved with the page's messages; the cursor after an empty page (frequent under load: one
+        # pull often takes the messages of the next doorbells too) waits in memory for the next page
+        # that stores something, as a restart from the older one repeats nothing and skips nothing
         save_cursor = [functools.partial(cursors.save_in, open_kfid=open_kfid, cursor=next_cursor)] \
-            if next_cursor != cursor else []
+            if next_cursor != cursor and (answer or ignore) else []
         if ignore:
             # entering the session: recorded, not answered
             await runtime.inbox.accept_many(ignore, status="ignored")
