@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import aiohttp
 
@@ -176,19 +176,14 @@ class Bench:
             tasks.append(asyncio.create_task(self.one(path, users[i % len(users)], TEXTS[i % len(TEXTS)])))
         results = await asyncio.gather(*tasks)
         cpu_after = self.product.cpu_s()
-        cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(total, 1) for k in cpu_after}
+        cpu_ms = per_message(cpu_before, cpu_after, total)
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
-        sent = defaultdict(int)
+        sent: Dict[str, int] = defaultdict(int)
         for i in range(total):
             sent[users[i % len(users)]] += 1
-        if path == "im":
-            lost = sum(1 for r in results if r["latency_ms"] is None)
-            duplicated = 0
-        else:
-            got = {u: self.delivered[f"{path}:{u}"] - before[u] for u in users}
-            lost = sum(max(sent[u] - got[u], 0) for u in users)
-            duplicated = sum(max(got[u] - sent[u], 0) for u in users)
+        lost, duplicated = self.lost_and_duplicated(path, users, sent, before,
+                                                    sum(1 for r in results if r["latency_ms"] is None))
         latencies = [r["latency_ms"] for r in results if r["latency_ms"] is not None]
         acks = [r["ack_ms"] for r in results if r["ack_ms"] is not None]
         return {"path": path, "rate": rate, "messages": total, "lost": lost, "duplicated": duplicated,
@@ -224,14 +219,18 @@ class Bench:
         total = sum(sent.values())
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
-        if path == "im":
-            lost, duplicated = unanswered, 0
-        else:
-            got = {u: self.delivered[f"{path}:{u}"] - before[u] for u in users}
-            lost = sum(max(sent[u] - got[u], 0) for u in users)
-            duplicated = sum(max(got[u] - sent[u], 0) for u in users)
+        lost, duplicated = self.lost_and_duplicated(path, users, sent, before, unanswered)
         return {"path": path, "rate": total / elapsed, "messages": total, "lost": lost, "duplicated": duplicated,
-                "cpu_ms": {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(total, 1) for k in cpu_after}}
+                "cpu_ms": per_message(cpu_before, cpu_after, total)}
+
+    def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
+                            unanswered: int) -> Tuple[int, int]:
+        """IM: the requests that got no answer (a synchronous webhook cannot answer twice); WeChat:
+        per user, replies that did not reach the sandbox and replies beyond one per message."""
+        if path == "im":
+            return unanswered, 0
+        got = {u: self.delivered[f"{path}:{u}"] - before[u] for u in users}
+        return (sum(max(sent[u] - got[u], 0) for u in users), sum(max(got[u] - sent[u], 0) for u in users))
 
     def check_alive(self) -> None:
         if not self.product.alive():
@@ -272,6 +271,11 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
         env["REDIS_URL"] = redis_url
     subprocess.run([PY, "-m", "bot", "seed-demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     return env
+
+
+def per_message(cpu_before: Dict[str, float], cpu_after: Dict[str, float], messages: int) -> Dict[str, float]:
+    """CPU milliseconds per message of each process kind between two cpu_s() readings."""
+    return {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(messages, 1) for k in cpu_after}
 
 
 def cpu_cell(cpu: Dict[str, float]) -> str:

@@ -114,9 +114,9 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
         save_cursor = [functools.partial(cursors.save_in, open_kfid=open_kfid, cursor=next_cursor)] \
             if next_cursor != cursor and (answer or ignore) else []
         if ignore:
-            # entering the session: recorded, not answered
-            await runtime.inbox.accept_many(ignore, status="ignored")
-        if answer or save_cursor:
+            # entering the session: recorded, not answered (the cursor goes with the page's last store)
+            await runtime.inbox.accept_many(ignore, status="ignored", together_with=[] if answer else save_cursor)
+        if answer:
             accepted += await runtime.take_in(answer, together_with=save_cursor)
         cursor = next_cursor
         cursors_cache[open_kfid] = cursor

@@ -2,7 +2,8 @@
 
 Waiting is safe, repeating is not: while Rasa is starting (503), cannot be reached (connection
 refused, e.g. during a restart) or refuses the gateway's secret (403, a setup mistake) the turn has
-not been seen, so it is tried again until `ready_wait_s` and then left in the inbox for the sweeper; a turn that was sent but not answered in time may have been handled, so it is not
+not been seen, so it is tried again until `ready_wait_s` and then left in the inbox for the
+sweeper; a turn that was sent but not answered in time may have been handled, so it is not
 repeated (the inbox records it as failed, for staff to see).
 """
 from __future__ import annotations

@@ -66,7 +66,8 @@ class OutboxWorker:
             self.wake()  # the rest follow through the claim cycle, now that the first ones are settled
 
     async def _settle(self, settlements: List[outbox.Settlement]) -> None:
-        """Group commit: settlements arriving while one transaction records others go into the next."""
+        """Record outcomes (outbox.settle_many) by group commit: those of the claim cycle and of direct
+        sends arriving while one transaction records others go into the next."""
         if not settlements:
             return
         done = asyncio.get_running_loop().create_future()
@@ -135,7 +136,7 @@ class OutboxWorker:
             # the batch's reply-window reservations in one transaction
             refusals = await reserve_windows(rows)
             outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
-            await outbox.settle_many([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
+            await self._settle([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
         return more
 
     async def _deliver(self, row, refusal: Optional[str]) -> Outcome:
