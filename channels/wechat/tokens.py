@@ -77,24 +77,43 @@ class MemoryTokenCache:
         return token
 
 
-class RedisTokenCache:
-    """Tokens in Redis under <prefix>wechat:token:<name>, expiring with the token."""
+# how long a process uses the shared token it read from Redis before asking Redis again: every
+# platform call would otherwise cost a Redis round trip. A token that another process replaced
+# meanwhile costs at most one rejected call, after which refresh() reads the new one from Redis.
+LOCAL_COPY_S = 60.0
 
-    def __init__(self, redis, prefix: str = "siyu:") -> None:
+
+class RedisTokenCache:
+    """Tokens in Redis under <prefix>wechat:token:<name>, expiring with the token; each process
+    keeps what it read for up to LOCAL_COPY_S (never past the token's own expiry)."""
+
+    def __init__(self, redis, prefix: str = "siyu:", local_copy_s: float = LOCAL_COPY_S) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.local_copy_s = local_copy_s
+        self._local: Dict[str, Tuple[str, float]] = {}
         self.fetches = 0
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}wechat:token:{name}"
 
     async def _cached(self, name: str) -> Optional[str]:
-        value = await self.redis.get(self._key(name))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            value, ttl_ms = await pipe.get(self._key(name)).pttl(self._key(name)).execute()
         if value is None:
+            self._local.pop(name, None)
             return None
-        return value.decode() if isinstance(value, bytes) else value
+        token = value.decode() if isinstance(value, bytes) else value
+        self._keep(name, token, ttl_ms / 1000 if ttl_ms and ttl_ms > 0 else 0.0)
+        return token
+
+    def _keep(self, name: str, token: str, lifetime_s: float) -> None:
+        self._local[name] = (token, time.monotonic() + min(self.local_copy_s, lifetime_s))
 
     async def get(self, source: TokenSource) -> str:
+        entry = self._local.get(source.name)
+        if entry and entry[1] > time.monotonic():
+            return entry[0]
         token = await self._cached(source.name)
         if token:
             return token
@@ -106,6 +125,7 @@ class RedisTokenCache:
             return await self._fetch(source)
 
     async def refresh(self, source: TokenSource, rejected: str) -> str:
+        self._local.pop(source.name, None)  # rejected: whatever this process kept is no good
         async with self.redis.lock(self._key(source.name) + ":lock", timeout=LOCK_TIMEOUT_S,
                                    blocking_timeout=LOCK_TIMEOUT_S):
             token = await self._cached(source.name)
@@ -117,6 +137,7 @@ class RedisTokenCache:
         token, expires_in = await source.fetch()
         self.fetches += 1
         await self.redis.set(self._key(source.name), token, px=int(cache_lifetime(expires_in) * 1000))
+        self._keep(source.name, token, cache_lifetime(expires_in))
         logger.info("access_token fetched", extra={"credential": source.name, "expires_in": expires_in,
                                                    "cache": "redis"})
         return token

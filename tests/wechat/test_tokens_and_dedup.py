@@ -70,6 +70,39 @@ async def test_redis_refresh_is_compare_and_swap_across_processes(redis_client):
 
 
 @pytest.mark.redis
+async def test_redis_token_is_kept_in_process_between_platform_calls(redis_client):
+    client, prefix = redis_client
+    source, calls = counting_source()
+    a = RedisTokenCache(client, prefix)
+    assert await a.get(source) == "token-1"
+    await client.delete(f"{prefix}wechat:token:{source.name}")
+    assert await a.get(source) == "token-1" and len(calls) == 1, "the next call does not ask Redis again"
+    assert await RedisTokenCache(client, prefix).get(source) == "token-2", "another process reads Redis"
+
+
+@pytest.mark.redis
+async def test_redis_token_replaced_by_another_process_costs_one_rejection(redis_client):
+    client, prefix = redis_client
+    source, calls = counting_source()
+    a, b = RedisTokenCache(client, prefix), RedisTokenCache(client, prefix)
+    assert await a.get(source) == "token-1"
+    assert await b.refresh(source, "token-1") == "token-2"
+    assert await a.get(source) == "token-1", "process a still uses its copy until the platform rejects it"
+    assert await a.refresh(source, "token-1") == "token-2" and len(calls) == 2, "then it takes b's, no fetch"
+    assert await a.get(source) == "token-2"
+
+
+@pytest.mark.redis
+async def test_redis_token_copy_never_outlives_the_token(redis_client):
+    client, prefix = redis_client
+    source, calls = counting_source(lifetime=1, delay=0)
+    a = RedisTokenCache(client, prefix)
+    assert await a.get(source) == "token-1"
+    await asyncio.sleep(cache_lifetime(1) + 0.1)
+    assert await a.get(source) == "token-2" and len(calls) == 2
+
+
+@pytest.mark.redis
 async def test_redis_dedup_first_time_then_duplicate(redis_client):
     client, prefix = redis_client
     dedup = RedisDedup(client, ttl_s=60, prefix=prefix)
