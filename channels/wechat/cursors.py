@@ -23,5 +23,6 @@ _SAVE = Precompiled(lambda dialect: insert_for_dialect(dialect, KfCursor).values
 
 
 def save_in(conn: Connection, open_kfid: str, cursor: str) -> None:
-    """Upsert the cursor in the caller's transaction (committed with the page's messages)."""
-    _SAVE.execute(conn, {"kfid": open_kfid, "cur": cursor, "at": now_utc()})
+    """Upsert the cursor in the caller's transaction (committed with the page's messages; sent with
+    the transaction's next statement)."""
+    _SAVE.defer(conn, {"kfid": open_kfid, "cur": cursor, "at": now_utc()})

@@ -15,7 +15,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Executable
 
 from channels.wechat import db
 from channels.wechat.db import insert_for_dialect, session as async_session
@@ -60,8 +59,9 @@ _INSERT_NEW = db.Precompiled(lambda dialect: insert_for_dialect(dialect, Inbound
     index_elements=["channel", "dedup_key"]), column_keys=_STORED_COLUMNS)
 
 
-_FINISH = _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
-    status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why"))
+# deferred with the transaction that queues the replies (nothing reads its result)
+_FINISH = db.Precompiled(lambda dialect: _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
+    status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why")))
 
 
 def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: List[bool], status: str,
@@ -155,7 +155,7 @@ class Inbox:
             return message
 
     @staticmethod
-    def finish_statement(row_id: int, status: str, error: Optional[str] = None) -> Tuple[Executable, Dict[str, Any]]:
+    def finish_statement(row_id: int, status: str, error: Optional[str] = None) -> Tuple[db.Precompiled, Dict[str, Any]]:
         """The statement (and its parameters) that records how a row ended."""
         return _FINISH, {"row_id": row_id, "new_status": status, "at": now_utc(),
                          "why": (error or None) and error[:256]}

@@ -78,8 +78,8 @@ _READ = sa.select(_W).where(_W.c.channel == sa.bindparam("ch"), _W.c.user_id == 
 def open_window(conn: Connection, channel: str, user_id: str, kind: str = "message",
                 at: Optional[datetime] = None, account: Optional[str] = None) -> None:
     """A user message (kind=message) or event (kind=event) opens a fresh window. One statement:
-    insert the window, or reset it if the user has one."""
-    _OPEN[(kind, bool(account))].execute(conn, {"ch": channel, "uid": user_id, "at": at or now_utc(),
+    insert the window, or reset it if the user has one (sent with the transaction's next statement)."""
+    _OPEN[(kind, bool(account))].defer(conn, {"ch": channel, "uid": user_id, "at": at or now_utc(),
                                                 "account": account})
 
 
