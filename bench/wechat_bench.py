@@ -72,20 +72,26 @@ class Product(ProductProcess):
 
     def cpu_s(self) -> Dict[str, float]:
         """CPU seconds used so far by the product's Rasa server processes (one per worker), its WeChat
-        gateway and action server (told apart by their command lines, found by this run's var dir)
-        and by this process."""
+        gateway and action server (told apart by their command lines, found by this run's var dir),
+        by this process, and by the machine's PostgreSQL and Redis servers (the product's only clients
+        during a run: their work for a message is part of its cost)."""
         # this process: the load generator and, for WeChat, the platform sandbox
-        totals = {"rasa": 0.0, "gateway": 0.0, "actions": 0.0, "bench": time.process_time()}
+        totals = {"rasa": 0.0, "gateway": 0.0, "actions": 0.0, "bench": time.process_time(), "services": 0.0}
         marker = str(self.log.parent).encode()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
+                text = stat.read_text()
+                if text[text.index("(") + 1:].startswith(("postgres", "redis-server")):
+                    fields = text.rsplit(")", 1)[1].split()
+                    totals["services"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    continue
                 cmdline = (stat.parent / "cmdline").read_bytes()
                 kind = ("rasa" if b"bot.rasa_server" in cmdline else
                         "gateway" if b"channels.wechat.gateway" in cmdline else
                         "actions" if b"actions.server" in cmdline else None)
                 if kind is None or marker not in (stat.parent / "environ").read_bytes():
                     continue
-                fields = stat.read_text().rsplit(")", 1)[1].split()
+                fields = text.rsplit(")", 1)[1].split()
             except OSError:
                 continue
             totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -279,7 +285,7 @@ def per_message(cpu_before: Dict[str, float], cpu_after: Dict[str, float], messa
 
 
 def cpu_cell(cpu: Dict[str, float]) -> str:
-    parts = [cpu["rasa"], cpu["gateway"], cpu["actions"], cpu["bench"]]
+    parts = [cpu["rasa"], cpu["gateway"], cpu["actions"], cpu["bench"], cpu["services"]]
     return " / ".join(fmt(v) for v in parts) + f" = {fmt(sum(parts))}"
 
 
@@ -423,7 +429,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         "retries are on (5 s timeout, 3 retries).",
         "",
         "| path | msgs/s offered | messages | reply p50 ms | reply p95 ms | ack p99 ms | lost | duplicated | "
-        "callback retries | CPU ms / message: Rasa / gateway / actions / load generator+sandbox = all | sustained |",
+        "callback retries | CPU ms / message: Rasa / gateway / actions / load generator+sandbox / PostgreSQL+Redis = all | sustained |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows_load,
         "",
