@@ -34,8 +34,9 @@ async def find(session: AsyncSession, channel: str, external_id: str) -> Optiona
 
 
 _I = CustomerIdentity.__table__
-_CUSTOMER_OF = (select(_I.c.customer_id)
-                .where(_I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id")).limit(1))
+# compiled once (db.Precompiled): it runs for every message received
+_CUSTOMER_OF = db.Precompiled(lambda dialect: select(_I.c.customer_id).where(
+    _I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id")).limit(1))
 # (an UPDATE's WHERE parameters must not be named like its table's columns)
 _SET_UNIONID = _I.update().where(_I.c.channel == bindparam("w_channel"), _I.c.external_id == bindparam("w_external_id"),
                                  _I.c.unionid.is_(None)).values(unionid=bindparam("new_unionid"))
@@ -47,7 +48,7 @@ _NEW_IDENTITY = _I.insert().values(customer_id=bindparam("customer_id"), channel
 
 def customer_of(conn: Connection, channel: str, external_id: str) -> Optional[int]:
     """The customer id behind a channel identity, None for someone not seen yet (every message asks)."""
-    return conn.execute(_CUSTOMER_OF, {"channel": channel, "external_id": external_id}).scalar()
+    return _CUSTOMER_OF.execute(conn, {"channel": channel, "external_id": external_id}).scalar()
 
 
 def customer_by_unionid(conn: Connection, unionid: str) -> Optional[int]:

@@ -53,10 +53,16 @@ _CLAIM = (_T.update().where(_T.c.id.in_(sa.bindparam("ids", expanding=True)), _T
           .values(status="sending", claimed_by=sa.bindparam("claim_id"), claimed_at=sa.bindparam("now"),
                   attempts=_T.c.attempts + 1))
 _STILL_DUE = sa.select(_T.c.id).where(_T.c.status == "pending", _T.c.next_attempt_at <= sa.bindparam("now")).limit(1)
-_SENT = (_T.update().where(_T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"),
-                           _T.c.status == "sending")
-         .values(status="sent", sent_at=sa.bindparam("at"), platform_msgid=sa.bindparam("msgid"), last_errcode=None,
-                 last_error=None))
+# the statements every reply runs, compiled once (db.Precompiled)
+_SENT = db.Precompiled(lambda dialect: _T.update().where(
+    _T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"), _T.c.status == "sending").values(
+        status="sent", sent_at=sa.bindparam("at"), platform_msgid=sa.bindparam("msgid"), last_errcode=None,
+        last_error=None))
+_ROW_KEYS = ["channel", "recipient", "account", "conversation_id", "customer_id", "msgtype", "body", "idempotency_key",
+             "status", "attempts", "next_attempt_at", "created_at", "claimed_by", "claimed_at"]
+# the new row's id: RETURNING on PostgreSQL, lastrowid on SQLite
+_INSERT_ONE = db.Precompiled(lambda dialect: _T.insert().returning(_T.c.id) if dialect == "postgresql" else _T.insert(),
+                             column_keys=_ROW_KEYS)
 
 
 def new_key() -> str:
@@ -113,8 +119,10 @@ def _insert_all(conn: Connection, messages: List[OutgoingMessage],
     return ids
 
 
-_ACTIVE_TO = sa.select(_T.c.id).where(_T.c.channel == sa.bindparam("ch"), _T.c.recipient == sa.bindparam("rcpt"),
-                                      _T.c.status.in_(ACTIVE)).limit(1)
+# (status = a OR status = b: an IN list would be expanded at execution, which a precompiled string cannot)
+_ACTIVE_TO = db.Precompiled(lambda dialect: sa.select(_T.c.id).where(
+    _T.c.channel == sa.bindparam("ch"), _T.c.recipient == sa.bindparam("rcpt"),
+    sa.or_(*(_T.c.status == status for status in ACTIVE))).limit(1))
 
 
 def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], claim_id: str,
@@ -132,15 +140,15 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
         values = _row(message)
         target = (message.channel, message.recipient)
         if target not in free:
-            free[target] = conn.execute(_ACTIVE_TO, {"ch": message.channel, "rcpt": message.recipient}).first() is None
+            free[target] = _ACTIVE_TO.execute(conn, {"ch": message.channel, "rcpt": message.recipient}).first() is None
         if free[target] and (message.not_before is None or message.not_before <= now):
             free[target] = False  # the rest to this recipient follow once this one is settled
             values.update(status="sending", claimed_by=claim_id, claimed_at=now, attempts=1)
-            row_id = conn.execute(_INSERT, values).inserted_primary_key[0]
+            row_id = _INSERT_ONE.inserted_id(conn, _INSERT_ONE.execute(conn, values))
             claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id)))
         else:
             held_back = True
-            conn.execute(_INSERT, values)
+            _INSERT_ONE.execute(conn, dict(values, claimed_by=None, claimed_at=None))
     db.execute_all(conn, together_with)
     return claimed, held_back
 
@@ -216,7 +224,7 @@ def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[boo
     done: List[bool] = []
     for s in settlements:
         if s.status == "sent":
-            result = conn.execute(_SENT, {"row_id": s.row.id, "claim": s.row.claimed_by, "at": now_utc(),
+            result = _SENT.execute(conn, {"row_id": s.row.id, "claim": s.row.claimed_by, "at": now_utc(),
                                           "msgid": s.platform_msgid})
             done.append(result.rowcount == 1)
             continue
