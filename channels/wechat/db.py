@@ -6,12 +6,13 @@ thread (`run`): one hand-over per transaction instead of several per statement t
 driver, which measured 5-7 times less CPU per transaction. SQLite has one such thread (it has one
 writer anyway); PostgreSQL a few. The rest (sweeps, staff commands) uses async sessions (`session`).
 
-On PostgreSQL every statement is a network round trip, and under load each one cost the database
-server ~0.1 ms of CPU on top of its work (measured: 15 round trips per 微信客服 message were 1.7 ms
-of server CPU, as much as Rasa's own tracker store). So the hot path's connections are in autocommit
-mode and the transaction is written out by hand: BEGIN goes with the first statement, and statements
-whose result nobody reads (`Precompiled.defer`: opening a reply window, saving a cursor, marking a
-message answered) go with the next statement or with the COMMIT, in one simple-query message.
+On PostgreSQL every statement is a network round trip: a network RTT where the server is on another
+host, and time a database thread waits. So the hot path's connections are in autocommit mode and the
+transaction is written out by hand: BEGIN goes with the first statement, and statements whose result
+nobody reads (`Precompiled.defer`: opening a reply window, saving a cursor, marking a message
+answered) go with the next statement or with the COMMIT, in one simple-query message. A 微信客服
+message takes 9 round trips instead of 15. (On one machine the server's CPU did not change
+measurably: its cost is in the statements, which are the same; docs/BENCHMARKS.md.)
 
 On SQLite only one connection writes at a time and a waiting connection polls with growing sleeps
 (1, 2, 5, 10 ... ms); with the connectors' short transactions arriving from many tasks at once, those
