@@ -42,7 +42,6 @@ IDEMPOTENT_CHANNELS = frozenset({"wecom_kf"})
 # recomputing cache keys): the outbox is claimed and settled for every message sent
 _T = OutboxMessage.__table__
 _EARLIER = _T.alias("earlier")
-_INSERT = _T.insert()
 _BLOCKED = sa.select(_EARLIER.c.id).where(
     _EARLIER.c.channel == _T.c.channel, _EARLIER.c.recipient == _T.c.recipient, _EARLIER.c.id < _T.c.id,
     _EARLIER.c.status.in_(ACTIVE)).exists()
@@ -60,9 +59,14 @@ _SENT = db.Precompiled(lambda dialect: _T.update().where(
         last_error=None))
 _ROW_KEYS = ["channel", "recipient", "account", "conversation_id", "customer_id", "msgtype", "body", "idempotency_key",
              "status", "attempts", "next_attempt_at", "created_at", "claimed_by", "claimed_at"]
-# the new row's id: RETURNING on PostgreSQL, lastrowid on SQLite
+# one row (_row's keys); its id: RETURNING on PostgreSQL, lastrowid on SQLite
 _INSERT_ONE = db.Precompiled(lambda dialect: _T.insert().returning(_T.c.id) if dialect == "postgresql" else _T.insert(),
                              column_keys=_ROW_KEYS)
+
+
+def _insert(conn: Connection, values: Dict[str, Any]) -> int:
+    """Store one row (_row(), possibly claimed); its id."""
+    return _INSERT_ONE.inserted_id(conn, _INSERT_ONE.execute(conn, values))
 
 
 def new_key() -> str:
@@ -87,7 +91,7 @@ def _row(message: OutgoingMessage) -> Dict[str, Any]:
     return dict(channel=message.channel, recipient=message.recipient, account=message.account,
                 conversation_id=message.conversation_id, customer_id=message.customer_id, msgtype=message.msgtype,
                 body=message.body, idempotency_key=message.idempotency_key[:64], status="pending", attempts=0,
-                next_attempt_at=message.not_before or now, created_at=now)
+                next_attempt_at=message.not_before or now, created_at=now, claimed_by=None, claimed_at=None)
 
 
 async def enqueue(messages: Iterable[OutgoingMessage],
@@ -114,7 +118,7 @@ async def enqueue(messages: Iterable[OutgoingMessage],
 
 def _insert_all(conn: Connection, messages: List[OutgoingMessage],
                 together_with: Sequence[Tuple[Executable, Dict[str, Any]]]) -> List[int]:
-    ids = [conn.execute(_INSERT, _row(message)).inserted_primary_key[0] for message in messages]
+    ids = [_insert(conn, _row(message)) for message in messages]
     db.execute_all(conn, together_with)
     return ids
 
@@ -144,11 +148,11 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
         if free[target] and (message.not_before is None or message.not_before <= now):
             free[target] = False  # the rest to this recipient follow once this one is settled
             values.update(status="sending", claimed_by=claim_id, claimed_at=now, attempts=1)
-            row_id = _INSERT_ONE.inserted_id(conn, _INSERT_ONE.execute(conn, values))
+            row_id = _insert(conn, values)
             claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id)))
         else:
             held_back = True
-            _INSERT_ONE.execute(conn, dict(values, claimed_by=None, claimed_at=None))
+            _insert(conn, values)
     db.execute_all(conn, together_with)
     return claimed, held_back
 
@@ -159,7 +163,7 @@ _EMPTY_RECORD = {column.name: None for column in _T.columns}
 def _insert_or_find(conn: Connection, message: OutgoingMessage) -> int:
     key = message.idempotency_key[:64]
     found = conn.execute(sa.select(_T.c.id).where(_T.c.idempotency_key == key)).scalar()
-    return found if found is not None else conn.execute(_INSERT, _row(message)).inserted_primary_key[0]
+    return found if found is not None else _insert(conn, _row(message))
 
 
 def claim_id(worker: str) -> str:

@@ -58,14 +58,13 @@ def governed(channel: str) -> bool:
 
 
 _W = ReplyWindow.__table__
-# built once: a window is opened for every message received and a place taken for every one sent
-# compiled once (db.Precompiled): it runs for every reply sent
+# compiled once (db.Precompiled): a place is taken for every reply sent
 _TAKE_MESSAGE = db.Precompiled(lambda dialect: _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_at > sa.bindparam("since"),
     _W.c.message_sent < sa.bindparam("quota")).values(message_sent=_W.c.message_sent + 1))
-_TAKE_EVENT = _W.update().where(
+_TAKE_EVENT = db.Precompiled(lambda dialect: _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.event_at > sa.bindparam("since"),
-    _W.c.event_sent < sa.bindparam("quota")).values(event_sent=_W.c.event_sent + 1)
+    _W.c.event_sent < sa.bindparam("quota")).values(event_sent=_W.c.event_sent + 1))
 _GIVE_BACK_MESSAGE = _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_sent > 0,
     _W.c.message_at > sa.bindparam("since")).values(message_sent=_W.c.message_sent - 1)
@@ -114,7 +113,7 @@ def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
         took = _TAKE_MESSAGE.execute(conn, {"ch": channel, "uid": user_id, "since": now - rule.message_window,
                                             "quota": rule.message_quota})
         if took.rowcount == 0 and rule.event_quota:
-            took = conn.execute(_TAKE_EVENT, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
+            took = _TAKE_EVENT.execute(conn, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
                                               "quota": rule.event_quota})
         reasons.append(None if took.rowcount else refusal(conn, channel, user_id, now))
     return reasons
