@@ -6,13 +6,25 @@ with the first statement, statements nobody reads sent with the next one or the 
 transaction or none of it is stored, and no connection goes back to the pool inside a transaction."""
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from channels.wechat import db, windows
-from channels.wechat.inbox import Inbox
+from channels.wechat.inbox import Inbox, _store
 from channels.wechat.pipeline import prepare
 from channels.wechat.models import ReplyWindow
 from tests.wechat.test_inbox import kf_message, rows
+
+
+@pytest.fixture
+def gateway_pg(postgres_db, no_redis):
+    """The gateway's database threads on a fresh PostgreSQL database (its URL), closed afterwards."""
+    from tests.conftest import use_database
+
+    use_database(postgres_db)
+    db.close()
+    yield postgres_db
+    db.close()
 
 
 def _backend_pid(conn) -> int:
@@ -32,13 +44,9 @@ def _terminate_others(url: str) -> int:
 
 
 async def test_a_transaction_on_a_connection_the_server_closed_is_repeated_on_a_fresh_one(
-        postgres_db, no_redis, caplog):
-    from tests.conftest import use_database
-
-    use_database(postgres_db)
-    db.close()
+        gateway_pg, caplog):
     before = await db.run(_backend_pid)
-    assert _terminate_others(postgres_db) >= 1
+    assert _terminate_others(gateway_pg) >= 1
 
     inbox = Inbox()
     row_id = await inbox.accept(*kf_message("m1"), claimed_by="worker-a")
@@ -47,27 +55,18 @@ async def test_a_transaction_on_a_connection_the_server_closed_is_repeated_on_a_
     assert await rows() == [("m1", "processing", "worker-a")], "stored once"
     assert await db.run(_backend_pid) != before, "on a new connection"
     assert "transaction repeated on a new connection" in caplog.text
-    db.close()
 
 
-async def test_an_error_that_is_not_a_lost_connection_is_not_repeated(postgres_db, no_redis):
-    from tests.conftest import use_database
-
-    use_database(postgres_db)
+async def test_an_error_that_is_not_a_lost_connection_is_not_repeated(gateway_pg):
     calls = []
 
     def broken(conn):
         calls.append(1)
         conn.execute(sa.text("SELECT * FROM no_such_table"))
 
-    try:
+    with pytest.raises(sa.exc.ProgrammingError):  # the error reaches the caller
         await db.run(broken)
-    except sa.exc.ProgrammingError:
-        pass
-    else:
-        raise AssertionError("the error reaches the caller")
     assert calls == [1]
-    db.close()
 
 
 def _open_transactions(url: str) -> int:
@@ -89,69 +88,40 @@ async def _windows():
         return [tuple(r) for r in (await s.execute(sa.select(ReplyWindow.channel, ReplyWindow.user_id))).all()]
 
 
-async def test_statements_nobody_reads_are_committed_with_the_transaction(postgres_db, no_redis):
-    from tests.conftest import use_database
-
-    use_database(postgres_db)
-    db.close()
+async def test_statements_nobody_reads_are_committed_with_the_transaction(gateway_pg):
     await db.run(windows.open_window, "wecom_kf", "u1")  # only a deferred statement
     assert await _windows() == [("wecom_kf", "u1")]
-    assert _open_transactions(postgres_db) == 0
-    db.close()
+    assert _open_transactions(gateway_pg) == 0
 
 
-async def test_a_failure_after_some_statements_were_sent_stores_none_of_them(postgres_db, no_redis):
-    from tests.conftest import use_database
-    from channels.wechat.inbox import _store
-
-    use_database(postgres_db)
-    db.close()
+async def test_a_failure_after_some_statements_were_sent_stores_none_of_them(gateway_pg):
     message, conversation = kf_message("m1")
 
     def store_then_fail(conn):
         _store(conn, [(message, conversation)], [True], "received", None, [], prepare)  # sent and deferred
         conn.execute(sa.text("SELECT * FROM no_such_table"))
 
-    try:
+    with pytest.raises(sa.exc.ProgrammingError):  # the error reaches the caller
         await db.run(store_then_fail)
-    except sa.exc.ProgrammingError:
-        pass
-    else:
-        raise AssertionError("the error reaches the caller")
     assert await rows() == [] and await _windows() == [], "neither the message nor its window"
-    assert _open_transactions(postgres_db) == 0, "the connection went back to the pool rolled back"
+    assert _open_transactions(gateway_pg) == 0, "the connection went back to the pool rolled back"
     assert await Inbox().accept(message, conversation) is not None, "the next transaction works"
-    db.close()
 
 
-async def test_a_deferred_statement_that_fails_fails_its_whole_transaction(postgres_db, no_redis):
-    from tests.conftest import use_database
-    from channels.wechat.inbox import _store
-
-    use_database(postgres_db)
-    db.close()
+async def test_a_deferred_statement_that_fails_fails_its_whole_transaction(gateway_pg):
     message, conversation = kf_message("m1")
 
     def store_and_a_bad_window(conn):
         _store(conn, [(message, conversation)], [True], "received", None, [], None)
         windows.open_window(conn, None, "u1")  # NOT NULL violation, found at the COMMIT
 
-    try:
+    with pytest.raises(sa.exc.IntegrityError):  # the deferred statement's error reaches the caller
         await db.run(store_and_a_bad_window)
-    except sa.exc.IntegrityError:
-        pass
-    else:
-        raise AssertionError("the deferred statement's error reaches the caller")
     assert await rows() == [] and await _windows() == []
-    assert _open_transactions(postgres_db) == 0
-    db.close()
+    assert _open_transactions(gateway_pg) == 0
 
 
-async def test_storing_a_message_with_its_window_and_customer_takes_three_round_trips(postgres_db, no_redis):
-    from tests.conftest import use_database
-
-    use_database(postgres_db)
-    db.close()
+async def test_storing_a_message_with_its_window_and_customer_takes_three_round_trips(gateway_pg):
     await db.run(_backend_pid)  # the engine exists
     sent = []
     engine = db._database()[0]
@@ -168,4 +138,3 @@ async def test_storing_a_message_with_its_window_and_customer_takes_three_round_
     assert len(sent) == 3, sent  # BEGIN + the message; the window + the customer; COMMIT
     assert sent[0].startswith("BEGIN; INSERT INTO wechat_inbound") and sent[-1] == "COMMIT"
     assert await rows() == [("m1", "processing", "worker-a")] and await _windows() == [("wecom_kf", "wmUser")]
-    db.close()
