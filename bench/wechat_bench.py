@@ -82,18 +82,17 @@ class Product(ProductProcess):
             try:
                 text = stat.read_text()
                 if text[text.index("(") + 1:].startswith(("postgres", "redis-server")):
-                    fields = text.rsplit(")", 1)[1].split()
-                    totals["services"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                    continue
-                cmdline = (stat.parent / "cmdline").read_bytes()
-                kind = ("rasa" if b"bot.rasa_server" in cmdline else
-                        "gateway" if b"channels.wechat.gateway" in cmdline else
-                        "actions" if b"actions.server" in cmdline else None)
-                if kind is None or marker not in (stat.parent / "environ").read_bytes():
-                    continue
-                fields = text.rsplit(")", 1)[1].split()
+                    kind = "services"
+                else:
+                    cmdline = (stat.parent / "cmdline").read_bytes()
+                    kind = ("rasa" if b"bot.rasa_server" in cmdline else
+                            "gateway" if b"channels.wechat.gateway" in cmdline else
+                            "actions" if b"actions.server" in cmdline else None)
+                    if kind is None or marker not in (stat.parent / "environ").read_bytes():
+                        continue
             except OSError:
                 continue
+            fields = text.rsplit(")", 1)[1].split()  # utime, stime: fields 14 and 15 of /proc/<pid>/stat
             totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return totals
 
