@@ -102,25 +102,31 @@ class Inbox:
 
     async def accept_many(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
                           claimed_by: Optional[str] = None,
-                          together_with: Sequence[Callable[[Connection], None]] = ()) -> List[Optional[int]]:
+                          together_with: Sequence[Callable[[Connection], None]] = (),
+                          pulled: bool = False) -> List[Optional[int]]:
         """accept() for several messages (a 微信客服 page) in one transaction, committed with
         `together_with` (functions of the connection, e.g. saving the page's cursor); None for each
         duplicate."""
-        stored = await self.accept_prepared(items, status, claimed_by, together_with)
+        stored = await self.accept_prepared(items, status, claimed_by, together_with, pulled=pulled)
         return [s[0] if s else None for s in stored]
 
     async def accept_prepared(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
                               claimed_by: Optional[str] = None,
                               together_with: Sequence[Callable[[Connection], None]] = (),
-                              prepare: Optional[Callable[[Connection, InboundMessage], Any]] = None
-                              ) -> List[Optional[Tuple[int, Any]]]:
+                              prepare: Optional[Callable[[Connection, InboundMessage], Any]] = None,
+                              pulled: bool = False) -> List[Optional[Tuple[int, Any]]]:
         """accept_many(), also running prepare(connection, message) for each new message in the same
         transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
-        what prepare returned) for each new message, None for each duplicate."""
+        what prepare returned) for each new message, None for each duplicate.
+
+        `pulled`: the messages come from a page we pulled (微信客服 sync_msg), not from a callback
+        the platform may deliver again: no Redis check. Its only repeats (a page pulled again after
+        a crash, or by a second process) are rare, and the inbox's unique key drops them in this
+        same transaction; asking Redis first would cost a round trip per message for nothing."""
         fresh: List[bool] = []
         for message, _ in items:
             first = None
-            if self.redis_dedup is not None:
+            if self.redis_dedup is not None and not pulled:
                 first = await self.redis_dedup.first_time(message.channel, message.dedup_key)
                 if first is False:
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
@@ -129,7 +135,7 @@ class Inbox:
             return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare)
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
-            if self.redis_dedup is not None:
+            if self.redis_dedup is not None and not pulled:
                 for (message, _), new in zip(items, fresh):
                     if new:
                         await self.redis_dedup.forget(message.channel, message.dedup_key)

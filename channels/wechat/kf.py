@@ -115,9 +115,10 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             if next_cursor != cursor and (answer or ignore) else []
         if ignore:
             # entering the session: recorded, not answered (the cursor goes with the page's last store)
-            await runtime.inbox.accept_many(ignore, status="ignored", together_with=[] if answer else save_cursor)
+            await runtime.inbox.accept_many(ignore, status="ignored", together_with=[] if answer else save_cursor,
+                                            pulled=True)
         if answer:
-            accepted += await runtime.take_in(answer, together_with=save_cursor)
+            accepted += await runtime.take_in(answer, together_with=save_cursor, pulled=True)
         cursor = next_cursor
         cursors_cache[open_kfid] = cursor
         if not page.get("has_more"):

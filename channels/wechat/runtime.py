@@ -110,12 +110,13 @@ class WeChatRuntime:
         return task
 
     async def take_in(self, items: Sequence[Tuple[Any, str]],
-                      together_with: Sequence[Callable[[Any], None]] = ()) -> List[int]:
+                      together_with: Sequence[Callable[[Any], None]] = (), pulled: bool = False) -> List[int]:
         """Store (message, conversation id) pairs to answer, already claimed by this process, with
         their reply windows opened and their customers looked up in the same transaction (plus
-        `together_with`); then answer each new one in the background. The new rows' ids."""
+        `together_with`); then answer each new one in the background. The new rows' ids.
+        `pulled`: see Inbox.accept_prepared."""
         stored = await self.inbox.accept_prepared(items, claimed_by=self.worker.name, together_with=together_with,
-                                                  prepare=prepare)
+                                                  prepare=prepare, pulled=pulled)
         accepted = []
         for (message, conversation), new in zip(items, stored):
             if new is not None:

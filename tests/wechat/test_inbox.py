@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from channels.wechat import cursors
 from channels.wechat.db import session as async_session
-from channels.wechat.inbox import Inbox
+from channels.wechat.inbox import Inbox, RedisDedup
 from channels.wechat.models import InboundMessageRow
 from channels.wechat.payloads import InboundMessage
 
@@ -84,3 +84,19 @@ async def test_rows_written_by_the_precompiled_insert_read_back_like_any_other(w
             received_at=row.received_at - inbox_module.MISSED_AFTER - timedelta(seconds=1)))
         await session.commit()
     assert [r for r, _ in await inbox.missed()] == [row_id]
+
+
+async def test_pulled_pages_are_deduplicated_by_the_database_and_callbacks_by_redis(wechat_db, no_redis, redis_client):
+    client, prefix = redis_client
+    inbox = Inbox(RedisDedup(client, ttl_s=60, prefix=prefix))
+    first = await inbox.accept_many([kf_message("m1")], claimed_by="worker-a", pulled=True)
+    again = await inbox.accept_many([kf_message("m1"), kf_message("m2")], claimed_by="worker-b", pulled=True)
+    assert first[0] is not None and again[0] is None and again[1] is not None, "the page's repeat dropped once"
+    assert [k async for k in client.scan_iter(match=prefix + "*")] == [], "a pulled page asks nothing of Redis"
+
+    # a pushed message (a callback the platform may retry) is checked in Redis first
+    pushed = InboundMessage("mp", "oUser", "998877", "text", 1_700_000_000, account="gh_x", text="在吗")
+    assert await inbox.accept(pushed, "mp:gh_x:oUser") is not None
+    assert await inbox.accept(pushed, "mp:gh_x:oUser") is None
+    assert await client.exists(f"{prefix}wechat:dedup:mp:998877")
+    assert [key for key, _, _ in await rows()] == ["m1", "m2", "998877"]
