@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
     )
     redis_url: Optional[str] = Field(default=None, validation_alias="REDIS_URL")
+    # PostgreSQL: the WeChat gateway's hot statements are server-side prepared (parsed and planned
+    # once per connection). Turn off behind a pooler that hands each transaction another server
+    # connection (PgBouncer in transaction mode), where a prepared statement may be missing.
+    database_prepared_statements: bool = True
 
     # --- processes -----------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -132,9 +132,58 @@ async def test_storing_a_message_with_its_window_and_customer_takes_three_round_
     sa.event.listen(engine, "after_cursor_execute", count)
     try:
         stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
+        first, sent[:] = list(sent), []
+        await Inbox().accept_prepared([kf_message("m2")], claimed_by="worker-a", prepare=prepare)
     finally:
         sa.event.remove(engine, "after_cursor_execute", count)
     assert stored[0] is not None
-    assert len(sent) == 3, sent  # BEGIN + the message; the window + the customer; COMMIT
-    assert sent[0].startswith("BEGIN; INSERT INTO wechat_inbound") and sent[-1] == "COMMIT"
-    assert await rows() == [("m1", "processing", "worker-a")] and await _windows() == [("wecom_kf", "wmUser")]
+    assert len(first) == 3, first  # BEGIN + the message; the window + the customer; COMMIT
+    # the connection's first use of each statement prepares it in the same round trip; then it is executed
+    assert first[0].startswith("BEGIN; PREPARE siyu_") and "INSERT INTO wechat_inbound" in first[0]
+    assert "; EXECUTE siyu_" in first[0] and first[-1] == "COMMIT"
+    assert len(sent) == 3 and sent[0].startswith("BEGIN; EXECUTE siyu_") and "PREPARE" not in "".join(sent), sent
+    assert await rows() == [("m1", "processing", "worker-a"), ("m2", "processing", "worker-a")]
+    assert await _windows() == [("wecom_kf", "wmUser")]
+
+
+async def test_after_a_failed_transaction_its_connection_prepares_its_statements_again(gateway_pg):
+    message, conversation = kf_message("m1")
+    pids = []
+
+    def a_bad_window_and_store(conn):
+        pids.append(_backend_pid(conn))
+        # one message to the server: the window's PREPARE and its failing EXECUTE, then the
+        # inbox insert's PREPARE and EXECUTE, which the server never gets to
+        windows.open_window(conn, None, "u1")
+        _store(conn, [(message, conversation)], [True], "received", None, [], None)
+
+    def store_and_a_window(conn):
+        pids.append(_backend_pid(conn))
+        stored = _store(conn, [(message, conversation)], [True], "received", None, [], None)
+        windows.open_window(conn, "wecom_kf", "u1")
+        return stored
+
+    with pytest.raises(sa.exc.IntegrityError):
+        await db.run(a_bad_window_and_store)
+    stored = await db.run(store_and_a_window)
+    assert pids[0] == pids[1], "the same connection"
+    assert stored[0] is not None and await rows() == [("m1", "received", None)]
+    assert await _windows() == [("wecom_kf", "u1")]
+
+
+async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(gateway_pg, monkeypatch):
+    from bot.settings import reset_settings_cache
+
+    monkeypatch.setenv("SIYU_DATABASE_PREPARED_STATEMENTS", "false")
+    reset_settings_cache()
+    db.close()
+    sent = []
+    await db.run(_backend_pid)  # the engine exists
+    sa.event.listen(db._database()[0], "after_cursor_execute", lambda *args: sent.append(args[2]))
+    try:
+        await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
+    finally:
+        monkeypatch.delenv("SIYU_DATABASE_PREPARED_STATEMENTS")
+        reset_settings_cache()
+    assert sent[0].startswith("BEGIN; INSERT INTO wechat_inbound") and "PREPARE" not in "".join(sent), sent
+    assert await rows() == [("m1", "processing", "worker-a")]
