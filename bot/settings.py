@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     # outbox: attempts before a message is marked failed for staff, and the idle poll interval
     wechat_outbox_max_attempts: int = Field(8, ge=1, le=50)
     wechat_outbox_poll_s: float = Field(0.5, gt=0)
+    # a busy 微信客服 account's pulls start at least this far apart, so one kf/sync_msg (and one
+    # transaction) takes the messages of several doorbells; a quiet account's pull starts at once
+    wechat_kf_pull_gap_ms: float = Field(40.0, ge=0, le=1000)
     # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)
     wechat_sandbox_port: int = 5099
     # the WeChat gateway process (channels/wechat/gateway.py): the platform's callback URLs point here

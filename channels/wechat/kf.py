@@ -6,6 +6,7 @@ repeated page) already stored, and the cursor is saved in the same transaction a
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any, Dict, List, Optional
@@ -71,9 +72,18 @@ def schedule_sync(runtime, open_kfid: str, msg_token: Optional[str]) -> None:
 
 async def _scheduled_sync(runtime, open_kfid: str) -> None:
     state = runtime.kf_sync_state(open_kfid)
+    loop = asyncio.get_running_loop()
+    if state["pulled_at"] is not None:
+        # a busy account: the previous pull started moments ago. Waiting out the gap lets this pull
+        # take every message that arrives meanwhile (one platform call and one transaction for
+        # several messages: under load most pulls had found one); a quiet account never waits
+        wait = state["pulled_at"] + runtime.config.kf_pull_gap_s - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
     async with runtime.kf_lock(open_kfid):
         # from here on a new callback needs a new pull: this one may already have read past it
         state["pending"] = False
+        state["pulled_at"] = loop.time()
         token, state["token"] = state.get("token"), None
         await _pull(runtime, open_kfid, token)
 

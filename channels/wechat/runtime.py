@@ -148,7 +148,7 @@ class WeChatRuntime:
         return self._kf_locks.setdefault(open_kfid, asyncio.Lock())
 
     def kf_sync_state(self, open_kfid: str) -> Dict[str, Any]:
-        return self._kf_sync_states.setdefault(open_kfid, {"pending": False, "token": None})
+        return self._kf_sync_states.setdefault(open_kfid, {"pending": False, "token": None, "pulled_at": None})
 
     async def _sweep_forever(self) -> None:
         from channels.wechat import kf

@@ -2,6 +2,8 @@
 encrypted callbacks, sync with a persisted cursor, exactly-once replies, restart behaviour."""
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import sqlalchemy as sa
 
@@ -116,6 +118,30 @@ async def test_a_new_users_messages_on_one_page_make_one_customer_and_one_unioni
         customers = {row.customer_id for row in (await session.execute(sa.select(OutboxMessage).where(
             OutboxMessage.recipient == "wmErin"))).scalars()}
     assert len(identities) == 1 and customers == {identities[0].customer_id}
+
+
+async def test_a_busy_accounts_doorbells_share_one_pull_and_a_quiet_accounts_is_pulled_at_once(harness):
+    harness.runtime.config.kf_pull_gap_s = 0.5
+    loop = asyncio.get_running_loop()
+
+    def pulls():
+        return [r for r in harness.platform.requests if r["api"] == "kf/sync_msg"]
+
+    await harness.say("kf", "wmGus0", "你好")
+    await harness.wait_for(lambda: harness.deliveries("kf", "wmGus0"))
+    before = len(pulls())
+    for n in range(1, 6):  # five customers write within the gap after that pull
+        await harness.say("kf", f"wmGus{n}", f"第{n}条")
+    await harness.wait_for(lambda: all(harness.deliveries("kf", f"wmGus{n}") for n in range(1, 6)))
+    assert len(pulls()) - before == 1, "one pull took the five messages"
+    assert [d["content"]["content"] for n in range(1, 6) for d in harness.deliveries("kf", f"wmGus{n}")] == [
+        f"收到：第{n}条" for n in range(1, 6)]
+
+    await asyncio.sleep(0.6)  # the account is quiet again: the next doorbell does not wait for the gap
+    started = loop.time()
+    await harness.say("kf", "wmGus9", "在吗")
+    await harness.wait_for(lambda: harness.deliveries("kf", "wmGus9"))
+    assert loop.time() - started < 0.5
 
 
 async def test_not_configured_connector_answers_503(harness):
