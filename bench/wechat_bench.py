@@ -81,7 +81,8 @@ class Product(ProductProcess):
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 text = stat.read_text()
-                if text[text.index("(") + 1:].startswith(("postgres", "redis-server")):
+                name = text[text.index("(") + 1:]
+                if name.startswith(("postgres", "redis-server")):
                     kind = "services"
                 else:
                     cmdline = (stat.parent / "cmdline").read_bytes()
@@ -93,7 +94,13 @@ class Product(ProductProcess):
             except OSError:
                 continue
             fields = text.rsplit(")", 1)[1].split()  # utime, stime: fields 14 and 15 of /proc/<pid>/stat
-            totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            totals[kind] += used
+            if kind == "rasa":
+                totals[f"rasa:{stat.parent.name}"] = used
+            elif kind == "services":
+                server = "services:redis" if name.startswith("redis") else "services:postgres"
+                totals[server] = totals.get(server, 0.0) + used
         return totals
 
 
@@ -226,7 +233,8 @@ class Bench:
         self.check_alive()
         lost, duplicated = self.lost_and_duplicated(path, users, sent, before, unanswered)
         return {"path": path, "rate": total / elapsed, "messages": total, "lost": lost, "duplicated": duplicated,
-                "cpu_ms": per_message(cpu_before, cpu_after, total)}
+                "cpu_ms": per_message(cpu_before, cpu_after, total),
+                "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)]}
 
     def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
                             unanswered: int) -> Tuple[int, int]:
@@ -278,14 +286,22 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
     return env
 
 
+def rasa_split(cpu_before: Dict[str, float], cpu_after: Dict[str, float]) -> List[float]:
+    """CPU seconds of each Rasa process over an interval, busiest first (one worker per process)."""
+    return sorted((cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after if k.startswith("rasa:")), reverse=True)
+
+
 def per_message(cpu_before: Dict[str, float], cpu_after: Dict[str, float], messages: int) -> Dict[str, float]:
     """CPU milliseconds per message of each process kind between two cpu_s() readings."""
-    return {k: (cpu_after[k] - cpu_before[k]) * 1000 / max(messages, 1) for k in cpu_after}
+    return {k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / max(messages, 1) for k in cpu_after
+            if not k.startswith("rasa:")}
+
+
+KINDS = ("rasa", "gateway", "actions", "bench", "services")
 
 
 def cpu_cell(cpu: Dict[str, float]) -> str:
-    parts = [cpu["rasa"], cpu["gateway"], cpu["actions"], cpu["bench"], cpu["services"]]
-    return " / ".join(fmt(v) for v in parts) + f" = {fmt(sum(parts))}"
+    return " / ".join(fmt(cpu[k]) for k in KINDS) + f" = {fmt(sum(cpu[k] for k in KINDS))}"
 
 
 def fmt(value: float) -> str:
@@ -377,7 +393,10 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
                                                      f"{path}c{round_no}u")
                     capacity[path].append(result)
                     say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s, lost {result['lost']}, "
-                        f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])}")
+                        f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
+                        f"{fmt(result['cpu_ms'].get('services:postgres', 0.0))}, Redis "
+                        f"{fmt(result['cpu_ms'].get('services:redis', 0.0))}), Rasa processes busy "
+                        + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"]))
                     await asyncio.sleep(3.0)
     finally:
         product.stop()
@@ -398,7 +417,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         rates = {p: capacity[p][round_no]["rate"] for p in paths}
         cap_rows.append(f"| {round_no + 1} | {rates['im']:.1f} | {rates['kf']:.1f} | {rates['mp']:.1f} | "
                         f"{rates['kf'] / rates['im'] * 100:.1f} % | {rates['mp'] / rates['im'] * 100:.1f} % |")
-    cap_cpu = {p: statistics.median(sum(r["cpu_ms"].values()) for r in capacity[p]) for p in paths}
+    cap_cpu = {p: statistics.median(sum(r["cpu_ms"][k] for k in KINDS) for r in capacity[p]) for p in paths}
     cap_clean = all(r["lost"] == 0 and r["duplicated"] == 0 for p in paths for r in capacity[p])
     markdown = "\n".join([
         "## WeChat connectors: acknowledgement, latency, sustained rate vs web IM"
