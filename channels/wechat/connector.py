@@ -116,6 +116,8 @@ class WeChatInput(InputChannel):
             except CryptoConfigError as exc:
                 logger.error("wechat connector misconfigured", extra={"connector": self.name(), "reason": str(exc)})
                 return response.text("connector misconfigured", status=503)
+            if not messages:  # nothing to store (a 微信客服 doorbell: its messages are pulled after the ack)
+                return response.text(ACK)
             # storing is never cancelled half-way: cut off, it could leave the message marked as seen
             # (Redis) but not stored, and the platform's retry would then be dropped as a duplicate
             store = runtime.spawn_tracked(self.accept(messages))

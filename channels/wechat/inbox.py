@@ -123,6 +123,8 @@ class Inbox:
         the platform may deliver again: no Redis check. Its only repeats (a page pulled again after
         a crash, or by a second process) are rare, and the inbox's unique key drops them in this
         same transaction; asking Redis first would cost a round trip per message for nothing."""
+        if not items:
+            return []
         fresh: List[bool] = []
         for message, _ in items:
             first = None

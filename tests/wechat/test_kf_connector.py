@@ -144,6 +144,25 @@ async def test_a_busy_accounts_doorbells_share_one_pull_and_a_quiet_accounts_is_
     assert loop.time() - started < 0.5
 
 
+async def test_a_doorbell_is_acknowledged_without_a_database_transaction(harness, monkeypatch):
+    from channels.wechat import db
+
+    transactions = []
+    real_run = db.run
+
+    async def counted(fn, *args):
+        transactions.append(getattr(fn, "__name__", repr(fn)))
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(db, "run", counted)
+    signed = CallbackSigner(harness.platform.config).kf_event("ENC_nothing_new")
+    async with harness.http.post(signed.url(harness.bot_url), data=signed.body) as r:
+        assert r.status == 200 and await r.text() == "success"
+    await harness.settle()
+    # (the outbox worker's own poll for due rows, _claim, runs every half second whatever happens)
+    assert [t for t in transactions if t != "_claim"] == [], "the doorbell stores nothing; its pull found nothing"
+
+
 async def test_not_configured_connector_answers_503(harness):
     harness.runtime.config.mini = None
     async with aiohttp.ClientSession() as http:
