@@ -155,7 +155,7 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
                     raise _StaleConnection() from exc
                 raise
             # a connection lost during COMMIT is not retried: the commit may have happened
-            conn.exec_driver_sql("COMMIT")
+            _execute_written_out(conn, "COMMIT", None)
             return result
         except BaseException:
             pending.clear()
@@ -179,7 +179,50 @@ def _forget_prepared(conn: Connection) -> None:
 
 def _send_pending(conn: Connection) -> None:
     sql, values = getattr(conn, _PENDING).pop()
-    conn.exec_driver_sql(sql, values if values is not None else ())
+    _execute_written_out(conn, sql, values)
+
+
+class _Rows:
+    """What the callers of a Precompiled statement read of its result."""
+
+    __slots__ = ("rowcount", "_rows")
+
+    def __init__(self, rowcount: int, rows: List[tuple]) -> None:
+        self.rowcount, self._rows = rowcount, rows
+
+    def first(self) -> Optional[tuple]:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+
+def _execute_written_out(conn: Connection, sql: str, values: Any) -> _Rows:
+    """One statement of a written-out transaction, with the pending ones in front of it, straight on
+    the DBAPI cursor: SQLAlchemy's execution context and result objects were most of the gateway's
+    time in its database thread, for statements whose SQL and parameters are ready. Errors are
+    turned into SQLAlchemy's exceptions as exec_driver_sql would (a lost connection invalidated)."""
+    pending = getattr(conn, _PENDING)
+    cursor = conn.connection.dbapi_connection.cursor()
+    text = None
+    try:
+        text = cursor.mogrify(sql, values)
+        if pending:
+            text = b"; ".join(cursor.mogrify(s, v) for s, v in pending) + b"; " + text
+            pending.clear()
+        _send(cursor, text)
+        return _Rows(cursor.rowcount, cursor.fetchall() if cursor.description is not None else [])
+    except Exception as exc:  # noqa: BLE001 - re-raised, wrapped like SQLAlchemy's own executions
+        conn._handle_dbapi_exception(exc, text.decode() if isinstance(text, bytes) else sql, None, cursor, None)
+        raise  # (_handle_dbapi_exception always raises)
+    finally:
+        cursor.close()
+
+
+def _send(cursor, text: bytes) -> None:
+    """One message to the server (every statement of a written-out transaction that goes through
+    Precompiled or its COMMIT: tests count round trips here)."""
+    cursor.execute(text)
 
 
 def _roll_back(conn: Connection) -> None:
@@ -292,7 +335,10 @@ class Precompiled:
         return sql, tuple(values[name] for name in order) if order is not None else values
 
     def execute(self, conn: Connection, params: Dict[str, Any]):
-        return conn.exec_driver_sql(*self._sql_and_values(conn, params))
+        sql, values = self._sql_and_values(conn, params)
+        if getattr(conn, _PENDING, None) is not None:
+            return _execute_written_out(conn, sql, values)
+        return conn.exec_driver_sql(sql, values)
 
     def defer(self, conn: Connection, params: Dict[str, Any]) -> None:
         """execute() for a statement whose result nobody reads: on PostgreSQL it goes to the server

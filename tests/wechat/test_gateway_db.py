@@ -121,21 +121,33 @@ async def test_a_deferred_statement_that_fails_fails_its_whole_transaction(gatew
     assert _open_transactions(gateway_pg) == 0
 
 
-async def test_storing_a_message_with_its_window_and_customer_takes_three_round_trips(gateway_pg):
-    await db.run(_backend_pid)  # the engine exists
+@pytest.fixture
+def messages_to_server(gateway_pg, monkeypatch):
+    """What the gateway's database threads send to the server, one entry per round trip (written-out
+    statements go through db._send, any other through SQLAlchemy's execution)."""
     sent = []
+    real_send = db._send
+
+    def send(cursor, text):
+        sent.append(text.decode())
+        real_send(cursor, text)
+
+    monkeypatch.setattr(db, "_send", send)
     engine = db._database()[0]
 
-    def count(conn, cursor, statement, parameters, context, executemany):
+    def executed(conn, cursor, statement, parameters, context, executemany):
         sent.append(statement)
 
-    sa.event.listen(engine, "after_cursor_execute", count)
-    try:
-        stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
-        first, sent[:] = list(sent), []
-        await Inbox().accept_prepared([kf_message("m2")], claimed_by="worker-a", prepare=prepare)
-    finally:
-        sa.event.remove(engine, "after_cursor_execute", count)
+    sa.event.listen(engine, "after_cursor_execute", executed)
+    yield sent
+    sa.event.remove(engine, "after_cursor_execute", executed)
+
+
+async def test_storing_a_message_with_its_window_and_customer_takes_three_round_trips(messages_to_server):
+    sent = messages_to_server
+    stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
+    first, sent[:] = list(sent), []
+    await Inbox().accept_prepared([kf_message("m2")], claimed_by="worker-a", prepare=prepare)
     assert stored[0] is not None
     assert len(first) == 3, first  # BEGIN + the message; the window + the customer; COMMIT
     # the connection's first use of each statement prepares it in the same round trip; then it is executed
@@ -178,8 +190,8 @@ async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(ga
     reset_settings_cache()
     db.close()
     sent = []
-    await db.run(_backend_pid)  # the engine exists
-    sa.event.listen(db._database()[0], "after_cursor_execute", lambda *args: sent.append(args[2]))
+    real_send = db._send
+    monkeypatch.setattr(db, "_send", lambda cursor, text: (sent.append(text.decode()), real_send(cursor, text)))
     try:
         await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
     finally:
