@@ -11,7 +11,9 @@ behaviour is unchanged, see tests/data_layer/test_rasa_speedups.py):
   session per endpoint and event loop, with keep-alive shorter than the action server's so an idle
   connection is always dropped by us first;
 - every NLU parse and every policy prediction runs the model graph through dask's scheduler; the
-  graphs are small chains, so we run the same nodes in the same topological order directly.
+  graphs are small chains, so we run the same nodes in the same topological order directly;
+- several Sanic workers share one listening socket, so one worker can end up with every
+  keep-alive connection; each worker gets its own SO_REUSEPORT socket (install_balanced_workers).
 
 Usage (the run command does this): python -m bot.rasa_server run --model ... (any `rasa` args)
 """
@@ -152,11 +154,71 @@ def _install_sequential_graph_runner() -> None:
     DaskGraphRunner.run = run
 
 
+def install_balanced_workers() -> None:
+    """Sanic 21.12 has its workers share one listening socket. The worker that wakes first accepts
+    a whole burst of new connections (uvloop accepts until none is left), and keep-alive connections
+    (web IM clients, the WeChat gateway's relay pool) stay with the worker they landed on: in one
+    benchmark round one worker served 94 % of the load while the other idled, halving the scaled
+    deployment's capacity. Each worker binds its own SO_REUSEPORT socket on the same port instead,
+    and the kernel spreads new connections over them."""
+    import asyncio
+    import os
+    import socket
+    from multiprocessing import get_context
+    from signal import SIGINT, SIGTERM, Signals, signal
+
+    import sanic.app
+    from sanic.log import logger
+    from sanic.server import runners
+    from sanic.server.events import trigger_events
+
+    original = runners.serve_multiple
+    if not hasattr(socket, "SO_REUSEPORT") or getattr(original, "balanced", False):
+        return
+
+    def serve_multiple(server_settings, workers):
+        if server_settings.get("sock") is not None or server_settings.get("unix"):
+            return original(server_settings, workers)
+        # what Sanic's serve_multiple does, less the shared socket: each worker's serve() binds
+        # host:port itself with reuse_port
+        server_settings["reuse_port"] = True
+        server_settings["run_multiple"] = True
+        main_start = server_settings.pop("main_start", None)
+        main_stop = server_settings.pop("main_stop", None)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        trigger_events(main_start, loop)
+        processes = []
+
+        def stop(signal, _frame):
+            logger.info("Received signal %s. Shutting down.", Signals(signal).name)
+            for process in processes:
+                os.kill(process.pid, SIGTERM)
+
+        signal(SIGINT, stop)
+        signal(SIGTERM, stop)
+        for _ in range(workers):
+            process = get_context("fork").Process(target=runners.serve, kwargs=server_settings)
+            process.daemon = True
+            process.start()
+            processes.append(process)
+        for process in processes:
+            process.join()
+        for process in processes:
+            process.terminate()
+        trigger_events(main_stop, loop)
+        loop.close()
+
+    serve_multiple.balanced = True
+    sanic.app.serve_multiple = serve_multiple
+
+
 def install() -> None:
     _install_cached_action_validation()
     _install_event_type_cache()
     _install_shared_endpoint_sessions()
     _install_sequential_graph_runner()
+    install_balanced_workers()
 
 
 def _keep_product_logging() -> None:

@@ -98,3 +98,55 @@ async def test_sequential_graph_runner_gives_the_same_predictions_as_dask(traine
         ours = runner.run(inputs=inputs, targets=core_targets)[core_targets[0]]
         theirs = dask_run(inputs, core_targets)[core_targets[0]]
         assert ours.max_confidence_index == theirs.max_confidence_index and ours.policy_name == theirs.policy_name
+
+
+TWO_WORKERS = """
+import os, sys
+from bot.rasa_server import install_balanced_workers
+install_balanced_workers()
+from sanic import Sanic, response
+app = Sanic("two_workers")
+
+@app.get("/")
+async def pid(request):
+    return response.text(str(os.getpid()))
+
+app.run(host="127.0.0.1", port=int(sys.argv[1]), workers=2, access_log=False, motd=False)
+"""
+
+
+def _listening_sockets(port: int) -> int:
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+
+
+async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_connections():
+    import asyncio
+    import collections
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from tests.support import REPO, free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", TWO_WORKERS, str(port)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if _listening_sockets(port) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert _listening_sockets(port) == 2, "one SO_REUSEPORT socket per worker"
+        # 64 keep-alive connections opened at once, as a busy client pool does
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+            async def one():
+                async with http.get(f"http://127.0.0.1:{port}/") as response:
+                    return await response.text()
+
+            served = collections.Counter(await asyncio.gather(*(one() for _ in range(64))))
+        assert len(served) == 2 and min(served.values()) >= 16, served
+    finally:
+        server.terminate()
+        server.wait(10)
