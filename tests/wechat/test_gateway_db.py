@@ -199,3 +199,22 @@ async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(ga
         reset_settings_cache()
     assert sent[0].startswith("BEGIN; INSERT INTO wechat_inbound") and "PREPARE" not in "".join(sent), sent
     assert await rows() == [("m1", "processing", "worker-a")]
+
+
+def _connections_to(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND pid <> pg_backend_pid()")).scalar()
+    finally:
+        engine.dispose()
+
+
+async def test_the_database_threads_keep_a_connection_each_until_close(gateway_pg):
+    pids = {await db.run(_backend_pid) for _ in range(20)}
+    # each thread keeps one connection: 20 transactions use at most one per thread
+    assert len(pids) <= db.POSTGRES_THREADS and _connections_to(gateway_pg) == len(pids)
+    assert await Inbox().accept(*kf_message("m1"), claimed_by="worker-a") is not None
+    db.close()
+    assert _connections_to(gateway_pg) == 0, "close() closes the threads' connections"
