@@ -104,8 +104,7 @@ def _with_pending(conn, cursor, statement, parameters, context, executemany):
     pending = getattr(conn, _PENDING, None)
     if not pending:
         return statement, parameters
-    head = b"; ".join(cursor.mogrify(sql, values) for sql, values in pending).decode()
-    pending.clear()
+    head = _take_pending(cursor, pending).decode()
     if executemany:  # cannot carry other statements: sent on their own first
         cursor.execute(head)
         return statement, parameters
@@ -113,13 +112,21 @@ def _with_pending(conn, cursor, statement, parameters, context, executemany):
     return head + "; " + cursor.mogrify(statement, parameters or None).decode(), None
 
 
+def _take_pending(cursor, pending: List[Tuple[str, Any]]) -> bytes:
+    """The pending statements, interpolated and joined into one message's text; the list emptied."""
+    head = b"; ".join(cursor.mogrify(sql, values) for sql, values in pending)
+    pending.clear()
+    return head
+
+
 def _in_transaction(engine: Engine, fn: Callable[..., T], args: Tuple[Any, ...]) -> T:
     try:
         return _attempt(engine, fn, args, stale_is_retried=True)
     except _StaleConnection:
-        # the pooled connection had died (the database restarted, or an idle connection was cut);
-        # the server rolled back whatever fn had done on it, and SQLAlchemy has discarded the pool's
-        # other old connections: once more, on a fresh connection
+        # the connection had died (the database restarted, or an idle connection was cut); the
+        # server rolled back whatever fn had done on it: once more, on a fresh connection (on
+        # PostgreSQL each database thread's held connection is found dead by its own next
+        # transaction and repeated the same way)
         logger.warning("database connection was closed; transaction repeated on a new connection")
         return _attempt(engine, fn, args, stale_is_retried=False)
 
@@ -254,8 +261,7 @@ def _execute_written_out(conn: Connection, sql: str, values: Any) -> _Rows:
     try:
         text = cursor.mogrify(sql, values)
         if pending:
-            text = b"; ".join(cursor.mogrify(s, v) for s, v in pending) + b"; " + text
-            pending.clear()
+            text = _take_pending(cursor, pending) + b"; " + text
         _send(cursor, text)
         return _Rows(cursor.rowcount, cursor.fetchall() if cursor.description is not None else [])
     except Exception as exc:  # noqa: BLE001 - re-raised, wrapped like SQLAlchemy's own executions

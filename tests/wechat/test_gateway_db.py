@@ -185,15 +185,13 @@ async def test_after_a_failed_transaction_its_connection_prepares_its_statements
     assert await _windows() == [("wecom_kf", "u1")]
 
 
-async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(gateway_pg, monkeypatch):
+async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(messages_to_server, monkeypatch):
     from bot.settings import reset_settings_cache
 
+    sent = messages_to_server
     monkeypatch.setenv("SIYU_DATABASE_PREPARED_STATEMENTS", "false")
     reset_settings_cache()
-    db.close()
-    sent = []
-    real_send = db._send
-    monkeypatch.setattr(db, "_send", lambda cursor, text: (sent.append(text.decode()), real_send(cursor, text)))
+    db.close()  # the next engine reads the setting
     try:
         await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
     finally:
