@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
@@ -124,9 +125,37 @@ def _insert_all(conn: Connection, messages: List[OutgoingMessage],
 
 
 # (status = a OR status = b: an IN list would be expanded at execution, which a precompiled string cannot)
-_ACTIVE_TO = db.Precompiled(lambda dialect: sa.select(_T.c.id).where(
-    _T.c.channel == sa.bindparam("ch"), _T.c.recipient == sa.bindparam("rcpt"),
-    sa.or_(*(_T.c.status == status for status in ACTIVE))).limit(1))
+_ACTIVE = _T.alias("active")
+
+
+def _busy(table) -> Any:
+    """Whether something to the recipient (:channel, :recipient) is still pending or sending."""
+    return sa.select(table.c.id).where(
+        table.c.channel == sa.bindparam("channel"), table.c.recipient == sa.bindparam("recipient"),
+        sa.or_(*(table.c.status == sa.literal_column(f"'{status}'") for status in ACTIVE))).exists()
+
+
+_ACTIVE_TO = db.Precompiled(lambda dialect: sa.select(sa.literal(1)).where(_busy(_T)))
+
+
+def _claiming_insert(dialect: str) -> Any:
+    """One row stored claimed by :claim_id if nothing to its recipient is still pending or sending, else
+    pending; its id and status. The look and the insert are one statement (one round trip less per
+    reply on PostgreSQL)."""
+    busy = sa.select(_busy(_ACTIVE).label("busy")).subquery("recipient")
+    # cast: in a SELECT list a parameter's type is not taken from the column it goes to (strings to
+    # VARCHAR without a length: a cast would cut a value that is too long, the insert refuses it)
+    typed = {key: sa.cast(sa.bindparam(key, type_=_T.c[key].type),
+                          sa.String() if isinstance(_T.c[key].type, sa.String) else _T.c[key].type) for key in _ROW_KEYS}
+    claimed = {"status": sa.case((busy.c.busy, sa.literal_column("'pending'")), else_=sa.literal_column("'sending'")),
+               "attempts": sa.case((busy.c.busy, sa.literal_column("0")), else_=sa.literal_column("1")),
+               "claimed_by": sa.case((busy.c.busy, sa.null()), else_=typed["claimed_by"]),
+               "claimed_at": sa.case((busy.c.busy, sa.null()), else_=typed["claimed_at"])}
+    select = sa.select(*(claimed.get(key, typed[key]).label(key) for key in _ROW_KEYS)).select_from(busy)
+    return _T.insert().from_select(_ROW_KEYS, select).returning(_T.c.id, _T.c.status)
+
+
+_CLAIMING_INSERT = db.Precompiled(_claiming_insert)
 
 
 def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], claim_id: str,
@@ -139,20 +168,29 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
     now = now_utc()
     claimed: List[Any] = []
     held_back = False
-    free: Dict[Tuple[str, str], bool] = {}
+    tried: set = set()
+    postgres = conn.dialect.name == "postgresql"
     for message in messages:
         values = _row(message)
         target = (message.channel, message.recipient)
-        if target not in free:
-            free[target] = _ACTIVE_TO.execute(conn, {"ch": message.channel, "rcpt": message.recipient}).first() is None
-        if free[target] and (message.not_before is None or message.not_before <= now):
-            free[target] = False  # the rest to this recipient follow once this one is settled
-            values.update(status="sending", claimed_by=claim_id, claimed_at=now, attempts=1)
-            row_id = _insert(conn, values)
+        if target in tried or (message.not_before is not None and message.not_before > now):
+            # the rest to this recipient follow once the first one is settled
+            held_back = True
+            _insert(conn, values)
+            continue
+        tried.add(target)
+        values.update(claimed_by=claim_id, claimed_at=now)
+        if postgres:
+            row_id, status = _CLAIMING_INSERT.execute(conn, values).first()
+        elif _ACTIVE_TO.execute(conn, {"channel": message.channel, "recipient": message.recipient}).first() is None:
+            row_id, status = _insert(conn, dict(values, status="sending", attempts=1)), "sending"
+        else:
+            row_id, status = _insert(conn, dict(values, claimed_by=None, claimed_at=None)), "pending"
+        if status == "sending":
+            values.update(status="sending", attempts=1)
             claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id)))
         else:
             held_back = True
-            _insert(conn, values)
     db.execute_all(conn, together_with)
     return claimed, held_back
 
@@ -224,7 +262,28 @@ async def settle_many(settlements: Sequence[Settlement]) -> List[bool]:
     return done
 
 
+def _all_sent(dialect: str) -> Any:
+    """Rows sent, as one statement (PostgreSQL): the rows of :ids still claimed by :claims (the same
+    order) become sent at :at with :msgids; the ids of those that were."""
+    sent = sa.func.unnest(sa.bindparam("ids", type_=ARRAY(sa.Integer)), sa.bindparam("claims", type_=ARRAY(sa.String)),
+                          sa.bindparam("msgids", type_=ARRAY(sa.String))).table_valued("id", "claim", "msgid").render_derived(name="v")
+    return (_T.update().where(_T.c.id == sent.c.id, _T.c.claimed_by == sent.c.claim,
+                              _T.c.status == sa.literal_column("'sending'"))
+            .values(status=sa.literal_column("'sent'"), sent_at=sa.bindparam("at"), platform_msgid=sent.c.msgid,
+                    last_errcode=None, last_error=None).returning(_T.c.id))
+
+
+_ALL_SENT = db.Precompiled(_all_sent)
+
+
 def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[bool]:
+    if conn.dialect.name == "postgresql" and all(s.status == "sent" for s in settlements):
+        # the common case in one round trip: its own transaction, safe to repeat (a row already
+        # settled is not claimed any more: a repeat changes nothing)
+        updated = {row[0] for row in _ALL_SENT.execute_alone(conn, {
+            "ids": [s.row.id for s in settlements], "claims": [s.row.claimed_by for s in settlements],
+            "msgids": [s.platform_msgid for s in settlements], "at": now_utc()}).all()}
+        return [s.row.id in updated for s in settlements]
     done: List[bool] = []
     for s in settlements:
         if s.status == "sent":

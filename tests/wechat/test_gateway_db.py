@@ -223,3 +223,48 @@ async def test_the_database_threads_keep_a_connection_each_until_close(gateway_p
             break
         await asyncio.sleep(0.1)
     assert _connections_to(gateway_pg) == 0, "close() closes the threads' connections"
+
+
+async def _outbox_rows():
+    def read(conn):
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT recipient, status, attempts, claimed_by IS NOT NULL, platform_msgid FROM wechat_outbox ORDER BY id"))]
+    return await db.run(read)
+
+
+async def test_a_reply_is_queued_claimed_and_settled_in_four_round_trips(messages_to_server):
+    from channels.wechat import outbox
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    sent = messages_to_server
+    row_id = await Inbox().accept(*kf_message("m1"), claimed_by="worker-a")
+    await db.run(windows.open_window, "wecom_kf", "wmUser")
+    sent[:] = []
+    replies = [outbox.OutgoingMessage("wecom_kf", "wmUser", "text", {"text": {"content": f"第{n}条"}},
+                                      account="wkKf") for n in (1, 2)]
+    claimed, refusals, held_back = await db.run(enqueue_and_reserve, replies, "worker-a:c1",
+                                                [Inbox.finish_statement(row_id, "done")])
+    # BEGIN + the first reply stored claimed (the look for earlier replies in the same statement);
+    # the second stored waiting behind it; its reply-window place; the inbox row answered + COMMIT
+    assert len(sent) == 4, sent
+    assert [r.recipient for r in claimed] == ["wmUser"] and refusals == [None] and held_back
+    sent[:] = []
+    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p1")]) == [True]
+    assert len(sent) == 1 and not sent[0].startswith("BEGIN"), "one statement, its own transaction"
+    assert await _outbox_rows() == [("wmUser", "sent", 1, True, "p1"), ("wmUser", "pending", 0, False, None)]
+    # a settlement whose claim was lost meanwhile (the row was recovered elsewhere) changes nothing
+    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p2")]) == [False]
+    assert (await _outbox_rows())[0][-1] == "p1"
+
+
+async def test_a_reply_to_someone_with_a_reply_still_pending_waits_behind_it(gateway_pg):
+    from channels.wechat import outbox
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    first = [outbox.OutgoingMessage("mp", "oUser", "text", {"text": {"content": "一"}})]
+    later = [outbox.OutgoingMessage("mp", "oUser", "text", {"text": {"content": "二"}})]
+    await db.run(windows.open_window, "mp", "oUser")
+    claimed, _, _ = await db.run(enqueue_and_reserve, first, "w:c1")
+    claimed_later, _, held_back = await db.run(enqueue_and_reserve, later, "w:c2")
+    assert len(claimed) == 1 and claimed_later == [] and held_back
+    assert [r[:3] for r in await _outbox_rows()] == [("oUser", "sending", 1), ("oUser", "pending", 0)]
