@@ -223,18 +223,19 @@ class Bench:
                     unanswered += 1
                     return  # stop this customer: its next reply could be taken for the lost one
 
-        cpu_before = self.product.cpu_s()
+        cpu_before, switches_before = self.product.cpu_s(), context_switches()
         started = time.perf_counter()
         await asyncio.gather(*(customer(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-        cpu_after = self.product.cpu_s()
+        cpu_after, switches_after = self.product.cpu_s(), context_switches()
         total = sum(sent.values())
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
         lost, duplicated = self.lost_and_duplicated(path, users, sent, before, unanswered)
         return {"path": path, "rate": total / elapsed, "messages": total, "lost": lost, "duplicated": duplicated,
                 "cpu_ms": per_message(cpu_before, cpu_after, total),
-                "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)]}
+                "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)],
+                "switches": (switches_after - switches_before) / max(total, 1)}
 
     def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
                             unanswered: int) -> Tuple[int, int]:
@@ -284,6 +285,17 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
         env["REDIS_URL"] = redis_url
     subprocess.run([PY, "-m", "bot", "seed-demo"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     return env
+
+
+def context_switches() -> int:
+    """The machine's context switches so far (Linux; 0 elsewhere). Every process woken for a message
+    (an HTTP exchange, a database round trip, a thread hand-over) is one more, and each also costs
+    the other processes' caches."""
+    try:
+        with open("/proc/stat") as stat:
+            return next(int(line.split()[1]) for line in stat if line.startswith("ctxt "))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def rasa_split(cpu_before: Dict[str, float], cpu_after: Dict[str, float]) -> List[float]:
@@ -396,7 +408,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
                         f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
                         f"{fmt(result['cpu_ms'].get('services:postgres', 0.0))}, Redis "
                         f"{fmt(result['cpu_ms'].get('services:redis', 0.0))}), Rasa processes busy "
-                        + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"]))
+                        + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"])
+                        + f", {result['switches']:.0f} context switches per message")
                     await asyncio.sleep(3.0)
     finally:
         product.stop()
