@@ -12,8 +12,9 @@ transaction is written out by hand: BEGIN goes with the first statement, and sta
 nobody reads (`Precompiled.defer`: opening a reply window, saving a cursor, marking a message
 answered) go with the next statement or with the COMMIT, in one simple-query message. A statement
 that is a whole transaction and safe to repeat (settling sent replies) goes without BEGIN and
-COMMIT (`Precompiled.execute_alone`). A 微信客服 message takes 7 round trips instead of 15. (On one machine the server's CPU did not change
-measurably: its cost is in the statements, which are the same; docs/BENCHMARKS.md.) What did cut
+COMMIT (`Precompiled.execute_alone`). A 微信客服 message takes 7 round trips instead of 15. (On
+one machine the server's CPU did not change measurably: its cost is in the statements, which are
+the same; docs/BENCHMARKS.md.) What did cut
 it: the hot statements are server-side prepared (Precompiled), so the server no longer parses and
 plans them for every message. On the client side those statements go straight to the DBAPI cursor
 (_execute_written_out), and each database thread keeps its connection (_thread_connection).
