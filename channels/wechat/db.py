@@ -14,10 +14,10 @@ answered) go with the next statement or with the COMMIT, in one simple-query mes
 that is a whole transaction and safe to repeat (settling sent replies) goes without BEGIN and
 COMMIT (`Precompiled.execute_alone`). A 微信客服 message takes 7 round trips instead of 15. (On
 one machine the server's CPU did not change measurably: its cost is in the statements, which are
-the same; docs/BENCHMARKS.md.) What did cut
-it: the hot statements are server-side prepared (Precompiled), so the server no longer parses and
-plans them for every message. On the client side those statements go straight to the DBAPI cursor
-(_execute_written_out), and each database thread keeps its connection (_thread_connection).
+the same; docs/BENCHMARKS.md.) What did cut it: the hot statements are server-side prepared
+(Precompiled), so the server no longer parses and plans them for every message. On the client side
+those statements go straight to the DBAPI cursor (_execute_written_out), and each database thread
+keeps its connection (_thread_connection).
 
 On SQLite only one connection writes at a time and a waiting connection polls with growing sleeps
 (1, 2, 5, 10 ... ms); with the connectors' short transactions arriving from many tasks at once, those
@@ -59,7 +59,7 @@ POSTGRES_THREADS = 4
 _PENDING = "_siyu_pending"
 _BEGIN = ("BEGIN", None)
 # attribute of a Connection whose written-out transaction was one statement, sent without BEGIN and
-# COMMIT (Precompiled.execute_alone)
+# COMMIT (Precompiled.execute_alone): the transaction has ended, nothing more may be sent in it
 _ALONE = "_siyu_alone"
 # the connection each PostgreSQL database thread keeps (_thread_connection), and all of them
 _held = threading.local()
@@ -269,8 +269,11 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
         try:
             try:
                 result = fn(conn, *args)
-                if pending == [_BEGIN] or getattr(conn, _ALONE, False):
-                    # fn did nothing, or its one statement was its own transaction: nothing to commit
+                if getattr(conn, _ALONE, False):
+                    if pending:  # a statement deferred after it would never be sent
+                        raise RuntimeError("nothing may follow execute_alone in its transaction")
+                    return result  # its one statement was its own transaction: nothing to commit
+                if pending == [_BEGIN]:  # fn did nothing: no transaction to open or commit
                     return result
                 if pending and pending[0] is _BEGIN:
                     # fn only deferred statements: they go now, before the COMMIT, so that a dead
@@ -344,6 +347,8 @@ def _execute_written_out(conn: Connection, sql: str, values: Any) -> _Rows:
     the DBAPI cursor: SQLAlchemy's execution context and result objects were most of the gateway's
     time in its database thread, for statements whose SQL and parameters are ready. Errors are
     turned into SQLAlchemy's exceptions as exec_driver_sql would (a lost connection invalidated)."""
+    if getattr(conn, _ALONE, False):  # outside any transaction: it would commit on its own
+        raise RuntimeError("nothing may follow execute_alone in its transaction")
     pending = getattr(conn, _PENDING)
     cursor = conn.connection.dbapi_connection.cursor()
     text = None
@@ -495,8 +500,9 @@ class Precompiled:
         if pending != [_BEGIN]:
             raise RuntimeError("execute_alone must be the transaction's only statement")
         pending.clear()
+        result = self.execute(conn, params)
         setattr(conn, _ALONE, True)
-        return self.execute(conn, params)
+        return result
 
     def defer(self, conn: Connection, params: Dict[str, Any]) -> None:
         """execute() for a statement whose result nobody reads: on PostgreSQL it goes to the server

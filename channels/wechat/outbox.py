@@ -146,7 +146,8 @@ def _claiming_insert(dialect: str) -> Any:
     # cast: in a SELECT list a parameter's type is not taken from the column it goes to (strings to
     # VARCHAR without a length: a cast would cut a value that is too long, the insert refuses it)
     typed = {key: sa.cast(sa.bindparam(key, type_=_T.c[key].type),
-                          sa.String() if isinstance(_T.c[key].type, sa.String) else _T.c[key].type) for key in _ROW_KEYS}
+                          sa.String() if isinstance(_T.c[key].type, sa.String) else _T.c[key].type)
+             for key in _ROW_KEYS}
     claimed = {"status": sa.case((busy.c.busy, sa.literal_column("'pending'")), else_=sa.literal_column("'sending'")),
                "attempts": sa.case((busy.c.busy, sa.literal_column("0")), else_=sa.literal_column("1")),
                "claimed_by": sa.case((busy.c.busy, sa.null()), else_=typed["claimed_by"]),
@@ -179,16 +180,15 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
             _insert(conn, values)
             continue
         tried.add(target)
-        values.update(claimed_by=claim_id, claimed_at=now)
+        claim = dict(values, status="sending", attempts=1, claimed_by=claim_id, claimed_at=now)
         if postgres:
-            row_id, status = _CLAIMING_INSERT.execute(conn, values).first()
+            row_id, status = _CLAIMING_INSERT.execute(conn, claim).first()
         elif _ACTIVE_TO.execute(conn, {"channel": message.channel, "recipient": message.recipient}).first() is None:
-            row_id, status = _insert(conn, dict(values, status="sending", attempts=1)), "sending"
+            row_id, status = _insert(conn, claim), "sending"
         else:
-            row_id, status = _insert(conn, dict(values, claimed_by=None, claimed_at=None)), "pending"
+            row_id, status = _insert(conn, values), "pending"
         if status == "sending":
-            values.update(status="sending", attempts=1)
-            claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id)))
+            claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **claim, id=row_id)))
         else:
             held_back = True
     db.execute_all(conn, together_with)
@@ -266,7 +266,8 @@ def _all_sent(dialect: str) -> Any:
     """Rows sent, as one statement (PostgreSQL): the rows of :ids still claimed by :claims (the same
     order) become sent at :at with :msgids; the ids of those that were."""
     sent = sa.func.unnest(sa.bindparam("ids", type_=ARRAY(sa.Integer)), sa.bindparam("claims", type_=ARRAY(sa.String)),
-                          sa.bindparam("msgids", type_=ARRAY(sa.String))).table_valued("id", "claim", "msgid").render_derived(name="v")
+                          sa.bindparam("msgids", type_=ARRAY(sa.String))
+                          ).table_valued("id", "claim", "msgid").render_derived(name="v")
     return (_T.update().where(_T.c.id == sent.c.id, _T.c.claimed_by == sent.c.claim,
                               _T.c.status == sa.literal_column("'sending'"))
             .values(status=sa.literal_column("'sent'"), sent_at=sa.bindparam("at"), platform_msgid=sent.c.msgid,

@@ -228,7 +228,8 @@ async def test_the_database_threads_keep_a_connection_each_until_close(gateway_p
 async def _outbox_rows():
     def read(conn):
         return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT recipient, status, attempts, claimed_by IS NOT NULL, platform_msgid FROM wechat_outbox ORDER BY id"))]
+            "SELECT recipient, status, attempts, claimed_by IS NOT NULL, platform_msgid "
+            "FROM wechat_outbox ORDER BY id"))]
     return await db.run(read)
 
 
@@ -268,3 +269,23 @@ async def test_a_reply_to_someone_with_a_reply_still_pending_waits_behind_it(gat
     claimed_later, _, held_back = await db.run(enqueue_and_reserve, later, "w:c2")
     assert len(claimed) == 1 and claimed_later == [] and held_back
     assert [r[:3] for r in await _outbox_rows()] == [("oUser", "sending", 1), ("oUser", "pending", 0)]
+
+
+async def test_nothing_may_follow_a_statement_that_is_its_own_transaction(gateway_pg):
+    from channels.wechat import identity, outbox
+
+    nothing_sent = {"ids": [], "claims": [], "msgids": [], "at": None}
+
+    def then_deferred(conn):
+        outbox._ALL_SENT.execute_alone(conn, nothing_sent)
+        windows.open_window(conn, "wecom_kf", "u1")  # would never reach the server
+
+    def then_executed(conn):
+        outbox._ALL_SENT.execute_alone(conn, nothing_sent)
+        identity.customer_of(conn, "wecom_kf", "u1")  # would run outside any transaction
+
+    for fn in (then_deferred, then_executed):
+        with pytest.raises(RuntimeError, match="nothing may follow execute_alone"):
+            await db.run(fn)
+    assert await _windows() == []
+    assert _open_transactions(gateway_pg) == 0
