@@ -7,6 +7,7 @@ transaction or none of it is stored, and no connection goes back to the pool ins
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -289,3 +290,44 @@ async def test_nothing_may_follow_a_statement_that_is_its_own_transaction(gatewa
             await db.run(fn)
     assert await _windows() == []
     assert _open_transactions(gateway_pg) == 0
+
+
+def _scans_of(plan: dict, table: str) -> list:
+    """The plan's nodes that read `table` (EXPLAIN FORMAT JSON), however deep."""
+    found = [plan] if plan.get("Relation Name") == table and "Scan" in plan["Node Type"] else []
+    for child in plan.get("Plans", []):
+        found += _scans_of(child, table)
+    return found
+
+
+async def test_the_look_for_earlier_replies_reads_only_a_recipients_active_rows_and_once(gateway_pg):
+    """However many replies a loyal customer has had, storing the next one looks up only those still
+    pending or sending, and once (the look had been run once per CASE of the statement, each time
+    reading every row ever sent to the recipient)."""
+    from channels.wechat import outbox
+
+    def history(conn):
+        conn.execute(sa.text(
+            "INSERT INTO wechat_outbox (channel, recipient, msgtype, body, idempotency_key, status, attempts, "
+            "next_attempt_at, created_at) SELECT 'mp', CASE WHEN n <= 300 THEN 'oLoyal' ELSE 'o' || mod(n, 100) END, "
+            "'text', '{}', 'old' || n, 'sent', 1, now(), now() FROM generate_series(1, 3000) AS n"))
+
+    await db.run(history)
+    engine = sa.create_engine(gateway_pg)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE wechat_outbox")  # what autovacuum keeps up to date
+            message = outbox.OutgoingMessage("mp", "oLoyal", "text", {"text": {"content": "您好"}})
+            values = dict(outbox._row(message), status="sending", attempts=1, claimed_by="w:c1",
+                          claimed_at=outbox.now_utc())
+            transaction = conn.begin()
+            # the index's use is what is checked (a small table may be read whole either way)
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            sql, parameters = outbox._CLAIMING_INSERT._sql_and_values(conn, values)
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, parameters).scalar()[0]["Plan"]
+            transaction.rollback()
+    finally:
+        engine.dispose()
+    scans = _scans_of(plan, "wechat_outbox")
+    assert len(scans) == 1, scans
+    assert scans[0].get("Rows Removed by Filter", 0) == 0, json.dumps(scans[0])
