@@ -10,7 +10,8 @@ Measured per path (微信客服 kf, Official Account mp, web IM):
     backlog that grows shows up there)
   * capacity: closed-loop customers (each writes again when answered), the paths interleaved over
     several rounds so that the VM's speed drift falls on all of them; the median messages per
-    second, with no loss and no duplicate. Target: WeChat within 15 % of IM.
+    second, with no loss and no duplicate. Target: WeChat within 15 % of IM. A measurement during
+    which the hypervisor gave much of the VM's CPU to other guests (steal time) is repeated.
 
 The sandbox runs in this process (its clock and the load generator's are the same); the platform's
 callback retries (5 s timeout, 3 retries) are on, so an overloaded bot would see duplicates.
@@ -51,6 +52,11 @@ PY = sys.executable
 TEXTS = ["怎么开发票", "发货要多久", "最近有什么优惠", "可以用花呗付款吗", "你好", "谢谢"]
 SUSTAIN_P95_MS = 2000.0
 DRAIN_S = 20.0
+# a capacity measurement during which the VM's host gave more than this share of its CPUs to other
+# guests (steal time) measured them, not the product: it is repeated, up to STOLEN_RETRIES times,
+# whichever path it was
+STOLEN_LIMIT = 0.05
+STOLEN_RETRIES = 2
 
 
 def say(msg: str) -> None:
@@ -223,11 +229,11 @@ class Bench:
                     unanswered += 1
                     return  # stop this customer: its next reply could be taken for the lost one
 
-        cpu_before, switches_before = self.product.cpu_s(), context_switches()
+        cpu_before, switches_before, machine_before = self.product.cpu_s(), context_switches(), machine_time()
         started = time.perf_counter()
         await asyncio.gather(*(customer(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-        cpu_after, switches_after = self.product.cpu_s(), context_switches()
+        cpu_after, switches_after, machine_after = self.product.cpu_s(), context_switches(), machine_time()
         total = sum(sent.values())
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
@@ -235,7 +241,8 @@ class Bench:
         return {"path": path, "rate": total / elapsed, "messages": total, "lost": lost, "duplicated": duplicated,
                 "cpu_ms": per_message(cpu_before, cpu_after, total),
                 "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)],
-                "switches": (switches_after - switches_before) / max(total, 1)}
+                "switches": (switches_after - switches_before) / max(total, 1),
+                "stolen": (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1)}
 
     def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
                             unanswered: int) -> Tuple[int, int]:
@@ -296,6 +303,17 @@ def context_switches() -> int:
             return next(int(line.split()[1]) for line in stat if line.startswith("ctxt "))
     except (OSError, StopIteration, ValueError):
         return 0
+
+
+def machine_time() -> Tuple[int, int]:
+    """(stolen, all) CPU time of the machine so far, in clock ticks (Linux; (0, 0) elsewhere): the
+    time the hypervisor gave this VM's CPUs to other guests, and all of it (/proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+        return fields[7], sum(fields)
+    except (OSError, ValueError, IndexError):
+        return 0, 0
 
 
 def rasa_split(cpu_before: Dict[str, float], cpu_after: Dict[str, float]) -> List[float]:
@@ -398,18 +416,28 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
             say(f"capacity: {args.capacity_rounds} rounds, paths interleaved, {args.capacity_clients} customers "
                 f"each, {args.capacity_seconds:g} s per path")
             capacity: Dict[str, List[Dict]] = {p: [] for p in paths}
+            stolen_repeats = 0
             for round_no in range(args.capacity_rounds):
                 # each round in another order, so no path always runs first or last
                 for path in paths[round_no % len(paths):] + paths[:round_no % len(paths)]:
-                    result = await bench.closed_loop(path, args.capacity_clients, args.capacity_seconds,
-                                                     f"{path}c{round_no}u")
+                    for attempt in range(STOLEN_RETRIES + 1):
+                        result = await bench.closed_loop(path, args.capacity_clients, args.capacity_seconds,
+                                                         f"{path}c{round_no}a{attempt}u")
+                        if result["stolen"] <= STOLEN_LIMIT or attempt == STOLEN_RETRIES:
+                            break
+                        # the VM's host gave its CPUs to other guests: this measured them, not the product
+                        say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s while the hypervisor "
+                            f"took {result['stolen'] * 100:.0f} % of the CPU: measured again")
+                        stolen_repeats += 1
+                        await asyncio.sleep(3.0)
                     capacity[path].append(result)
                     say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s, lost {result['lost']}, "
                         f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
                         f"{fmt(result['cpu_ms'].get('services:postgres', 0.0))}, Redis "
                         f"{fmt(result['cpu_ms'].get('services:redis', 0.0))}), Rasa processes busy "
                         + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"])
-                        + f", {result['switches']:.0f} context switches per message")
+                        + f", {result['switches']:.0f} context switches per message, "
+                        f"{result['stolen'] * 100:.1f} % of the CPU taken by the hypervisor")
                     await asyncio.sleep(3.0)
     finally:
         product.stop()
@@ -428,8 +456,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     cap_rows = []
     for round_no in range(args.capacity_rounds):
         rates = {p: capacity[p][round_no]["rate"] for p in paths}
+        stolen = " / ".join(f"{capacity[p][round_no]['stolen'] * 100:.1f}" for p in ("im", "kf", "mp"))
         cap_rows.append(f"| {round_no + 1} | {rates['im']:.1f} | {rates['kf']:.1f} | {rates['mp']:.1f} | "
-                        f"{rates['kf'] / rates['im'] * 100:.1f} % | {rates['mp'] / rates['im'] * 100:.1f} % |")
+                        f"{rates['kf'] / rates['im'] * 100:.1f} % | {rates['mp'] / rates['im'] * 100:.1f} % | {stolen} |")
     cap_cpu = {p: statistics.median(sum(r["cpu_ms"][k] for k in KINDS) for r in capacity[p]) for p in paths}
     cap_clean = all(r["lost"] == 0 and r["duplicated"] == 0 for p in paths for r in capacity[p])
     markdown = "\n".join([
@@ -472,13 +501,16 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"Capacity: {args.capacity_clients} customers per path, each writing again as soon as the bot answered "
         f"(closed loop: the product runs flat out without a growing backlog), {args.capacity_seconds:g} s per path, "
         f"{args.capacity_rounds} rounds with the paths interleaved in rotating order, so the VM's drift falls on "
-        "every path alike. Each round's customers are new (first contacts, then returning). Messages per second:",
+        "every path alike. Each round's customers are new (first contacts, then returning). A measurement during "
+        f"which the VM's host gave more than {STOLEN_LIMIT * 100:.0f} % of its CPUs to other guests (steal time) "
+        f"is repeated, up to {STOLEN_RETRIES} times, whichever path it was ({stolen_repeats} repeated in this run). "
+        "Messages per second:",
         "",
-        "| round | im | kf | mp | kf / IM | mp / IM |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| round | im | kf | mp | kf / IM | mp / IM | CPU stolen by the host, % (im / kf / mp) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *cap_rows,
         f"| median | {cap['im']:.1f} | {cap['kf']:.1f} | {cap['mp']:.1f} | {cap_ratio['kf'] * 100:.1f} % | "
-        f"{cap_ratio['mp'] * 100:.1f} % |",
+        f"{cap_ratio['mp'] * 100:.1f} % | |",
         "",
         f"Lost / duplicated in the capacity rounds: {'none' if cap_clean else 'SOME (see the log)'}. CPU per "
         f"message (all processes, median): IM {cap_cpu['im']:.1f} ms, kf {cap_cpu['kf']:.1f} ms, mp "
@@ -523,7 +555,7 @@ def main() -> int:
     parser.add_argument("--paths", default="im,kf,mp", help="comma-separated subset of im,kf,mp (the summary needs all three)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--latency-messages", type=int, default=150)
-    parser.add_argument("--capacity-rounds", type=int, default=3)
+    parser.add_argument("--capacity-rounds", type=int, default=5)
     parser.add_argument("--capacity-clients", type=int, default=32)
     parser.add_argument("--capacity-seconds", type=float, default=15.0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
