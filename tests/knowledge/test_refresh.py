@@ -122,8 +122,10 @@ async def test_async_refresh_loads_in_a_thread_and_does_not_block_the_loop(tmp_p
     elapsed = time.perf_counter() - started
     task.cancel()
     assert d.answer is not None and d.answer.id == "R2"
-    # the loop kept running while the index loaded (one tick per ms would be ideal; allow slack)
-    assert ticks >= max(3, int(elapsed * 1000 * 0.2))
+    # the loop kept turning while the index loaded: loaded on the loop itself, the ticker would get
+    # no turn before the answer. (No rate is asserted: on a host that lends its CPUs to other guests,
+    # the loading thread can hold the GIL for most of the load; CI saw 3 ticks in 645 ms.)
+    assert ticks >= 3, (ticks, elapsed)
 
     first = kb.version
     _build(tmp_path, SMALL_FAQ + [NEW_ROW], out)
