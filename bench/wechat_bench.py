@@ -229,11 +229,11 @@ class Bench:
                     unanswered += 1
                     return  # stop this customer: its next reply could be taken for the lost one
 
-        cpu_before, switches_before, machine_before = self.product.cpu_s(), context_switches(), machine_time()
+        cpu_before, (switches_before, stolen_before, all_before) = self.product.cpu_s(), machine_counters()
         started = time.perf_counter()
         await asyncio.gather(*(customer(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-        cpu_after, switches_after, machine_after = self.product.cpu_s(), context_switches(), machine_time()
+        cpu_after, (switches_after, stolen_after, all_after) = self.product.cpu_s(), machine_counters()
         total = sum(sent.values())
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
@@ -242,7 +242,7 @@ class Bench:
                 "cpu_ms": per_message(cpu_before, cpu_after, total),
                 "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)],
                 "switches": (switches_after - switches_before) / max(total, 1),
-                "stolen": (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1)}
+                "stolen": (stolen_after - stolen_before) / max(all_after - all_before, 1)}
 
     def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
                             unanswered: int) -> Tuple[int, int]:
@@ -294,26 +294,20 @@ def prepare(var_dir: Path, sandbox_port: int, database_url: Optional[str], redis
     return env
 
 
-def context_switches() -> int:
-    """The machine's context switches so far (Linux; 0 elsewhere). Every process woken for a message
-    (an HTTP exchange, a database round trip, a thread hand-over) is one more, and each also costs
-    the other processes' caches."""
+def machine_counters() -> Tuple[int, int, int]:
+    """The machine's context switches, stolen CPU time and all CPU time so far, from one read of
+    /proc/stat (Linux; zeros elsewhere). Every process woken for a message (an HTTP exchange, a
+    database round trip, a thread hand-over) is one more context switch, and each also costs the
+    other processes' caches. Stolen time (clock ticks) is the time the hypervisor gave this VM's
+    CPUs to other guests."""
     try:
         with open("/proc/stat") as stat:
-            return next(int(line.split()[1]) for line in stat if line.startswith("ctxt "))
-    except (OSError, StopIteration, ValueError):
-        return 0
-
-
-def machine_time() -> Tuple[int, int]:
-    """(stolen, all) CPU time of the machine so far, in clock ticks (Linux; (0, 0) elsewhere): the
-    time the hypervisor gave this VM's CPUs to other guests, and all of it (/proc/stat)."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:9]]
-        return fields[7], sum(fields)
-    except (OSError, ValueError, IndexError):
-        return 0, 0
+            lines = stat.read().splitlines()
+        cpu = [int(value) for value in lines[0].split()[1:9]]
+        switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+        return switches, cpu[7], sum(cpu)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0, 0, 0
 
 
 def rasa_split(cpu_before: Dict[str, float], cpu_after: Dict[str, float]) -> List[float]:
