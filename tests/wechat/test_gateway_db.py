@@ -331,3 +331,43 @@ async def test_the_look_for_earlier_replies_reads_only_a_recipients_active_rows_
     scans = _scans_of(plan, "wechat_outbox")
     assert len(scans) == 1, scans
     assert scans[0].get("Rows Removed by Filter", 0) == 0, json.dumps(scans[0])
+
+
+async def test_settling_a_reply_reads_it_by_its_id_however_many_were_sent_before(gateway_pg):
+    """Every sent reply leaves a 'sending' entry in the status index until a vacuum; the settle's
+    prepared (generic) plan had gone through all of them to find the one row it settles."""
+    from channels.wechat import outbox
+
+    def history(conn):
+        conn.execute(sa.text(
+            "INSERT INTO wechat_outbox (channel, recipient, msgtype, body, idempotency_key, status, attempts, "
+            "next_attempt_at, created_at, claimed_by) SELECT 'mp', 'o' || mod(n, 100), 'text', '{}', 'old' || n, "
+            "'sending', 1, now(), now(), 'w:old' FROM generate_series(1, 3000) AS n"))
+        conn.execute(sa.text("UPDATE wechat_outbox SET status = 'sent'"))  # what 3000 settles leave behind
+
+    await db.run(history)
+    replies = [outbox.OutgoingMessage("mp", "oNew", "text", {"text": {"content": "您好"}})]
+    await db.run(windows.open_window, "mp", "oNew")
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    (row,), _, _ = await db.run(enqueue_and_reserve, replies, "w:c1")
+    engine = sa.create_engine(gateway_pg)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE wechat_outbox")
+            values = {"ids": [row.id], "claims": [row.claimed_by], "msgids": [None], "at": outbox.now_utc()}
+            compiled = outbox._ALL_SENT._for(conn.dialect)
+            prepare_sql, execute_sql = outbox._ALL_SENT._prepared_sql
+            transaction = conn.begin()
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")  # as a prepared statement runs
+            conn.exec_driver_sql(prepare_sql)
+            params = compiled[0].construct_params(values)
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute_sql,
+                                        params).scalar()[0]["Plan"]
+            transaction.rollback()
+    finally:
+        engine.dispose()
+    scans = _scans_of(plan, "wechat_outbox")
+    assert len(scans) == 1 and scans[0].get("Index Name") == "pk_wechat_outbox", json.dumps(scans)
+    # (the update's own writes, a new entry in each index, are the same either way)
+    assert plan["Actual Rows"] == 1 and scans[0]["Shared Hit Blocks"] <= 5, json.dumps(scans[0])
