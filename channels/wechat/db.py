@@ -10,9 +10,11 @@ On PostgreSQL every statement is a network round trip: a network RTT where the s
 host, and time a database thread waits. So the hot path's connections are in autocommit mode and the
 transaction is written out by hand: BEGIN goes with the first statement, and statements whose result
 nobody reads (`Precompiled.defer`: opening a reply window, saving a cursor, marking a message
-answered) go with the next statement or with the COMMIT, in one simple-query message. A statement
-that is a whole transaction and safe to repeat (settling sent replies) goes without BEGIN and
-COMMIT (`Precompiled.execute_alone`). A 微信客服 message takes 7 round trips instead of 15. (On
+answered) go with the next statement or with the COMMIT, in one simple-query message. A transaction
+whose only result read is its last statement's goes as one message without BEGIN and COMMIT
+(`Precompiled.execute_last`): the server runs the statements of one message as one implicit
+transaction. Storing a message, queueing its reply and settling the reply are one round trip each,
+the first two as one statement with data-modifying CTEs (inbox.Preparation, delivery.py). (On
 one machine the server's CPU did not change measurably: its cost is in the statements, which are
 the same; docs/BENCHMARKS.md.) What did cut it: the hot statements are server-side prepared
 (Precompiled), so the server no longer parses and plans them for every message. On the client side
@@ -58,8 +60,8 @@ POSTGRES_THREADS = 4
 # Connection.info: that belongs to the DBAPI connection and is gone once the connection is invalidated.)
 _PENDING = "_siyu_pending"
 _BEGIN = ("BEGIN", None)
-# attribute of a Connection whose written-out transaction was one statement, sent without BEGIN and
-# COMMIT (Precompiled.execute_alone): the transaction has ended, nothing more may be sent in it
+# attribute of a Connection whose written-out transaction went as one message without BEGIN and
+# COMMIT (Precompiled.execute_last): the transaction has ended, nothing more may be sent in it
 _ALONE = "_siyu_alone"
 # the connection each PostgreSQL database thread keeps (_thread_connection), and all of them
 _held = threading.local()
@@ -69,6 +71,9 @@ _all_held: List[Connection] = []
 # a new connection starts with none)
 _PREPARED = "siyu_prepared"
 _PREPARE_ON = "_siyu_prepare"  # attribute of the engine: Settings.database_prepared_statements
+# transactions written out on a DBAPI connection (its pool record's info), for _replan_due
+_TRANSACTIONS = "siyu_transactions"
+_DEALLOCATE = ("DEALLOCATE ALL", None)
 _PLACEHOLDER = re.compile(r"%\(([^)]+)\)s")
 
 
@@ -185,6 +190,8 @@ def _database() -> Tuple[Engine, DatabaseThreads]:
 def _with_pending(conn, cursor, statement, parameters, context, executemany):
     """Puts the transaction's pending statements in front of the one being executed (one message
     to the server; psycopg2 returns the last statement's result, which is the caller's)."""
+    if getattr(conn, _ALONE, False):  # outside any transaction: it would commit on its own
+        raise RuntimeError("nothing may follow execute_last in its transaction")
     pending = getattr(conn, _PENDING, None)
     if not pending:
         return statement, parameters
@@ -264,6 +271,8 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
     """_attempt on an autocommit connection, BEGIN and COMMIT sent by hand with other statements."""
     conn = _thread_connection(engine)
     pending = [_BEGIN]
+    if _replan_due(conn):
+        pending.append(_DEALLOCATE)  # goes with the transaction's first statement
     setattr(conn, _PENDING, pending)
     try:
         try:
@@ -271,7 +280,7 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
                 result = fn(conn, *args)
                 if getattr(conn, _ALONE, False):
                     if pending:  # a statement deferred after it would never be sent
-                        raise RuntimeError("nothing may follow execute_alone in its transaction")
+                        raise RuntimeError("nothing may follow execute_last in its transaction")
                     return result  # its one statement was its own transaction: nothing to commit
                 if pending == [_BEGIN]:  # fn did nothing: no transaction to open or commit
                     return result
@@ -288,6 +297,7 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
             return result
         except BaseException:
             pending.clear()
+            setattr(conn, _ALONE, False)  # what follows (ROLLBACK, DEALLOCATE) is not the transaction's
             _roll_back(conn)
             _forget_prepared(conn)
             raise
@@ -306,11 +316,28 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
                 _release(conn)
 
 
+def _replan_due(conn: Connection) -> bool:
+    """Whether this connection's prepared statements are to be planned again: after its 64th,
+    128th, 256th ... transaction, then every 65536th. PostgreSQL keeps the generic plan it made for
+    a prepared statement after its first executions, and plans made while a table was still small
+    read it whole (a sequential scan is cheapest for a few pages): on a new database every settle
+    had gone through every row ever sent. Autovacuum's ANALYZE would make it plan again, where
+    autovacuum runs and keeps up. Then the statements are prepared again at their next use."""
+    info = conn.connection.info
+    count = info[_TRANSACTIONS] = info.get(_TRANSACTIONS, 0) + 1
+    if count < 64 or (count & (count - 1) and count % 65536) or not info.get(_PREPARED):
+        return False
+    info.pop(_PREPARED)
+    return True
+
+
 def _forget_prepared(conn: Connection) -> None:
     """After a failure: whether the statements marked prepared on this connection really were is
-    unknown (a failed message stops at its failing statement), so none are (see Precompiled)."""
-    if conn.invalidated or not conn.connection.info.pop(_PREPARED, None):
+    unknown (a failed message stops at its failing statement), so none are (see Precompiled). Also
+    when none are marked: a DEALLOCATE ALL of _replan_due may not have reached the server."""
+    if conn.invalidated or not getattr(conn.engine, _PREPARE_ON, False):
         return
+    conn.connection.info.pop(_PREPARED, None)
     try:
         conn.exec_driver_sql("DEALLOCATE ALL")
     except Exception:  # noqa: BLE001 - the original error is what the caller must see
@@ -348,7 +375,7 @@ def _execute_written_out(conn: Connection, sql: str, values: Any) -> _Rows:
     time in its database thread, for statements whose SQL and parameters are ready. Errors are
     turned into SQLAlchemy's exceptions as exec_driver_sql would (a lost connection invalidated)."""
     if getattr(conn, _ALONE, False):  # outside any transaction: it would commit on its own
-        raise RuntimeError("nothing may follow execute_alone in its transaction")
+        raise RuntimeError("nothing may follow execute_last in its transaction")
     pending = getattr(conn, _PENDING)
     cursor = conn.connection.dbapi_connection.cursor()
     text = None
@@ -489,17 +516,22 @@ class Precompiled:
             return _execute_written_out(conn, sql, values)
         return conn.exec_driver_sql(sql, values)
 
-    def execute_alone(self, conn: Connection, params: Dict[str, Any]):
-        """execute() for a transaction that is this one statement: on PostgreSQL it goes without
-        BEGIN and COMMIT, its own transaction in one round trip. Only for a statement that may run
-        twice: if the connection turns out to be lost, the transaction is repeated on a new one
-        (like any other), although this statement may have been committed just before."""
+    def execute_last(self, conn: Connection, params: Dict[str, Any]):
+        """execute() for the last statement of a transaction, nothing may follow it. On PostgreSQL,
+        if nothing of the transaction has gone to the server yet, it goes without BEGIN and COMMIT,
+        with the statements deferred so far in front of it, in one message: the server runs them as
+        one implicit transaction, committed if all succeed, else none of it (one round trip for the
+        whole transaction). Once an earlier statement has opened the transaction, this is an
+        ordinary statement and the COMMIT follows it.
+
+        Only for a transaction that may run twice: if the connection turns out to be lost, the
+        transaction is repeated on a new one like any other, although the server may have
+        committed it just before (an INSERT .. ON CONFLICT DO NOTHING then finds its row stored;
+        a settle finds its row no longer claimed)."""
         pending = getattr(conn, _PENDING, None)
-        if pending is None:
+        if pending is None or not pending or pending[0] is not _BEGIN:
             return self.execute(conn, params)
-        if pending != [_BEGIN]:
-            raise RuntimeError("execute_alone must be the transaction's only statement")
-        pending.clear()
+        del pending[0]
         result = self.execute(conn, params)
         setattr(conn, _ALONE, True)
         return result

@@ -59,6 +59,31 @@ _INSERT_NEW = db.Precompiled(lambda dialect: insert_for_dialect(dialect, Inbound
     index_elements=["channel", "dedup_key"]), column_keys=_STORED_COLUMNS)
 
 
+def insert_new_returning_id() -> Any:
+    """_INSERT_NEW (PostgreSQL) with a parameter named after each column it stores and RETURNING the
+    new row's id (no row for a duplicate): for a statement that also does a Preparation's work."""
+    return insert_for_dialect("postgresql", InboundMessageRow).values(
+        {key: sa.bindparam(key, type_=_T.c[key].type) for key in _STORED_COLUMNS}).on_conflict_do_nothing(
+            index_elements=["channel", "dedup_key"]).returning(_T.c.id)
+
+
+class Preparation:
+    """What the transaction that stores a new message also does for it (Inbox.accept_prepared)."""
+
+    def __call__(self, conn: Connection, message: InboundMessage) -> Any:
+        """Run after the message's row is inserted, in the same transaction; what the caller gets
+        with the row id."""
+        raise NotImplementedError
+
+    def one_statement(self, message: InboundMessage
+                      ) -> Optional[Callable[[Connection, Dict[str, Any]], Optional[Tuple[int, Any]]]]:
+        """PostgreSQL, for a message stored on its own: a function of (connection, the inbox row's
+        values) that inserts the row and does this preparation in one statement, run with
+        db.Precompiled.execute_last, so the whole store is one round trip; it returns (row id, what
+        __call__ would have) or None for a duplicate. None: not offered for this message."""
+        return None
+
+
 # deferred with the transaction that queues the replies (nothing reads its result)
 _FINISH = db.Precompiled(lambda dialect: _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
     status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why")))
@@ -66,18 +91,37 @@ _FINISH = db.Precompiled(lambda dialect: _T.update().where(_T.c.id == sa.bindpar
 
 def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: List[bool], status: str,
            claimed_by: Optional[str], together_with: List[Callable[[Connection], None]],
-           prepare: Optional[Callable[[Connection, InboundMessage], Any]]) -> List[Optional[Tuple[int, Any]]]:
-    stored: List[Optional[Tuple[int, Any]]] = []
+           prepare: Optional[Preparation]) -> List[Optional[Tuple[int, Any]]]:
     now = now_utc()
+    rows: List[Optional[Dict[str, Any]]] = []
     for (message, conversation_id), new in zip(items, fresh):
-        if not new:
+        values = None
+        if new:
+            values = dict(channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
+                          payload=message.to_json(), status=status, attempts=0, received_at=now, claimed_by=None,
+                          claimed_at=None)
+            if claimed_by and status == "received":
+                values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
+        rows.append(values)
+    new_ones = [n for n, values in enumerate(rows) if values is not None]
+    if len(new_ones) == 1 and prepare is not None and conn.dialect.name == "postgresql":
+        in_one = prepare.one_statement(items[new_ones[0]][0])
+        if in_one is not None:
+            # the whole transaction in one round trip: what goes with it (a 微信客服 page's cursor)
+            # is deferred, so it is sent in front of the one statement
+            for step in together_with:
+                step(conn)
+            stored: List[Optional[Tuple[int, Any]]] = [None] * len(items)
+            stored[new_ones[0]] = in_one(conn, rows[new_ones[0]])
+            if stored[new_ones[0]] is None:
+                logger.info("duplicate message ignored", extra={"channel": items[new_ones[0]][0].channel,
+                                                                "by": "database"})
+            return stored
+    stored = []
+    for (message, _), values in zip(items, rows):
+        if values is None:
             stored.append(None)
             continue
-        values = dict(channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
-                      payload=message.to_json(), status=status, attempts=0, received_at=now, claimed_by=None,
-                      claimed_at=None)
-        if claimed_by and status == "received":
-            values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
         row_id = _INSERT_NEW.inserted_id(conn, _INSERT_NEW.execute(conn, values))
         if row_id is None:
             logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
@@ -113,11 +157,12 @@ class Inbox:
     async def accept_prepared(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
                               claimed_by: Optional[str] = None,
                               together_with: Sequence[Callable[[Connection], None]] = (),
-                              prepare: Optional[Callable[[Connection, InboundMessage], Any]] = None,
+                              prepare: Optional[Preparation] = None,
                               pulled: bool = False) -> List[Optional[Tuple[int, Any]]]:
         """accept_many(), also running prepare(connection, message) for each new message in the same
         transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
-        what prepare returned) for each new message, None for each duplicate.
+        what prepare returned) for each new message, None for each duplicate. On PostgreSQL a
+        message stored on its own goes in one statement where `prepare` offers one.
 
         `pulled`: the messages come from a page we pulled (微信客服 sync_msg), not from a callback
         the platform may deliver again: no Redis check. Its only repeats (a page pulled again after

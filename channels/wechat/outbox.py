@@ -70,6 +70,12 @@ def _insert(conn: Connection, values: Dict[str, Any]) -> int:
     return _INSERT_ONE.inserted_id(conn, _INSERT_ONE.execute(conn, values))
 
 
+def insert_later(conn: Connection, message: "OutgoingMessage") -> None:
+    """Store a message pending, in the caller's transaction, with its next statement or its COMMIT
+    (db.Precompiled.defer; its id is not read)."""
+    _INSERT_ONE.defer(conn, _row(message))
+
+
 def new_key() -> str:
     return uuid.uuid4().hex  # 32 characters: also a valid kf/send_msg msgid
 
@@ -140,10 +146,21 @@ def _busy(table) -> Any:
 _ACTIVE_TO = db.Precompiled(lambda dialect: sa.select(sa.literal(1)).where(_busy(_T)))
 
 
-def _claiming_insert(dialect: str) -> Any:
+def claimed_values(message: OutgoingMessage, claim_id: str, now: datetime) -> Dict[str, Any]:
+    """The row of a message stored already claimed by `claim_id` (claiming_insert's parameters)."""
+    return dict(_row(message), status="sending", attempts=1, claimed_by=claim_id, claimed_at=now)
+
+
+def claimed_record(values: Dict[str, Any], row_id: int) -> Any:
+    """A row stored claimed (claimed_values), as claim() returns rows."""
+    return SimpleNamespace(**dict(_EMPTY_RECORD, **values, id=row_id))
+
+
+def claiming_insert(dialect: str) -> Any:
     """One row stored claimed by :claim_id if nothing to its recipient is still pending or sending, else
     pending; its id and status. The look and the insert are one statement (one round trip less per
-    reply on PostgreSQL)."""
+    reply on PostgreSQL; delivery.py makes it part of a statement that also takes the reply-window
+    place)."""
     # a CTE computed once (MATERIALIZED): as a subquery PostgreSQL pulled it up into each of the four
     # CASEs below and ran the look four times
     busy = sa.select(_busy(_ACTIVE).label("busy")).cte("recipient")
@@ -162,7 +179,7 @@ def _claiming_insert(dialect: str) -> Any:
     return _T.insert().from_select(_ROW_KEYS, select).returning(_T.c.id, _T.c.status)
 
 
-_CLAIMING_INSERT = db.Precompiled(_claiming_insert)
+_CLAIMING_INSERT = db.Precompiled(claiming_insert)
 
 
 def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], claim_id: str,
@@ -186,7 +203,7 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
             _insert(conn, values)
             continue
         tried.add(target)
-        claim = dict(values, status="sending", attempts=1, claimed_by=claim_id, claimed_at=now)
+        claim = claimed_values(message, claim_id, now)
         if postgres:
             row_id, status = _CLAIMING_INSERT.execute(conn, claim).first()
         elif _ACTIVE_TO.execute(conn, {"channel": message.channel, "recipient": message.recipient}).first() is None:
@@ -194,7 +211,7 @@ def insert_claiming_first(conn: Connection, messages: List[OutgoingMessage], cla
         else:
             row_id, status = _insert(conn, values), "pending"
         if status == "sending":
-            claimed.append(SimpleNamespace(**dict(_EMPTY_RECORD, **claim, id=row_id)))
+            claimed.append(claimed_record(claim, row_id))
         else:
             held_back = True
     db.execute_all(conn, together_with)
@@ -294,7 +311,7 @@ def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[boo
     if conn.dialect.name == "postgresql" and all(s.status == "sent" for s in settlements):
         # the common case in one round trip: its own transaction, safe to repeat (a row already
         # settled is not claimed any more: a repeat changes nothing)
-        updated = {row[0] for row in _ALL_SENT.execute_alone(conn, {
+        updated = {row[0] for row in _ALL_SENT.execute_last(conn, {
             "ids": [s.row.id for s in settlements], "claims": [s.row.claimed_by for s in settlements],
             "msgids": [s.platform_msgid for s in settlements], "at": now_utc()}).all()}
         return [s.row.id in updated for s in settlements]

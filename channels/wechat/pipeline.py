@@ -4,6 +4,7 @@ channels/wechat/relay.py), and store the replies (keyed by the inbox row, so a m
 twice after a crash is still answered once)."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, Optional, Tuple
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.settings import get_settings
@@ -18,6 +20,7 @@ from channels import inbound_text
 from channels.wechat import db, identity, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
+from channels.wechat.inbox import Preparation, insert_new_returning_id
 from channels.wechat.output import reply_texts, text_messages
 from channels.wechat.payloads import InboundMessage
 from channels.wechat.relay_client import RasaNotReady
@@ -53,20 +56,57 @@ class Prepared:
     customer_id: Optional[int]
 
 
-def prepare(conn: Connection, message: InboundMessage) -> Optional[Prepared]:
+class OpenWindowFindCustomer(Preparation):
     """Run in the inbox's store transaction for each message this process answers (see
     Inbox.accept_prepared): the user's message opens their reply window, and the customer behind
     them is looked up, in the same commit as the message."""
-    if message.channel not in ONE_ON_ONE:
-        return None
-    return Prepared(_user_wrote(conn, message))
+
+    def __call__(self, conn: Connection, message: InboundMessage) -> Optional[Prepared]:
+        if message.channel not in ONE_ON_ONE:
+            return None
+        return Prepared(_user_wrote(conn, message))
+
+    def one_statement(self, message: InboundMessage):
+        return functools.partial(_stored_window_opened, message) if message.channel in ONE_ON_ONE else None
+
+
+prepare = OpenWindowFindCustomer()
+
+
+def _window_kind(message: InboundMessage) -> str:
+    return "event" if message.msg_type == "event" else "message"
 
 
 def _user_wrote(conn: Connection, message: InboundMessage) -> Optional[int]:
     """The user's message opens their reply window; the customer behind them, if known yet."""
-    windows.open_window(conn, message.channel, message.user_id, "event" if message.msg_type == "event" else "message",
+    windows.open_window(conn, message.channel, message.user_id, _window_kind(message),
                         at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
     return identity.customer_of(conn, message.channel, message.user_id)
+
+
+def _store_opening_window(kind: str, with_account: bool) -> Any:
+    """The inbox row's INSERT, the reply window opened if the row is new, and the customer looked up,
+    as one statement (PostgreSQL): (new row id, customer id or NULL), or no row for a duplicate."""
+    stored = insert_new_returning_id().cte("stored")
+    # joined, not only listed: SQLAlchemy 1.4 does not render a CTE the query does not use
+    opened = windows.open_after_insert(kind, with_account, stored).returning(sa.literal_column("1")).cte("opened")
+    customer = identity.customer_query().scalar_subquery()
+    return sa.select(stored.c.id, customer.label("customer_id")).select_from(stored.outerjoin(opened, sa.true()))
+
+
+_STORE_OPENING_WINDOW = {(kind, with_account): db.Precompiled(
+    lambda dialect, kind=kind, with_account=with_account: _store_opening_window(kind, with_account))
+    for kind in ("message", "event") for with_account in (False, True)}
+
+
+def _stored_window_opened(message: InboundMessage, conn: Connection, values: Dict[str, Any]
+                          ) -> Optional[Tuple[int, Prepared]]:
+    """OpenWindowFindCustomer's one statement (see Preparation.one_statement)."""
+    statement = _STORE_OPENING_WINDOW[(_window_kind(message), bool(message.account))]
+    row = statement.execute_last(conn, dict(values, ch=message.channel, uid=message.user_id,
+                                            at=datetime.utcfromtimestamp(message.sent_at), account=message.account,
+                                            external_id=message.user_id)).first()
+    return None if row is None else (row[0], Prepared(row[1]))
 
 
 class Pipeline:

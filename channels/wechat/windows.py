@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -83,15 +83,31 @@ def open_window(conn: Connection, channel: str, user_id: str, kind: str = "messa
                                                 "account": account})
 
 
-def _open_statement(dialect: str, kind: str, with_account: bool):
-    """The upsert for a dialect / kind / account combination."""
+def _open_statement(dialect: str, kind: str, with_account: bool, after: Optional[Any] = None):
+    """The upsert for a dialect / kind / account combination. `after`: a CTE; the window is opened
+    only if it has a row (e.g. the message's inbox row was inserted: open_after_insert)."""
     stamp, count = ("message_at", "message_sent") if kind == "message" else ("event_at", "event_sent")
-    reset = {stamp: sa.bindparam("at"), count: 0}
+    reset = {stamp: sa.bindparam("at", type_=_W.c[stamp].type), count: 0}
     if with_account:
-        reset["account"] = sa.bindparam("account")
-    insert = insert_for_dialect(dialect, ReplyWindow).values(channel=sa.bindparam("ch"), user_id=sa.bindparam("uid"),
-                                                   **{"message_sent": 0, "event_sent": 0, **reset})
+        reset["account"] = sa.bindparam("account", type_=_W.c.account.type)
+    values = {"channel": sa.bindparam("ch", type_=_W.c.channel.type),
+              "user_id": sa.bindparam("uid", type_=_W.c.user_id.type), "message_sent": 0, "event_sent": 0, **reset}
+    if after is None:
+        insert = insert_for_dialect(dialect, ReplyWindow).values(**values)
+    else:
+        # in a SELECT list a parameter's type is not taken from the column it goes to (strings to
+        # VARCHAR without a length: a cast would cut a value that is too long, the insert refuses it)
+        typed = [sa.cast(value, sa.String() if isinstance(value.type, sa.String) else value.type).label(key)
+                 if isinstance(value, sa.sql.elements.BindParameter) else sa.literal_column(str(value)).label(key)
+                 for key, value in values.items()]
+        insert = insert_for_dialect(dialect, ReplyWindow).from_select(list(values), sa.select(*typed).select_from(after))
     return insert.on_conflict_do_update(index_elements=["channel", "user_id"], set_=reset)
+
+
+def open_after_insert(kind: str, with_account: bool, inserted: Any) -> Any:
+    """open_window's upsert (PostgreSQL) as part of a larger statement: it runs if the CTE
+    `inserted` has a row; parameters :ch, :uid, :at and :account as open_window's."""
+    return _open_statement("postgresql", kind, with_account, after=inserted)
 
 
 # one per kind / account combination, compiled once per dialect (one runs for every message received)
@@ -119,13 +135,48 @@ def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
     return reasons
 
 
+def take_if_claimed(claimed: Any) -> Any:
+    """take_places' UPDATE for one recipient (PostgreSQL) as part of a larger statement: a place in
+    the message window, else in the event window, taken if the CTE `claimed` has a row whose status
+    is 'sending'; RETURNING a row if taken. Parameters :ch, :uid, and :message_since,
+    :message_quota, :event_since, :event_quota from take_parameters()."""
+    message_open = sa.and_(_W.c.message_at > sa.bindparam("message_since", type_=_W.c.message_at.type),
+                           _W.c.message_sent < sa.bindparam("message_quota", type_=sa.Integer))
+    event_open = sa.and_(_W.c.event_at > sa.bindparam("event_since", type_=_W.c.event_at.type),
+                         _W.c.event_sent < sa.bindparam("event_quota", type_=sa.Integer))
+    was_claimed = sa.select(sa.literal_column("1")).select_from(claimed).where(
+        claimed.c.status == sa.literal_column("'sending'")).exists()
+    return _W.update().where(
+        _W.c.channel == sa.bindparam("ch", type_=_W.c.channel.type),
+        _W.c.user_id == sa.bindparam("uid", type_=_W.c.user_id.type), sa.or_(message_open, event_open), was_claimed
+    ).values(message_sent=_W.c.message_sent + sa.case((message_open, _ONE), else_=_ZERO),
+             event_sent=_W.c.event_sent + sa.case((message_open, _ZERO), (event_open, _ONE), else_=_ZERO)
+             ).returning(_ONE.label("taken"))
+
+
+# literals, not parameters: a prepared statement's parameter in a CASE would have no type
+_ONE, _ZERO = sa.literal_column("1", sa.Integer), sa.literal_column("0", sa.Integer)
+
+
+def take_parameters(channel: str, user_id: str, now: datetime) -> dict:
+    """The parameters of take_if_claimed for a governed channel."""
+    rule = RULES[channel]
+    return {"ch": channel, "uid": user_id, "message_since": now - rule.message_window,
+            "message_quota": rule.message_quota, "event_since": now - rule.event_window,
+            "event_quota": rule.event_quota}
+
+
 def refusal(conn: Connection, channel: str, user_id: str, now: Optional[datetime] = None) -> Optional[str]:
     """Why a message could not be sent now (None: it could). Read-only."""
     rule = RULES.get(channel)
     if rule is None:
         return None
     now = now or now_utc()
-    window = conn.execute(_READ, {"ch": channel, "uid": user_id}).first()
+    return why_not(rule, conn.execute(_READ, {"ch": channel, "uid": user_id}).first(), now)
+
+
+def why_not(rule: WindowRule, window: Any, now: datetime) -> Optional[str]:
+    """refusal() for a window as read (None: the user has none)."""
     if window is None:
         return OUT_OF_WINDOW
     message_open = window.message_at is not None and window.message_at > now - rule.message_window

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +18,7 @@ from channels.wechat import db, windows
 from channels.wechat.inbox import Inbox, _store
 from channels.wechat.pipeline import prepare
 from channels.wechat.models import ReplyWindow
+from channels.wechat.payloads import InboundMessage
 from tests.wechat.test_inbox import kf_message, rows
 
 
@@ -88,7 +91,8 @@ async def _windows():
     from channels.wechat.db import session
 
     async with session() as s:
-        return [tuple(r) for r in (await s.execute(sa.select(ReplyWindow.channel, ReplyWindow.user_id))).all()]
+        return [tuple(r) for r in (await s.execute(sa.select(ReplyWindow.channel, ReplyWindow.user_id).order_by(
+            ReplyWindow.user_id))).all()]
 
 
 async def test_statements_nobody_reads_are_committed_with_the_transaction(gateway_pg):
@@ -99,14 +103,17 @@ async def test_statements_nobody_reads_are_committed_with_the_transaction(gatewa
 
 async def test_a_failure_after_some_statements_were_sent_stores_none_of_them(gateway_pg):
     message, conversation = kf_message("m1")
+    second = kf_message("m2")
 
     def store_then_fail(conn):
-        _store(conn, [(message, conversation)], [True], "received", None, [], prepare)  # sent and deferred
+        # two messages: stored by statements sent in an open transaction (one alone is one statement
+        # that commits at once, which nothing may follow)
+        _store(conn, [(message, conversation), second], [True, True], "received", None, [], prepare)
         conn.execute(sa.text("SELECT * FROM no_such_table"))
 
     with pytest.raises(sa.exc.ProgrammingError):  # the error reaches the caller
         await db.run(store_then_fail)
-    assert await rows() == [] and await _windows() == [], "neither the message nor its window"
+    assert await rows() == [] and await _windows() == [], "neither the messages nor their window"
     assert _open_transactions(gateway_pg) == 0, "the connection went back to the pool rolled back"
     assert await Inbox().accept(message, conversation) is not None, "the next transaction works"
 
@@ -146,19 +153,59 @@ def messages_to_server(gateway_pg, monkeypatch):
     sa.event.remove(engine, "after_cursor_execute", executed)
 
 
-async def test_storing_a_message_with_its_window_and_customer_takes_three_round_trips(messages_to_server):
+async def test_storing_a_message_with_its_window_and_customer_takes_one_round_trip(messages_to_server):
     sent = messages_to_server
     stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare)
     first, sent[:] = list(sent), []
     await Inbox().accept_prepared([kf_message("m2")], claimed_by="worker-a", prepare=prepare)
-    assert stored[0] is not None
-    assert len(first) == 3, first  # BEGIN + the message; the window + the customer; COMMIT
-    # the connection's first use of each statement prepares it in the same round trip; then it is executed
-    assert first[0].startswith("BEGIN; PREPARE siyu_") and "INSERT INTO wechat_inbound" in first[0]
-    assert "; EXECUTE siyu_" in first[0] and first[-1] == "COMMIT"
-    assert len(sent) == 3 and sent[0].startswith("BEGIN; EXECUTE siyu_") and "PREPARE" not in "".join(sent), sent
+    assert stored[0] is not None and stored[0][1].customer_id is None, "nobody known behind wmUser yet"
+    # one statement, its own transaction: no BEGIN, no COMMIT; the connection's first use of it
+    # prepares it in the same round trip, later uses only execute it
+    assert len(first) == 1 and first[0].startswith("PREPARE siyu_") and "; EXECUTE siyu_" in first[0], first
+    assert "INSERT INTO wechat_inbound" in first[0] and "INSERT INTO wechat_reply_windows" in first[0]
+    assert len(sent) == 1 and sent[0].startswith("EXECUTE siyu_") and ";" not in sent[0], sent
     assert await rows() == [("m1", "processing", "worker-a"), ("m2", "processing", "worker-a")]
     assert await _windows() == [("wecom_kf", "wmUser")]
+
+
+async def test_a_page_of_one_message_is_stored_with_its_cursor_in_one_round_trip(messages_to_server):
+    from channels.wechat import cursors
+
+    sent = messages_to_server
+    await Inbox().accept_prepared([kf_message("m0")], claimed_by="worker-a", prepare=prepare)  # statements prepared
+    sent[:] = []
+    stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare,
+                                           together_with=[lambda conn: cursors.save_in(conn, "wkKF", "c-1")])
+    assert stored[0] is not None
+    assert len(sent) == 1 and "BEGIN" not in sent[0] and sent[0].count("EXECUTE siyu_") == 2, sent
+    assert await cursors.load("wkKF") == "c-1"
+
+
+async def test_a_repeated_message_stored_in_one_statement_is_a_duplicate_and_leaves_its_window_alone(gateway_pg):
+    from channels.wechat import identity
+
+    customer = await identity.resolve("wecom_kf", "wmUser")
+    message = InboundMessage("wecom_kf", "wmUser", "m1", "text", int(time.time()), account="wkKF", text="发货了吗")
+    conversation = "wecom_kf:wkKF:wmUser"
+    first = await Inbox().accept_prepared([(message, conversation)], claimed_by="worker-a", prepare=prepare)
+    assert first[0][1].customer_id == customer
+    assert await windows.reserve("wecom_kf", "wmUser") is None  # one of the window's 5 places used
+    again = await Inbox().accept_prepared([(message, conversation)], claimed_by="worker-a", prepare=prepare)
+    assert again == [None] and await rows() == [("m1", "processing", "worker-a")]
+
+    def sent_in_window(conn):
+        return conn.execute(sa.text("SELECT message_sent FROM wechat_reply_windows")).scalar()
+
+    assert await db.run(sent_in_window) == 1, "the repeat did not open the window afresh"
+
+
+async def test_two_messages_stored_together_are_one_transaction(messages_to_server):
+    sent = messages_to_server
+    stored = await Inbox().accept_prepared([kf_message("m1"), kf_message("m2", user="wmOther")],
+                                           claimed_by="worker-a", prepare=prepare)
+    assert all(s is not None for s in stored)
+    assert sent[0].startswith("BEGIN;") and sent[-1].endswith("COMMIT"), sent
+    assert await _windows() == [("wecom_kf", "wmOther"), ("wecom_kf", "wmUser")]
 
 
 async def test_after_a_failed_transaction_its_connection_prepares_its_statements_again(gateway_pg):
@@ -198,7 +245,7 @@ async def test_prepared_statements_can_be_turned_off_for_a_transaction_pooler(me
     finally:
         monkeypatch.delenv("SIYU_DATABASE_PREPARED_STATEMENTS")
         reset_settings_cache()
-    assert sent[0].startswith("BEGIN; INSERT INTO wechat_inbound") and "PREPARE" not in "".join(sent), sent
+    assert len(sent) == 1 and sent[0].startswith("WITH stored AS") and "PREPARE" not in sent[0], sent
     assert await rows() == [("m1", "processing", "worker-a")]
 
 
@@ -234,7 +281,33 @@ async def _outbox_rows():
     return await db.run(read)
 
 
-async def test_a_reply_is_queued_claimed_and_settled_in_four_round_trips(messages_to_server):
+async def test_a_reply_is_queued_claimed_placed_and_its_message_answered_in_one_round_trip(messages_to_server):
+    from channels.wechat import outbox
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    sent = messages_to_server
+    row_id = await Inbox().accept(*kf_message("m1"), claimed_by="worker-a")
+    await db.run(windows.open_window, "wecom_kf", "wmUser")
+    sent[:] = []
+    reply = [outbox.OutgoingMessage("wecom_kf", "wmUser", "text", {"text": {"content": "亲，已发货"}}, account="wkKf")]
+    claimed, refusals, held_back = await db.run(enqueue_and_reserve, reply, "worker-a:c1",
+                                                [Inbox.finish_statement(row_id, "done")])
+    # the message marked answered (deferred) and the reply's one statement, as one implicit transaction
+    assert len(sent) == 1 and "BEGIN" not in sent[0] and "COMMIT" not in sent[0], sent
+    assert [r.recipient for r in claimed] == ["wmUser"] and refusals == [None] and not held_back
+    assert await _outbox_rows() == [("wmUser", "sending", 1, True, None)]
+    assert await _window_counts("wecom_kf", "wmUser") == (1, 0), "one of the window's places taken"
+    assert [r[1] for r in await rows()] == ["done"]
+    sent[:] = []
+    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p1")]) == [True]
+    assert len(sent) == 1 and not sent[0].startswith("BEGIN"), "one statement, its own transaction"
+    assert await _outbox_rows() == [("wmUser", "sent", 1, True, "p1")]
+    # a settlement whose claim was lost meanwhile (the row was recovered elsewhere) changes nothing
+    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p2")]) == [False]
+    assert (await _outbox_rows())[0][-1] == "p1"
+
+
+async def test_two_replies_are_queued_in_two_round_trips_the_second_behind_the_first(messages_to_server):
     from channels.wechat import outbox
     from channels.wechat.delivery import enqueue_and_reserve
 
@@ -246,17 +319,59 @@ async def test_a_reply_is_queued_claimed_and_settled_in_four_round_trips(message
                                       account="wkKf") for n in (1, 2)]
     claimed, refusals, held_back = await db.run(enqueue_and_reserve, replies, "worker-a:c1",
                                                 [Inbox.finish_statement(row_id, "done")])
-    # BEGIN + the first reply stored claimed (the look for earlier replies in the same statement);
-    # the second stored waiting behind it; its reply-window place; the inbox row answered + COMMIT
-    assert len(sent) == 4, sent
+    # BEGIN, the message answered, the first reply claimed with its place; the second + COMMIT
+    assert len(sent) == 2 and sent[0].startswith("BEGIN;") and sent[1].endswith("COMMIT"), sent
     assert [r.recipient for r in claimed] == ["wmUser"] and refusals == [None] and held_back
-    sent[:] = []
-    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p1")]) == [True]
-    assert len(sent) == 1 and not sent[0].startswith("BEGIN"), "one statement, its own transaction"
-    assert await _outbox_rows() == [("wmUser", "sent", 1, True, "p1"), ("wmUser", "pending", 0, False, None)]
-    # a settlement whose claim was lost meanwhile (the row was recovered elsewhere) changes nothing
-    assert await outbox.settle_many([outbox.Settlement(claimed[0], "sent", platform_msgid="p2")]) == [False]
-    assert (await _outbox_rows())[0][-1] == "p1"
+    assert await _outbox_rows() == [("wmUser", "sending", 1, True, None), ("wmUser", "pending", 0, False, None)]
+    assert await _window_counts("wecom_kf", "wmUser") == (1, 0), "the second takes its place when it is claimed"
+
+
+async def _window_counts(channel: str, user_id: str):
+    def read(conn):
+        row = conn.execute(sa.text("SELECT message_sent, event_sent FROM wechat_reply_windows "
+                                   "WHERE channel = :c AND user_id = :u"), {"c": channel, "u": user_id}).first()
+        return tuple(row) if row else None
+    return await db.run(read)
+
+
+def _set_window(channel: str, user_id: str, message_hours_ago, message_sent: int, event_minutes_ago, event_sent: int):
+    def write(conn):
+        now = windows.now_utc()
+        conn.execute(sa.text(
+            "INSERT INTO wechat_reply_windows (channel, user_id, message_at, message_sent, event_at, event_sent) "
+            "VALUES (:c, :u, :m, :ms, :e, :es)"), {
+                "c": channel, "u": user_id, "ms": message_sent, "es": event_sent,
+                "m": None if message_hours_ago is None else now - timedelta(hours=message_hours_ago),
+                "e": None if event_minutes_ago is None else now - timedelta(minutes=event_minutes_ago)})
+    return write
+
+
+@pytest.mark.parametrize("channel, window, refusal, counts_after", [
+    ("mp", None, "out_of_window", None),
+    ("mp", (1, 0, None, 0), None, (1, 0)),
+    ("mp", (1, 5, None, 0), "over_quota", (5, 0)),
+    ("mp", (49, 0, None, 0), "out_of_window", (0, 0)),
+    # a follow or menu click opens 1 minute for 3 messages; the message window comes first
+    ("mp", (None, 0, 0.5, 0), None, (0, 1)),
+    ("mp", (1, 5, 0.5, 2), None, (5, 3)),
+    ("mp", (None, 0, 0.5, 3), "over_quota", (0, 3)),
+    ("mp", (None, 0, 2, 0), "out_of_window", (0, 0)),
+    ("wecom_kf", (None, 0, 0.5, 0), "out_of_window", (0, 0)),  # 微信客服 has no event window
+])
+async def test_the_reply_statement_takes_a_place_or_refuses_as_the_window_rules_say(gateway_pg, channel, window,
+                                                                                     refusal, counts_after):
+    """The one-statement path (PostgreSQL) against the same rules as windows.take_places."""
+    from channels.wechat import outbox
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    if window is not None:
+        await db.run(_set_window(channel, "u1", *window))
+    reply = [outbox.OutgoingMessage(channel, "u1", "text", {"text": {"content": "您好"}})]
+    claimed, refusals, held_back = await db.run(enqueue_and_reserve, reply, "w:c1")
+    assert len(claimed) == 1 and refusals == [refusal] and not held_back
+    assert await _window_counts(channel, "u1") == counts_after
+    if refusal is not None:  # nothing taken: the general path, reading the window, says the same
+        assert await db.run(windows.refusal, channel, "u1") == refusal
 
 
 async def test_a_reply_to_someone_with_a_reply_still_pending_waits_behind_it(gateway_pg):
@@ -278,15 +393,15 @@ async def test_nothing_may_follow_a_statement_that_is_its_own_transaction(gatewa
     nothing_sent = {"ids": [], "claims": [], "msgids": [], "at": None}
 
     def then_deferred(conn):
-        outbox._ALL_SENT.execute_alone(conn, nothing_sent)
+        outbox._ALL_SENT.execute_last(conn, nothing_sent)
         windows.open_window(conn, "wecom_kf", "u1")  # would never reach the server
 
     def then_executed(conn):
-        outbox._ALL_SENT.execute_alone(conn, nothing_sent)
+        outbox._ALL_SENT.execute_last(conn, nothing_sent)
         identity.customer_of(conn, "wecom_kf", "u1")  # would run outside any transaction
 
     for fn in (then_deferred, then_executed):
-        with pytest.raises(RuntimeError, match="nothing may follow execute_alone"):
+        with pytest.raises(RuntimeError, match="nothing may follow execute_last"):
             await db.run(fn)
     assert await _windows() == []
     assert _open_transactions(gateway_pg) == 0
@@ -371,3 +486,35 @@ async def test_settling_a_reply_reads_it_by_its_id_however_many_were_sent_before
     assert len(scans) == 1 and scans[0].get("Index Name") == "pk_wechat_outbox", json.dumps(scans)
     # (the update's own writes, a new entry in each index, are the same either way)
     assert plan["Actual Rows"] == 1 and scans[0]["Shared Hit Blocks"] <= 5, json.dumps(scans[0])
+
+
+async def test_a_connections_statements_are_planned_again_as_the_tables_grow(gateway_pg):
+    """PostgreSQL keeps the generic plan it made for a prepared statement after its first five
+    executions. Made on a new database's nearly empty outbox, the settle's plan read the whole
+    table, and went on doing so as the table grew; each connection plans its statements again after
+    64, 128, 256 ... transactions (autovacuum's ANALYZE would, where it runs and keeps up)."""
+    from channels.wechat import outbox
+
+    nothing_sent = {"ids": [], "claims": [], "msgids": [], "at": outbox.now_utc()}
+
+    def settle_nothing(conn):
+        outbox._ALL_SENT.execute_last(conn, nothing_sent)
+
+    def plan(conn):
+        sql, values = outbox._ALL_SENT._sql_and_values(conn, nothing_sent)  # (prepared again first if need be)
+        found = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, values).scalar()[0]["Plan"]
+        return [scan.get("Index Name", scan["Node Type"]) for scan in _scans_of(found, "wechat_outbox")]
+
+    def history(conn):
+        conn.execute(sa.text(
+            "INSERT INTO wechat_outbox (channel, recipient, msgtype, body, idempotency_key, status, attempts, "
+            "next_attempt_at, created_at) SELECT 'mp', 'o' || mod(n, 100), 'text', '{}', 'old' || n, 'sent', 1, "
+            "now(), now() FROM generate_series(1, 3000) AS n"))
+
+    for _ in range(10):
+        await db.run(settle_nothing)
+    await db.run(history)
+    assert await db.run(plan) == ["Seq Scan"], "planned on an empty table, kept"
+    for _ in range(64 + 10):  # the 64th transaction plans again, five more make the generic plan
+        await db.run(settle_nothing)
+    assert await db.run(plan) == ["pk_wechat_outbox"]
