@@ -14,12 +14,12 @@ answered) go with the next statement or with the COMMIT, in one simple-query mes
 whose only result read is its last statement's goes as one message without BEGIN and COMMIT
 (`Precompiled.execute_last`): the server runs the statements of one message as one implicit
 transaction. Storing a message, queueing its reply and settling the reply are one round trip each,
-the first two as one statement with data-modifying CTEs (inbox.Preparation, delivery.py). (On
-one machine the server's CPU did not change measurably: its cost is in the statements, which are
-the same; docs/BENCHMARKS.md.) What did cut it: the hot statements are server-side prepared
-(Precompiled), so the server no longer parses and plans them for every message. On the client side
-those statements go straight to the DBAPI cursor (_execute_written_out), and each database thread
-keeps its connection (_thread_connection).
+the first two as one statement with data-modifying CTEs (inbox.Preparation, delivery.py): 3 round
+trips per message, against 15 when every statement went on its own (docs/BENCHMARKS.md has what
+each step saved). The hot statements are server-side prepared (Precompiled), so the server does not
+parse and plan them for every message, and planned again now and then as the tables grow
+(_replan_due). On the client side those statements go straight to the DBAPI cursor
+(_execute_written_out), and each database thread keeps its connection (_thread_connection).
 
 On SQLite only one connection writes at a time and a waiting connection polls with growing sleeps
 (1, 2, 5, 10 ... ms); with the connectors' short transactions arriving from many tasks at once, those
