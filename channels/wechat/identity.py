@@ -16,9 +16,9 @@ import uuid
 from typing import Optional, Tuple
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.sql import Select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import Customer, CustomerIdentity
@@ -35,13 +35,15 @@ async def find(session: AsyncSession, channel: str, external_id: str) -> Optiona
 
 
 _I = CustomerIdentity.__table__
-# compiled once (db.Precompiled): it runs for every message received
+
+
 def customer_query() -> Select:
     """The customer id behind (:channel, :external_id): no row for someone not seen yet."""
     return select(_I.c.customer_id).where(
         _I.c.channel == bindparam("channel"), _I.c.external_id == bindparam("external_id")).limit(1)
 
 
+# compiled once (db.Precompiled): it runs for every message received
 _CUSTOMER_OF = db.Precompiled(lambda dialect: customer_query())
 # (an UPDATE's WHERE parameters must not be named like its table's columns)
 _SET_UNIONID = _I.update().where(_I.c.channel == bindparam("w_channel"), _I.c.external_id == bindparam("w_external_id"),
