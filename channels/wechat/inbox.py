@@ -76,11 +76,12 @@ class Preparation:
         raise NotImplementedError
 
     def one_statement(self, message: InboundMessage
-                      ) -> Optional[Callable[[Connection, Dict[str, Any]], Optional[Tuple[int, Any]]]]:
-        """PostgreSQL, for a message stored on its own: a function of (connection, the inbox row's
-        values) that inserts the row and does this preparation in one statement, run with
-        db.Precompiled.execute_last, so the whole store is one round trip; it returns (row id, what
-        __call__ would have) or None for a duplicate. None: not offered for this message."""
+                      ) -> Optional[Callable[[Connection, Dict[str, Any], bool], Optional[Tuple[int, Any]]]]:
+        """PostgreSQL: a function of (connection, the inbox row's values, whether it is the
+        transaction's last statement) that inserts the row and does this preparation in one
+        statement, the last one run with db.Precompiled.execute_last (a message stored on its own
+        is one round trip); it returns (row id, what __call__ would have) or None for a duplicate.
+        None: not offered for this message."""
         return None
 
 
@@ -104,19 +105,19 @@ def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: Lis
                 values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
         rows.append(values)
     new_ones = [n for n, values in enumerate(rows) if values is not None]
-    if len(new_ones) == 1 and prepare is not None and conn.dialect.name == "postgresql":
-        in_one = prepare.one_statement(items[new_ones[0]][0])
-        if in_one is not None:
-            # the whole transaction in one round trip: what goes with it (a 微信客服 page's cursor)
-            # is deferred, so it is sent in front of the one statement
-            for step in together_with:
-                step(conn)
-            stored: List[Optional[Tuple[int, Any]]] = [None] * len(items)
-            stored[new_ones[0]] = in_one(conn, rows[new_ones[0]])
-            if stored[new_ones[0]] is None:
-                logger.info("duplicate message ignored", extra={"channel": items[new_ones[0]][0].channel,
-                                                                "by": "database"})
-            return stored
+    in_one = [prepare.one_statement(items[n][0]) for n in new_ones] if (
+        prepare is not None and conn.dialect.name == "postgresql") else []
+    if in_one and all(one is not None for one in in_one):
+        # one statement per message: a message alone is the whole transaction in one round trip.
+        # What goes with it (a 微信客服 page's cursor) is deferred, so it is sent in front
+        for step in together_with:
+            step(conn)
+        stored: List[Optional[Tuple[int, Any]]] = [None] * len(items)
+        for k, (n, one) in enumerate(zip(new_ones, in_one)):
+            stored[n] = one(conn, rows[n], k == len(new_ones) - 1)
+            if stored[n] is None:
+                logger.info("duplicate message ignored", extra={"channel": items[n][0].channel, "by": "database"})
+        return stored
     stored = []
     for (message, _), values in zip(items, rows):
         if values is None:

@@ -99,13 +99,13 @@ _STORE_OPENING_WINDOW = {(kind, with_account): db.Precompiled(
     for kind in ("message", "event") for with_account in (False, True)}
 
 
-def _stored_window_opened(message: InboundMessage, conn: Connection, values: Dict[str, Any]
+def _stored_window_opened(message: InboundMessage, conn: Connection, values: Dict[str, Any], last: bool
                           ) -> Optional[Tuple[int, Prepared]]:
     """OpenWindowFindCustomer's one statement (see Preparation.one_statement)."""
     statement = _STORE_OPENING_WINDOW[(_window_kind(message), bool(message.account))]
-    row = statement.execute_last(conn, dict(values, ch=message.channel, uid=message.user_id,
-                                            at=datetime.utcfromtimestamp(message.sent_at), account=message.account,
-                                            external_id=message.user_id)).first()
+    run = statement.execute_last if last else statement.execute
+    row = run(conn, dict(values, ch=message.channel, uid=message.user_id, at=datetime.utcfromtimestamp(message.sent_at),
+                         account=message.account, external_id=message.user_id)).first()
     return None if row is None else (row[0], Prepared(row[1]))
 
 

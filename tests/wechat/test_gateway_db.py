@@ -199,13 +199,18 @@ async def test_a_repeated_message_stored_in_one_statement_is_a_duplicate_and_lea
     assert await db.run(sent_in_window) == 1, "the repeat did not open the window afresh"
 
 
-async def test_two_messages_stored_together_are_one_transaction(messages_to_server):
+async def test_a_page_of_three_messages_is_one_transaction_of_a_statement_each(messages_to_server):
+    from channels.wechat import cursors
+
     sent = messages_to_server
-    stored = await Inbox().accept_prepared([kf_message("m1"), kf_message("m2", user="wmOther")],
-                                           claimed_by="worker-a", prepare=prepare)
-    assert all(s is not None for s in stored)
-    assert sent[0].startswith("BEGIN;") and sent[-1].endswith("COMMIT"), sent
+    stored = await Inbox().accept_prepared(
+        [kf_message("m1"), kf_message("m2", user="wmOther"), kf_message("m1")], claimed_by="worker-a",
+        prepare=prepare, together_with=[lambda conn: cursors.save_in(conn, "wkKF", "c-1")], pulled=True)
+    assert [s is not None for s in stored] == [True, True, False], "the page's repeat is dropped"
+    # BEGIN, the cursor and the first message; the second; the third; COMMIT
+    assert len(sent) == 4 and sent[0].startswith("BEGIN;") and sent[-1] == "COMMIT", sent
     assert await _windows() == [("wecom_kf", "wmOther"), ("wecom_kf", "wmUser")]
+    assert await cursors.load("wkKF") == "c-1"
 
 
 async def test_after_a_failed_transaction_its_connection_prepares_its_statements_again(gateway_pg):
