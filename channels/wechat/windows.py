@@ -58,13 +58,6 @@ def governed(channel: str) -> bool:
 
 
 _W = ReplyWindow.__table__
-# compiled once (db.Precompiled): a place is taken for every reply sent
-_TAKE_MESSAGE = db.Precompiled(lambda dialect: _W.update().where(
-    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_at > sa.bindparam("since"),
-    _W.c.message_sent < sa.bindparam("quota")).values(message_sent=_W.c.message_sent + 1))
-_TAKE_EVENT = db.Precompiled(lambda dialect: _W.update().where(
-    _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.event_at > sa.bindparam("since"),
-    _W.c.event_sent < sa.bindparam("quota")).values(event_sent=_W.c.event_sent + 1))
 _GIVE_BACK_MESSAGE = _W.update().where(
     _W.c.channel == sa.bindparam("ch"), _W.c.user_id == sa.bindparam("uid"), _W.c.message_sent > 0,
     _W.c.message_at > sa.bindparam("since")).values(message_sent=_W.c.message_sent - 1)
@@ -115,6 +108,31 @@ _OPEN = {(kind, with_account): db.Precompiled(functools.partial(_open_statement,
          for kind in ("message", "event") for with_account in (False, True)}
 
 
+def _take(claimed: Optional[Any] = None) -> Any:
+    """Take a place for one recipient (:ch, :uid): in the message window, else in the event window,
+    in one UPDATE; parameters from take_parameters(). `claimed`: a CTE; the place is taken only if
+    it has a row whose status is 'sending' (PostgreSQL), and a row is RETURNED if it was."""
+    message_open = sa.and_(_W.c.message_at > sa.bindparam("message_since", type_=_W.c.message_at.type),
+                           _W.c.message_sent < sa.bindparam("message_quota", type_=sa.Integer))
+    event_open = sa.and_(_W.c.event_at > sa.bindparam("event_since", type_=_W.c.event_at.type),
+                         _W.c.event_sent < sa.bindparam("event_quota", type_=sa.Integer))
+    conditions = [_W.c.channel == sa.bindparam("ch", type_=_W.c.channel.type),
+                  _W.c.user_id == sa.bindparam("uid", type_=_W.c.user_id.type), sa.or_(message_open, event_open)]
+    if claimed is not None:
+        conditions.append(sa.select(sa.literal_column("1")).select_from(claimed).where(
+            claimed.c.status == sa.literal_column("'sending'")).exists())
+    take = _W.update().where(*conditions).values(
+        message_sent=_W.c.message_sent + sa.case((message_open, _ONE), else_=_ZERO),
+        event_sent=_W.c.event_sent + sa.case((message_open, _ZERO), (event_open, _ONE), else_=_ZERO))
+    return take if claimed is None else take.returning(_ONE.label("taken"))
+
+
+# literals, not parameters: a prepared statement's parameter in a CASE would have no type
+_ONE, _ZERO = sa.literal_column("1", sa.Integer), sa.literal_column("0", sa.Integer)
+# compiled once (db.Precompiled): a place is taken for every reply sent
+_TAKE = db.Precompiled(lambda dialect: _take())
+
+
 def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
                 now: Optional[datetime] = None) -> List[Optional[str]]:
     """Take one message from each (channel, user id)'s window: None where granted (or the channel
@@ -122,44 +140,22 @@ def take_places(conn: Connection, recipients: Sequence[Tuple[str, str]],
     now = now or now_utc()
     reasons: List[Optional[str]] = []
     for channel, user_id in recipients:
-        rule = RULES.get(channel)
-        if rule is None:
+        if channel not in RULES:
             reasons.append(None)
             continue
-        took = _TAKE_MESSAGE.execute(conn, {"ch": channel, "uid": user_id, "since": now - rule.message_window,
-                                            "quota": rule.message_quota})
-        if took.rowcount == 0 and rule.event_quota:
-            took = _TAKE_EVENT.execute(conn, {"ch": channel, "uid": user_id, "since": now - rule.event_window,
-                                              "quota": rule.event_quota})
+        took = _TAKE.execute(conn, take_parameters(channel, user_id, now))
         reasons.append(None if took.rowcount else refusal(conn, channel, user_id, now))
     return reasons
 
 
 def take_if_claimed(claimed: Any) -> Any:
-    """take_places' UPDATE for one recipient (PostgreSQL) as part of a larger statement: a place in
-    the message window, else in the event window, taken if the CTE `claimed` has a row whose status
-    is 'sending'; RETURNING a row if taken. Parameters :ch, :uid, and :message_since,
-    :message_quota, :event_since, :event_quota from take_parameters()."""
-    message_open = sa.and_(_W.c.message_at > sa.bindparam("message_since", type_=_W.c.message_at.type),
-                           _W.c.message_sent < sa.bindparam("message_quota", type_=sa.Integer))
-    event_open = sa.and_(_W.c.event_at > sa.bindparam("event_since", type_=_W.c.event_at.type),
-                         _W.c.event_sent < sa.bindparam("event_quota", type_=sa.Integer))
-    was_claimed = sa.select(sa.literal_column("1")).select_from(claimed).where(
-        claimed.c.status == sa.literal_column("'sending'")).exists()
-    return _W.update().where(
-        _W.c.channel == sa.bindparam("ch", type_=_W.c.channel.type),
-        _W.c.user_id == sa.bindparam("uid", type_=_W.c.user_id.type), sa.or_(message_open, event_open), was_claimed
-    ).values(message_sent=_W.c.message_sent + sa.case((message_open, _ONE), else_=_ZERO),
-             event_sent=_W.c.event_sent + sa.case((message_open, _ZERO), (event_open, _ONE), else_=_ZERO)
-             ).returning(_ONE.label("taken"))
-
-
-# literals, not parameters: a prepared statement's parameter in a CASE would have no type
-_ONE, _ZERO = sa.literal_column("1", sa.Integer), sa.literal_column("0", sa.Integer)
+    """take_places' UPDATE for one recipient (PostgreSQL) as part of a larger statement: taken if
+    the CTE `claimed` has a row whose status is 'sending'; RETURNING a row if taken."""
+    return _take(claimed)
 
 
 def take_parameters(channel: str, user_id: str, now: datetime) -> dict:
-    """The parameters of take_if_claimed for a governed channel."""
+    """The parameters of take_places' UPDATE (and take_if_claimed's) for a governed channel."""
     rule = RULES[channel]
     return {"ch": channel, "uid": user_id, "message_since": now - rule.message_window,
             "message_quota": rule.message_quota, "event_since": now - rule.event_window,
