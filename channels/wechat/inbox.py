@@ -55,16 +55,19 @@ _STORED_COLUMNS = ["channel", "dedup_key", "conversation_id", "payload", "status
                    "claimed_by", "claimed_at"]
 # INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that would
 # end the transaction of the other messages (every message received is one)
-_INSERT_NEW = db.Precompiled(lambda dialect: insert_for_dialect(dialect, InboundMessageRow).on_conflict_do_nothing(
-    index_elements=["channel", "dedup_key"]), column_keys=_STORED_COLUMNS)
+def _insert_new(dialect: str) -> Any:
+    return insert_for_dialect(dialect, InboundMessageRow).values(
+        {key: sa.bindparam(key, type_=_T.c[key].type) for key in _STORED_COLUMNS}).on_conflict_do_nothing(
+            index_elements=["channel", "dedup_key"])
+
+
+_INSERT_NEW = db.Precompiled(_insert_new)
 
 
 def insert_new_returning_id() -> Any:
-    """_INSERT_NEW (PostgreSQL) with a parameter named after each column it stores and RETURNING the
-    new row's id (no row for a duplicate): for a statement that also does a Preparation's work."""
-    return insert_for_dialect("postgresql", InboundMessageRow).values(
-        {key: sa.bindparam(key, type_=_T.c[key].type) for key in _STORED_COLUMNS}).on_conflict_do_nothing(
-            index_elements=["channel", "dedup_key"]).returning(_T.c.id)
+    """_INSERT_NEW (PostgreSQL) RETURNING the new row's id (no row for a duplicate): for a statement
+    that also does a Preparation's work."""
+    return _insert_new("postgresql").returning(_T.c.id)
 
 
 class Preparation:
