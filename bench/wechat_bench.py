@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
 import aiohttp
 
@@ -184,7 +184,7 @@ class Bench:
         total = int(rate * seconds)
         users = [f"{prefix}{n}" for n in range(max(int(rate * 8), 1))]
         before = {u: self.delivered[f"{path}:{u}"] for u in users}
-        cpu_before, (_, stolen_before, all_before) = self.product.cpu_s(), machine_counters()
+        cpu_before, counters_before = self.product.cpu_s(), machine_counters()
         started = time.perf_counter()
         tasks = []
         for i in range(total):
@@ -193,7 +193,7 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(self.one(path, users[i % len(users)], TEXTS[i % len(TEXTS)])))
         results = await asyncio.gather(*tasks)
-        cpu_after, (_, stolen_after, all_after) = self.product.cpu_s(), machine_counters()
+        cpu_after, counters_after = self.product.cpu_s(), machine_counters()
         cpu_ms = per_message(cpu_before, cpu_after, total)
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
@@ -206,8 +206,7 @@ class Bench:
         acks = [r["ack_ms"] for r in results if r["ack_ms"] is not None]
         return {"path": path, "rate": rate, "messages": total, "lost": lost, "duplicated": duplicated,
                 "retries": sum(r["retries"] for r in results), "latencies": latencies, "acks": acks,
-                "p95": pct(latencies, 95), "cpu_ms": cpu_ms,
-                "stolen": (stolen_after - stolen_before) / max(all_after - all_before, 1)}
+                "p95": pct(latencies, 95), "cpu_ms": cpu_ms, "stolen": stolen_share(counters_before, counters_after)}
 
     async def closed_loop(self, path: str, clients: int, seconds: float, prefix: str) -> Dict:
         """`clients` customers, each writing their next message as soon as the previous one is
@@ -230,11 +229,11 @@ class Bench:
                     unanswered += 1
                     return  # stop this customer: its next reply could be taken for the lost one
 
-        cpu_before, (switches_before, stolen_before, all_before) = self.product.cpu_s(), machine_counters()
+        cpu_before, counters_before = self.product.cpu_s(), machine_counters()
         started = time.perf_counter()
         await asyncio.gather(*(customer(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-        cpu_after, (switches_after, stolen_after, all_after) = self.product.cpu_s(), machine_counters()
+        cpu_after, counters_after = self.product.cpu_s(), machine_counters()
         total = sum(sent.values())
         await asyncio.sleep(2.0)  # a duplicate would arrive after the first reply
         self.check_alive()
@@ -242,8 +241,8 @@ class Bench:
         return {"path": path, "rate": total / elapsed, "messages": total, "lost": lost, "duplicated": duplicated,
                 "cpu_ms": per_message(cpu_before, cpu_after, total),
                 "rasa_busy": [used / elapsed for used in rasa_split(cpu_before, cpu_after)],
-                "switches": (switches_after - switches_before) / max(total, 1),
-                "stolen": (stolen_after - stolen_before) / max(all_after - all_before, 1)}
+                "switches": (counters_after[0] - counters_before[0]) / max(total, 1),
+                "stolen": stolen_share(counters_before, counters_after)}
 
     def lost_and_duplicated(self, path: str, users: List[str], sent: Dict[str, int], before: Dict[str, int],
                             unanswered: int) -> Tuple[int, int]:
@@ -309,6 +308,24 @@ def machine_counters() -> Tuple[int, int, int]:
         return switches, cpu[7], sum(cpu)
     except (OSError, StopIteration, ValueError, IndexError):
         return 0, 0, 0
+
+
+def stolen_share(before: Tuple[int, int, int], after: Tuple[int, int, int]) -> float:
+    """The share of the machine's CPU time between two machine_counters() that the hypervisor took."""
+    return (after[1] - before[1]) / max(after[2] - before[2], 1)
+
+
+async def unstolen(measure: Callable[[int], Awaitable[Dict]], what: str, pause_s: float = 0.0) -> Tuple[Dict, int]:
+    """measure(attempt), repeated up to STOLEN_RETRIES times while the VM's host took more than
+    STOLEN_LIMIT of the CPU during it (that measured the other guests, not the product): the result
+    kept, and how many were repeated."""
+    attempt, result = 0, await measure(0)
+    while result["stolen"] > STOLEN_LIMIT and attempt < STOLEN_RETRIES:
+        say(f"{what}: the hypervisor took {result['stolen'] * 100:.0f} % of the CPU: measured again")
+        await asyncio.sleep(pause_s)
+        attempt += 1
+        result = await measure(attempt)
+    return result, attempt
 
 
 def rasa_split(cpu_before: Dict[str, float], cpu_after: Dict[str, float]) -> List[float]:
@@ -377,13 +394,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
             say(f"latency: {args.latency_messages} messages per path at 2 per second")
             stolen_repeats = 0
             for path in paths:
-                for attempt in range(STOLEN_RETRIES + 1):
-                    result = await bench.phase(path, 2.0, args.latency_messages / 2.0, f"{path}lat{attempt}")
-                    if result["stolen"] <= STOLEN_LIMIT or attempt == STOLEN_RETRIES:
-                        break
-                    say(f"latency {path}: the hypervisor took {result['stolen'] * 100:.0f} % of the CPU: "
-                        "measured again")
-                    stolen_repeats += 1
+                result, repeats = await unstolen(lambda attempt: bench.phase(
+                    path, 2.0, args.latency_messages / 2.0, f"{path}lat{attempt}"), f"latency {path}")
+                stolen_repeats += repeats
                 summary[path] = {"latency": result}
                 rows_latency.append(
                     f"| {path} | {result['messages']} | {fmt(pct(result['acks'], 50))} / {fmt(pct(result['acks'], 99))}"
@@ -421,16 +434,10 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
             for round_no in range(args.capacity_rounds):
                 # each round in another order, so no path always runs first or last
                 for path in paths[round_no % len(paths):] + paths[:round_no % len(paths)]:
-                    for attempt in range(STOLEN_RETRIES + 1):
-                        result = await bench.closed_loop(path, args.capacity_clients, args.capacity_seconds,
-                                                         f"{path}c{round_no}a{attempt}u")
-                        if result["stolen"] <= STOLEN_LIMIT or attempt == STOLEN_RETRIES:
-                            break
-                        # the VM's host gave its CPUs to other guests: this measured them, not the product
-                        say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s while the hypervisor "
-                            f"took {result['stolen'] * 100:.0f} % of the CPU: measured again")
-                        stolen_repeats += 1
-                        await asyncio.sleep(3.0)
+                    result, repeats = await unstolen(lambda attempt: bench.closed_loop(
+                        path, args.capacity_clients, args.capacity_seconds, f"{path}c{round_no}a{attempt}u"),
+                        f"capacity round {round_no + 1} {path}", pause_s=3.0)
+                    stolen_repeats += repeats
                     capacity[path].append(result)
                     say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s, lost {result['lost']}, "
                         f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
