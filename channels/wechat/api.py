@@ -18,10 +18,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-import aiohttp
-
 from channels.wechat import errcodes as E
 from channels.wechat.config import WeChatConfig
+from channels.wechat.http_client import ConnectFailed, KeepAliveClient, RequestFailed
 from channels.wechat.tokens import TokenCache, TokenSource
 
 logger = logging.getLogger("channels.wechat.api")
@@ -64,6 +63,9 @@ ONE_SHOT = RetryPolicy(attempts=1)
 ONE_SHOT_IDEMPOTENT = RetryPolicy(attempts=1, idempotent=True)
 
 
+_JSON_CONTENT = {"Content-Type": "application/json"}
+
+
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -72,20 +74,13 @@ class PlatformClient:
     def __init__(self, config: WeChatConfig, tokens: TokenCache) -> None:
         self.config = config
         self.tokens = tokens
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._http = KeepAliveClient(timeout_s=config.api_timeout_s, limit=100)
         self.sources: Dict[str, TokenSource] = {}
         self._register_sources()
 
     # --- lifecycle ------------------------------------------------------------------------------
-    async def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
-                                                  timeout=aiohttp.ClientTimeout(total=self.config.api_timeout_s))
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self._http.close()
 
     # --- tokens ---------------------------------------------------------------------------------
     def _register_sources(self) -> None:
@@ -149,23 +144,22 @@ class PlatformClient:
 
     async def _request(self, api: str, method: str, url: str, query: Json, body: Optional[Json],
                        policy: RetryPolicy, token_call: bool = False) -> Json:
-        session = await self.session()
         last: Optional[PlatformError] = None
         for attempt in range(policy.attempts):
             if attempt:
                 await asyncio.sleep(policy.delay(attempt - 1))
             try:
                 data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
-                async with session.request(method, url, params=query, data=data,
-                                           headers={"Content-Type": "application/json"} if data else None) as resp:
-                    text = await resp.text()
-                    status = resp.status
-            except aiohttp.ClientConnectorError as exc:
+                resp = await self._http.request(method, url, params=query, body=data,
+                                                headers=_JSON_CONTENT if data is not None else None)
+                text = resp.text()
+                status = resp.status
+            except ConnectFailed as exc:
                 # the connection was never made: the platform cannot have seen the request
                 last = PlatformError(api, "network", errmsg=type(exc).__name__)
                 logger.warning("platform unreachable", extra={"api": api, "attempt": attempt + 1})
                 continue
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            except (asyncio.TimeoutError, RequestFailed) as exc:
                 last = PlatformError(api, "network", errmsg=type(exc).__name__ or "timeout", maybe_delivered=True)
                 logger.warning("platform call failed mid-request", extra={"api": api, "attempt": attempt + 1,
                                                                          "error": type(exc).__name__})

@@ -9,12 +9,12 @@ repeated (the inbox records it as failed, for staff to see).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Dict, List, Optional
 
-import aiohttp
-
 from bot.settings import Settings, get_settings
+from channels.wechat.http_client import ConnectFailed, KeepAliveClient, RequestFailed
 from channels.wechat.relay import TOKEN_HEADER
 
 logger = logging.getLogger("channels.wechat.relay_client")
@@ -39,23 +39,17 @@ class RelayClient:
         s = settings or get_settings()
         self.url = s.rasa_url + PATH
         secret = s.wechat_relay_secret
-        self._headers = {TOKEN_HEADER: secret.get_secret_value() if secret is not None else ""}
         self.timeout_s = s.wechat_relay_timeout_s
         self.ready_wait_s = ready_wait_s
-        self._session: Optional[aiohttp.ClientSession] = None
+        # connections kept alive: one per turn in flight
+        self._http = KeepAliveClient(
+            timeout_s=self.timeout_s, keepalive_s=KEEPALIVE_S, limit=128,
+            headers={TOKEN_HEADER: secret.get_secret_value() if secret is not None else "",
+                     "Content-Type": "application/json"})
         self._warned = False
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # connections kept alive: one per turn in flight
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=KEEPALIVE_S), timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers=self._headers)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self._http.close()
 
     async def answer(self, turn: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Rasa's replies to the turn (see relay.py for its fields)."""
@@ -63,23 +57,24 @@ class RelayClient:
         deadline = loop.time() + self.ready_wait_s
         while True:
             try:
-                async with self._http().post(self.url, json=turn) as resp:
-                    if resp.status == 200:
-                        return (await resp.json())["replies"]
-                    detail = (await resp.text())[:200]
-                    if resp.status not in (403, 503):
-                        raise RelayFailed(f"rasa relay answered {resp.status}: {detail}")
-                    # 503: loading, or the relay has no secret; 403: the two processes were given
-                    # different secrets. Rasa did not see the turn: it waits for the setup to be fixed
-                    reason = f"rasa relay answered {resp.status}: {detail}"
-                    if resp.status == 403 and not self._warned:
-                        self._warned = True
-                        logger.error("the Rasa server refuses the gateway: SIYU_WECHAT_RELAY_SECRET differs "
-                                     "between the two processes; messages wait in the inbox")
-            except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+                resp = await self._http.request("POST", self.url, body=json.dumps(turn).encode(),
+                                               timeout_s=self.timeout_s)
+                if resp.status == 200:
+                    return resp.json()["replies"]
+                detail = resp.text()[:200]
+                if resp.status not in (403, 503):
+                    raise RelayFailed(f"rasa relay answered {resp.status}: {detail}")
+                # 503: loading, or the relay has no secret; 403: the two processes were given
+                # different secrets. Rasa did not see the turn: it waits for the setup to be fixed
+                reason = f"rasa relay answered {resp.status}: {detail}"
+                if resp.status == 403 and not self._warned:
+                    self._warned = True
+                    logger.error("the Rasa server refuses the gateway: SIYU_WECHAT_RELAY_SECRET differs "
+                                 "between the two processes; messages wait in the inbox")
+            except ConnectFailed as exc:
                 # nothing was sent
-                reason = f"rasa unreachable ({type(exc).__name__})"
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                reason = f"rasa unreachable ({exc})"
+            except (RequestFailed, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
                 raise RelayFailed(f"rasa relay call failed: {type(exc).__name__}: {exc}") from exc
             if loop.time() > deadline:
                 raise RasaNotReady(reason)

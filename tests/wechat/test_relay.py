@@ -4,10 +4,13 @@ or too slow."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 
+from bot.settings import get_settings
 from channels.wechat.db import session as async_session
 from channels.wechat.models import InboundMessageRow
 from channels.wechat.relay import TOKEN_HEADER
+from channels.wechat.relay_client import RelayClient
 from tests.conftest import free_port
 from tests.wechat.harness import RELAY_SECRET
 
@@ -79,7 +82,6 @@ async def test_a_turn_rasa_took_but_did_not_answer_in_time_is_not_repeated(harne
     h = harness
     h.agent.delay_s = 1.5
     h.runtime.relay.timeout_s = 0.5
-    await h.runtime.relay.close()  # the next call builds its session with the short timeout
     await h.say("mp", "oSlow", "发货要多久")
     rows = await h.wait_for(lambda: _when(inbound("oSlow"), lambda rows: rows and rows[0][1] == "failed"), timeout=5)
     assert "TimeoutError" in rows[0][2]
@@ -94,15 +96,15 @@ async def _when(rows_coro, condition):
 
 async def test_a_gateway_with_the_wrong_secret_keeps_messages_until_the_setup_is_fixed(harness):
     h = harness
-    h.runtime.relay._headers = {TOKEN_HEADER: "not-the-secret"}
-    await h.runtime.relay.close()  # the next call opens its session with these headers
-    h.runtime.relay.ready_wait_s = 0.6
+    right = h.runtime.relay
+    h.runtime.relay = RelayClient(get_settings().model_copy(update={"wechat_relay_secret": SecretStr("not-the-secret")}),
+                                  ready_wait_s=0.6)
     await h.say("mp", "oWrongSecret", "发货要多久")
     [(row_id, _, error)] = await h.wait_for(
         lambda: _when(inbound("oWrongSecret"), lambda rows: rows and rows[0][1] == "received" and rows[0][2]))
     assert "403" in error and h.agent.received == [] and h.deliveries("mp", "oWrongSecret") == []
     # fixed (here: the right secret); the sweeper offers the message again
-    h.runtime.relay._headers = {TOKEN_HEADER: RELAY_SECRET}
     await h.runtime.relay.close()
+    h.runtime.relay = right
     await h.runtime.pipeline.process(row_id)
     await h.wait_for(lambda: h.deliveries("mp", "oWrongSecret"))
