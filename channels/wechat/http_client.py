@@ -86,6 +86,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: Optional[asyncio.Future] = None
         self._eof = False
+        self._bodiless = False  # the answer to a HEAD request: no body, whatever its headers say
         self._reset_parse()
 
     def _reset_parse(self) -> None:
@@ -120,8 +121,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
-            self._eof = True
-            self._advance()
+            if exc is None:  # an orderly close may end a body that runs to it; a reset never does
+                self._eof = True
+                self._advance()
             if not self._waiter.done():
                 self._waiter.set_exception(RequestFailed(
                     f"connection closed before the answer was complete ({type(exc).__name__ if exc else 'closed'})"))
@@ -133,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = asyncio.get_running_loop().create_future()
         self._buffer.clear()
         self._eof = False
+        self._bodiless = request.startswith(b"HEAD ")
         self._reset_parse()
         try:
             self.transport.write(request)
@@ -220,11 +223,11 @@ class _Connection(asyncio.Protocol):
             text = value.strip().decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         self._version, self._status, self._headers = parts[0], int(parts[1]), headers
-        if "chunked" in headers.get("transfer-encoding", "").lower():
+        if self._bodiless or self._status in (204, 304):
+            self._length = 0
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
             self._chunked = True
             self._chunk_at = 0
-        elif self._status in (204, 304):
-            self._length = 0
         elif "content-length" in headers:
             value = headers["content-length"].split(",")[0].strip()
             if not value.isdigit():
@@ -245,6 +248,8 @@ class _Connection(asyncio.Protocol):
                 size = int(size_text, 16)
             except ValueError:
                 raise RequestFailed(f"bad chunk size {size_text[:20]!r}") from None
+            if self._body_size + size > self._max_body:  # refused before it arrives, not after
+                raise RequestFailed("response body too large")
             if size == 0:
                 # the trailer: header lines up to an empty line
                 trailer_end = buffer.find(b"\r\n\r\n", line_end)
@@ -259,8 +264,6 @@ class _Connection(asyncio.Protocol):
                 raise RequestFailed("chunk not followed by CRLF")
             self._chunks.append(bytes(buffer[line_end + 2:line_end + 2 + size]))
             self._body_size += size
-            if self._body_size > self._max_body:
-                raise RequestFailed("response body too large")
             at = line_end + 4 + size
             self._chunk_at = at
 
@@ -325,6 +328,12 @@ class KeepAliveClient:
         if loop is not self._loop:
             # connections belong to the loop that made them (a test's loop, a restarted server's):
             # a new loop starts with none
+            for idle in self._idle.values():
+                for conn in idle:
+                    try:
+                        conn.abort()
+                    except RuntimeError:  # its loop is closed; the socket goes with the transport
+                        pass
             self._loop, self._idle = loop, {}
             self._slots = asyncio.Semaphore(self.limit)
 
