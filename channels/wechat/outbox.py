@@ -11,6 +11,7 @@ them. The idempotency key is unique: enqueueing the same logical message twice s
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import uuid
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
+from bot.settings import get_settings
 from channels.wechat import db
 from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, now_utc
@@ -307,13 +309,25 @@ def _all_sent(dialect: str) -> Any:
 _ALL_SENT = db.Precompiled(_all_sent)
 
 
+def _all_sent_values(settlements: Sequence[Settlement]) -> Dict[str, Any]:
+    return {"ids": [s.row.id for s in settlements], "claims": [s.row.claimed_by for s in settlements],
+            "msgids": [s.platform_msgid for s in settlements], "at": now_utc()}
+
+
+def ride_sent(settlements: Sequence[Settlement]) -> "Optional[asyncio.Future[None]]":
+    """Rows sent, settled with the gateway's next transaction (db.ride; PostgreSQL, every row
+    sent): the future resolves when that commits. None where the settle cannot ride (settle_many
+    then). Unlike settle_many it does not tell whether a row's claim was lost meanwhile."""
+    if not settlements or any(s.status != "sent" for s in settlements) or get_settings().is_sqlite:
+        return None
+    return db.ride(_ALL_SENT, _all_sent_values(settlements))
+
+
 def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[bool]:
     if conn.dialect.name == "postgresql" and all(s.status == "sent" for s in settlements):
         # the common case in one round trip: its own transaction, safe to repeat (a row already
         # settled is not claimed any more: a repeat changes nothing)
-        updated = {row[0] for row in _ALL_SENT.execute_last(conn, {
-            "ids": [s.row.id for s in settlements], "claims": [s.row.claimed_by for s in settlements],
-            "msgids": [s.platform_msgid for s in settlements], "at": now_utc()}).all()}
+        updated = {row[0] for row in _ALL_SENT.execute_last(conn, _all_sent_values(settlements)).all()}
         return [s.row.id in updated for s in settlements]
     done: List[bool] = []
     for s in settlements:

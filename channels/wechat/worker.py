@@ -4,12 +4,13 @@ different recipients are sent concurrently, rows to one recipient strictly in or
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sqlalchemy.exc import IntegrityError
 
@@ -39,6 +40,7 @@ class OutboxWorker:
         self.sent = 0
         self._settling: List[Tuple[List[outbox.Settlement], asyncio.Future]] = []
         self._settler: Optional[asyncio.Future] = None
+        self._settling_alone: Set[asyncio.Task] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -59,11 +61,34 @@ class OutboxWorker:
             return
         try:
             outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
-            await self._settle([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
+            settlements = [self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)]
+            riding = outbox.ride_sent(settlements)
+            if riding is not None:
+                # recorded with the gateway's next transaction; the caller does not wait for it
+                riding.add_done_callback(functools.partial(self._ridden, settlements, held_back))
+                return
+            await self._settle(settlements)
         except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
             logger.exception("outbox direct send failed", extra={"outbox_ids": [row.id for row in rows]})
         if held_back:
             self.wake()  # the rest follow through the claim cycle, now that the first ones are settled
+
+    def _ridden(self, settlements: List[outbox.Settlement], held_back: bool, riding: "asyncio.Future[None]") -> None:
+        if not riding.cancelled() and riding.exception() is not None:
+            # its carriers failed: recorded on its own (and if that fails too, the lease recovers it)
+            task = asyncio.ensure_future(self._settle_alone(settlements, held_back))
+            self._settling_alone.add(task)
+            task.add_done_callback(self._settling_alone.discard)
+        elif held_back:
+            self.wake()
+
+    async def _settle_alone(self, settlements: List[outbox.Settlement], held_back: bool) -> None:
+        try:
+            await self._settle(settlements)
+        except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
+            logger.exception("outbox settle failed", extra={"outbox_ids": [s.row.id for s in settlements]})
+        if held_back:
+            self.wake()
 
     async def _settle(self, settlements: List[outbox.Settlement]) -> None:
         """Record outcomes (outbox.settle_many) by group commit: those of the claim cycle and of direct
@@ -104,6 +129,10 @@ class OutboxWorker:
             except asyncio.TimeoutError:
                 self._task.cancel()
             self._task = None
+        # the sends' outcomes still waiting to be recorded
+        await db.flush_riders()
+        if self._settling_alone:
+            await asyncio.wait(list(self._settling_alone), timeout=10)
 
     async def _run(self) -> None:
         logger.info("outbox worker started", extra={"worker": self.name})

@@ -523,3 +523,105 @@ async def test_a_connections_statements_are_planned_again_as_the_tables_grow(gat
     for _ in range(64 + 10):  # the 64th transaction plans again, five more make the generic plan
         await db.run(settle_nothing)
     assert await db.run(plan) == ["pk_wechat_outbox"]
+
+
+def _statuses(url: str):
+    """The outbox's statuses, read outside the gateway's database threads (a transaction of theirs
+    would carry the statements waiting to ride)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text("SELECT status FROM wechat_outbox ORDER BY id"))]
+    finally:
+        engine.dispose()
+
+
+async def _queued_and_claimed(user: str, key: str):
+    from channels.wechat import outbox
+    from channels.wechat.delivery import enqueue_and_reserve
+
+    await db.run(windows.open_window, "wecom_kf", user)
+    reply = [outbox.OutgoingMessage("wecom_kf", user, "text", {"text": {"content": "亲，已发货"}}, account="wkKf",
+                                    idempotency_key=key)]
+    claimed, _, _ = await db.run(enqueue_and_reserve, reply, "worker-a:c1", [])
+    return claimed
+
+
+async def test_a_sent_reply_is_settled_with_the_next_transaction_without_a_round_trip_of_its_own(
+        messages_to_server, monkeypatch):
+    from channels.wechat import outbox
+
+    monkeypatch.setattr(db, "RIDE_LINGER_S", 30.0)  # nothing but the next transaction carries it
+    sent = messages_to_server
+    (row,) = await _queued_and_claimed("wmUser", "k1")
+    sent[:] = []
+    riding = outbox.ride_sent([outbox.Settlement(row, "sent", platform_msgid="p1")])
+    assert sent == [] and not riding.done(), "waits for a transaction to carry it"
+    await Inbox().accept_prepared([kf_message("m2")], claimed_by="worker-a", prepare=prepare)
+    await asyncio.wait_for(riding, 5)
+    assert len(sent) == 1 and "BEGIN" not in sent[0], "in front of the store's one statement, one round trip"
+    assert await _outbox_rows() == [("wmUser", "sent", 1, True, "p1")]
+    assert [r[0] for r in await rows()] == ["m2"]
+
+
+async def test_a_reply_settled_when_no_transaction_comes_goes_alone_in_one_round_trip(messages_to_server, monkeypatch):
+    from channels.wechat import outbox
+
+    monkeypatch.setattr(db, "RIDE_LINGER_S", 0.05)
+    sent = messages_to_server
+    rows_claimed = [(await _queued_and_claimed(f"wmUser{n}", f"k{n}"))[0] for n in range(2)]
+    sent[:] = []
+    ridings = [outbox.ride_sent([outbox.Settlement(row, "sent", platform_msgid=f"p{row.id}")]) for row in rows_claimed]
+    await asyncio.wait_for(asyncio.gather(*ridings), 5)
+    assert len(sent) == 1 and "BEGIN" not in sent[0] and "COMMIT" not in sent[0], sent
+    assert [(r[0], r[1]) for r in await _outbox_rows()] == [("wmUser0", "sent"), ("wmUser1", "sent")]
+
+
+async def test_a_settle_riding_on_a_transaction_that_fails_waits_for_the_next_one(gateway_pg, monkeypatch):
+    from channels.wechat import outbox
+
+    monkeypatch.setattr(db, "RIDE_LINGER_S", 30.0)
+    (row,) = await _queued_and_claimed("wmUser", "k1")
+    riding = outbox.ride_sent([outbox.Settlement(row, "sent", platform_msgid="p1")])
+
+    def broken(conn):
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(sa.exc.ProgrammingError):
+        await db.run(broken)
+    assert _statuses(gateway_pg) == ["sending"], "rolled back with its carrier"
+    assert not riding.done()
+    await Inbox().accept(*kf_message("m2"), claimed_by="worker-a")
+    await asyncio.wait_for(riding, 5)
+    assert (await _outbox_rows())[0][1:] == ("sent", 1, True, "p1")
+
+
+async def test_a_settle_whose_carriers_keep_failing_fails_so_that_it_can_go_alone(gateway_pg, monkeypatch):
+    from channels.wechat import outbox
+
+    monkeypatch.setattr(db, "RIDE_LINGER_S", 30.0)
+    (row,) = await _queued_and_claimed("wmUser", "k1")
+    riding = outbox.ride_sent([outbox.Settlement(row, "sent", platform_msgid="p1")])
+
+    def broken(conn):
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    for _ in range(db.RIDE_STRIKES):
+        with pytest.raises(sa.exc.ProgrammingError):
+            await db.run(broken)
+    with pytest.raises(sa.exc.ProgrammingError):
+        await asyncio.wait_for(riding, 5)
+    await Inbox().accept(*kf_message("m2"), claimed_by="worker-a")
+    assert _statuses(gateway_pg) == ["sending"], "no longer riding"
+    assert await outbox.settle_many([outbox.Settlement(row, "sent", platform_msgid="p1")]) == [True]
+
+
+async def test_stopping_the_outbox_worker_records_the_settles_still_waiting(gateway_pg, monkeypatch):
+    from channels.wechat import outbox
+    from channels.wechat.worker import OutboxWorker
+
+    monkeypatch.setattr(db, "RIDE_LINGER_S", 30.0)
+    (row,) = await _queued_and_claimed("wmUser", "k1")
+    riding = outbox.ride_sent([outbox.Settlement(row, "sent", platform_msgid="p1")])
+    await OutboxWorker(client=None).stop()
+    assert riding.done() and (await _outbox_rows())[0][1] == "sent"
