@@ -41,6 +41,7 @@ class OutboxWorker:
         self._settling: List[Tuple[List[outbox.Settlement], asyncio.Future]] = []
         self._settler: Optional[asyncio.Future] = None
         self._settling_alone: Set[asyncio.Task] = set()
+        self._riding: Set[asyncio.Future] = set()  # settles riding on the next transaction (db.ride)
 
     def wake(self) -> None:
         self._wake.set()
@@ -65,15 +66,21 @@ class OutboxWorker:
             riding = outbox.ride_sent(settlements)
             if riding is not None:
                 # recorded with the gateway's next transaction; the caller does not wait for it
+                self._riding.add(riding)
                 riding.add_done_callback(functools.partial(self._ridden, settlements, held_back))
                 return
             await self._settle(settlements)
         except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
             logger.exception("outbox direct send failed", extra={"outbox_ids": [row.id for row in rows]})
         if held_back:
-            self.wake()  # the rest follow through the claim cycle, now that the first ones are settled
+            # the rest follow through the claim cycle, now that the first ones are settled; a row
+            # held back behind an earlier reply whose settle is still riding waits for that commit
+            self.wake()
+            if self._riding:
+                asyncio.gather(*self._riding, return_exceptions=True).add_done_callback(lambda _: self.wake())
 
     def _ridden(self, settlements: List[outbox.Settlement], held_back: bool, riding: "asyncio.Future[None]") -> None:
+        self._riding.discard(riding)
         if not riding.cancelled() and riding.exception() is not None:
             # its carriers failed: recorded on its own (and if that fails too, the lease recovers it)
             task = asyncio.ensure_future(self._settle_alone(settlements, held_back))
