@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
-import aiohttp
+import json
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -43,6 +43,7 @@ from aiohttp import web  # noqa: E402
 
 from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from channels.wechat.http_client import HttpError, KeepAliveClient  # noqa: E402
 from channels.wechat.sandbox.app import PLATFORM, create_app  # noqa: E402
 from channels.wechat.sandbox.callbacks import CallbackSender, CallbackSigner  # noqa: E402
 from channels.wechat.sandbox.config import SandboxConfig, sandbox_credentials  # noqa: E402
@@ -123,7 +124,9 @@ class Bench:
         self.sender = CallbackSender(config)
         self.waiters: Dict[str, List[asyncio.Future]] = defaultdict(list)
         self.delivered: Dict[str, int] = defaultdict(int)
-        self.http: Optional[aiohttp.ClientSession] = None
+        # the web IM's load generator sends each request in one write, as a browser sends a small
+        # POST and as the sandbox sends the platform's callbacks (aiohttp 3.9's client needs two)
+        self.http = KeepAliveClient(timeout_s=60.0, limit=1000)
         self.restarts = 0
         original = self.platform.deliver
 
@@ -168,10 +171,11 @@ class Bench:
     async def one_im(self, user: str, text: str) -> Dict:
         started = time.perf_counter()
         try:
-            async with self.http.post(self.product.base_url + "/webhooks/im/webhook",
-                                      json={"sender": user, "message": text}) as resp:
-                ok = resp.status == 200 and (await resp.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            resp = await self.http.request("POST", self.product.base_url + "/webhooks/im/webhook",
+                                           body=json.dumps({"sender": user, "message": text}).encode(),
+                                           headers={"Content-Type": "application/json"})
+            ok = resp.status == 200 and resp.json()
+        except (HttpError, asyncio.TimeoutError, ValueError):
             ok = False
         latency = (time.perf_counter() - started) * 1000
         return {"ack_ms": None, "latency_ms": latency if ok else None, "retries": 0}
@@ -384,73 +388,72 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     rows_latency, rows_load = [], []
     summary: Dict[str, Dict] = {}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            bench.http = http
-            paths = args.paths.split(",")
-            say("warm-up: one message per benchmark user (identities, sessions)")
+        paths = args.paths.split(",")
+        say("warm-up: one message per benchmark user (identities, sessions)")
+        for path in paths:
+            for n in range(40):
+                await bench.one(path, f"{path}lata0{n}", "你好")
+        say(f"latency: {args.latency_messages} messages per path at 2 per second")
+        stolen_repeats = 0
+        for path in paths:
+            result, repeats = await unstolen(lambda attempt: bench.phase(
+                path, 2.0, args.latency_messages / 2.0, f"{path}lat{attempt}"), f"latency {path}")
+            stolen_repeats += repeats
+            summary[path] = {"latency": result}
+            rows_latency.append(
+                f"| {path} | {result['messages']} | {fmt(pct(result['acks'], 50))} / {fmt(pct(result['acks'], 99))}"
+                f" / {fmt(max(result['acks'], default=float('nan')))} | {fmt(pct(result['latencies'], 50))} | "
+                f"{fmt(pct(result['latencies'], 95))} | {fmt(pct(result['latencies'], 99))} | "
+                f"{result['lost']} / {result['duplicated']} | {result['stolen'] * 100:.1f} |")
+            say(rows_latency[-1])
+        rates = [float(r) for r in args.rates.split(",")]
+        best: Dict[str, float] = {p: 0.0 for p in paths}
+        cpu_low: Dict[str, float] = {}  # at the lowest rate: no queueing
+        failed: Dict[str, bool] = {p: False for p in paths}
+        for rate in rates:
             for path in paths:
-                for n in range(40):
-                    await bench.one(path, f"{path}lata0{n}", "你好")
-            say(f"latency: {args.latency_messages} messages per path at 2 per second")
-            stolen_repeats = 0
-            for path in paths:
-                result, repeats = await unstolen(lambda attempt: bench.phase(
-                    path, 2.0, args.latency_messages / 2.0, f"{path}lat{attempt}"), f"latency {path}")
+                if failed[path]:
+                    continue
+                result = await bench.phase(path, rate, args.seconds, f"{path}r{int(rate)}u")
+                ok = bench.sustained(result)
+                rows_load.append(
+                    f"| {path} | {rate:g} | {result['messages']} | {fmt(pct(result['latencies'], 50))} | "
+                    f"{fmt(result['p95'])} | {fmt(pct(result['acks'], 99))} | {result['lost']} | "
+                    f"{result['duplicated']} | {result['retries']} | {cpu_cell(result['cpu_ms'])} | "
+                    f"{'yes' if ok else 'no'} |")
+                say(rows_load[-1])
+                cpu_low.setdefault(path, result["cpu_ms"])
+                if ok:
+                    best[path] = rate
+                else:
+                    failed[path] = True
+                await asyncio.sleep(3.0)
+            if all(failed.values()):
+                break
+        say(f"capacity: {args.capacity_rounds} rounds, paths interleaved, {args.capacity_clients} customers "
+            f"each, {args.capacity_seconds:g} s per path")
+        capacity: Dict[str, List[Dict]] = {p: [] for p in paths}
+        for round_no in range(args.capacity_rounds):
+            # each round in another order, so no path always runs first or last
+            for path in paths[round_no % len(paths):] + paths[:round_no % len(paths)]:
+                result, repeats = await unstolen(lambda attempt: bench.closed_loop(
+                    path, args.capacity_clients, args.capacity_seconds, f"{path}c{round_no}a{attempt}u"),
+                    f"capacity round {round_no + 1} {path}", pause_s=3.0)
                 stolen_repeats += repeats
-                summary[path] = {"latency": result}
-                rows_latency.append(
-                    f"| {path} | {result['messages']} | {fmt(pct(result['acks'], 50))} / {fmt(pct(result['acks'], 99))}"
-                    f" / {fmt(max(result['acks'], default=float('nan')))} | {fmt(pct(result['latencies'], 50))} | "
-                    f"{fmt(pct(result['latencies'], 95))} | {fmt(pct(result['latencies'], 99))} | "
-                    f"{result['lost']} / {result['duplicated']} | {result['stolen'] * 100:.1f} |")
-                say(rows_latency[-1])
-            rates = [float(r) for r in args.rates.split(",")]
-            best: Dict[str, float] = {p: 0.0 for p in paths}
-            cpu_low: Dict[str, float] = {}  # at the lowest rate: no queueing
-            failed: Dict[str, bool] = {p: False for p in paths}
-            for rate in rates:
-                for path in paths:
-                    if failed[path]:
-                        continue
-                    result = await bench.phase(path, rate, args.seconds, f"{path}r{int(rate)}u")
-                    ok = bench.sustained(result)
-                    rows_load.append(
-                        f"| {path} | {rate:g} | {result['messages']} | {fmt(pct(result['latencies'], 50))} | "
-                        f"{fmt(result['p95'])} | {fmt(pct(result['acks'], 99))} | {result['lost']} | "
-                        f"{result['duplicated']} | {result['retries']} | {cpu_cell(result['cpu_ms'])} | "
-                        f"{'yes' if ok else 'no'} |")
-                    say(rows_load[-1])
-                    cpu_low.setdefault(path, result["cpu_ms"])
-                    if ok:
-                        best[path] = rate
-                    else:
-                        failed[path] = True
-                    await asyncio.sleep(3.0)
-                if all(failed.values()):
-                    break
-            say(f"capacity: {args.capacity_rounds} rounds, paths interleaved, {args.capacity_clients} customers "
-                f"each, {args.capacity_seconds:g} s per path")
-            capacity: Dict[str, List[Dict]] = {p: [] for p in paths}
-            for round_no in range(args.capacity_rounds):
-                # each round in another order, so no path always runs first or last
-                for path in paths[round_no % len(paths):] + paths[:round_no % len(paths)]:
-                    result, repeats = await unstolen(lambda attempt: bench.closed_loop(
-                        path, args.capacity_clients, args.capacity_seconds, f"{path}c{round_no}a{attempt}u"),
-                        f"capacity round {round_no + 1} {path}", pause_s=3.0)
-                    stolen_repeats += repeats
-                    capacity[path].append(result)
-                    say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s, lost {result['lost']}, "
-                        f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
-                        f"{fmt(result['cpu_ms'].get('services:postgres', 0.0))}, Redis "
-                        f"{fmt(result['cpu_ms'].get('services:redis', 0.0))}), Rasa processes busy "
-                        + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"])
-                        + f", {result['switches']:.0f} context switches per message, "
-                        f"{result['stolen'] * 100:.1f} % of the CPU taken by the hypervisor")
-                    await asyncio.sleep(3.0)
+                capacity[path].append(result)
+                say(f"capacity round {round_no + 1} {path}: {result['rate']:.1f} msg/s, lost {result['lost']}, "
+                    f"duplicated {result['duplicated']}, CPU {cpu_cell(result['cpu_ms'])} (PostgreSQL "
+                    f"{fmt(result['cpu_ms'].get('services:postgres', 0.0))}, Redis "
+                    f"{fmt(result['cpu_ms'].get('services:redis', 0.0))}), Rasa processes busy "
+                    + " / ".join(f"{busy * 100:.0f} %" for busy in result["rasa_busy"])
+                    + f", {result['switches']:.0f} context switches per message, "
+                    f"{result['stolen'] * 100:.1f} % of the CPU taken by the hypervisor")
+                await asyncio.sleep(3.0)
     finally:
         product.stop()
         await runner.cleanup()
         await bench.sender.close()
+        await bench.http.close()
     load_end = os.getloadavg()[0]
     if sorted(paths) != ["im", "kf", "mp"]:
         say("a subset of the paths was measured: rows above, nothing written")
