@@ -58,6 +58,8 @@ DRAIN_S = 20.0
 # whichever path it was
 STOLEN_LIMIT = 0.05
 STOLEN_RETRIES = 2
+# capacity rounds that must run without steal for the run to judge the target (and be written)
+MIN_COUNTED_ROUNDS = 3
 
 
 def say(msg: str) -> None:
@@ -462,15 +464,21 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     ratios = {p: pct(summary[p]["latency"]["latencies"], 50) / im50 for p in ("kf", "mp")}
     ack99 = max(pct(summary[p]["latency"]["acks"], 99) for p in ("kf", "mp"))
     tput = {p: (best[p] / best["im"] if best["im"] else float("nan")) for p in ("kf", "mp")}
-    cap = {p: statistics.median(r["rate"] for r in capacity[p]) for p in paths}
+    # a round in which the host still took CPU after the repeats measured the other guests: shown,
+    # but left out of the medians; too few rounds left and the run judges nothing
+    counted = [n for n in range(args.capacity_rounds) if all(capacity[p][n]["stolen"] <= STOLEN_LIMIT for p in paths)]
+    judged = len(counted) >= MIN_COUNTED_ROUNDS
+    kept = counted if judged else list(range(args.capacity_rounds))
+    cap = {p: statistics.median(capacity[p][n]["rate"] for n in kept) for p in paths}
     cap_ratio = {p: cap[p] / cap["im"] for p in ("kf", "mp")}
     cap_rows = []
     for round_no in range(args.capacity_rounds):
         rates = {p: capacity[p][round_no]["rate"] for p in paths}
         stolen = " / ".join(f"{capacity[p][round_no]['stolen'] * 100:.1f}" for p in ("im", "kf", "mp"))
-        cap_rows.append(f"| {round_no + 1} | {rates['im']:.1f} | {rates['kf']:.1f} | {rates['mp']:.1f} | "
-                        f"{rates['kf'] / rates['im'] * 100:.1f} % | {rates['mp'] / rates['im'] * 100:.1f} % | {stolen} |")
-    cap_cpu = {p: statistics.median(sum(r["cpu_ms"][k] for k in KINDS) for r in capacity[p]) for p in paths}
+        cap_rows.append(f"| {round_no + 1}{'' if round_no in counted else ' (not counted)'} | {rates['im']:.1f} | "
+                        f"{rates['kf']:.1f} | {rates['mp']:.1f} | {rates['kf'] / rates['im'] * 100:.1f} % | "
+                        f"{rates['mp'] / rates['im'] * 100:.1f} % | {stolen} |")
+    cap_cpu = {p: statistics.median(sum(capacity[p][n]["cpu_ms"][k] for k in KINDS) for n in kept) for p in paths}
     cap_clean = all(r["lost"] == 0 and r["duplicated"] == 0 for p in paths for r in capacity[p])
     markdown = "\n".join([
         "## WeChat connectors: acknowledgement, latency, sustained rate vs web IM"
@@ -515,7 +523,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         "every path alike. Each round's customers are new (first contacts, then returning). A measurement during "
         f"which the VM's host gave more than {STOLEN_LIMIT * 100:.0f} % of its CPUs to other guests (steal time) "
         f"is repeated, up to {STOLEN_RETRIES} times, whichever path it was, and so is a latency phase above "
-        f"({stolen_repeats} repeated in this run). "
+        f"({stolen_repeats} repeated in this run). A round in which the host still took more is shown but not "
+        f"counted in the medians; with fewer than {MIN_COUNTED_ROUNDS} rounds counted the run judges nothing. "
         "Messages per second:",
         "",
         "| round | im | kf | mp | kf / IM | mp / IM | CPU stolen by the host, % (im / kf / mp) |",
@@ -531,8 +540,11 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"Reply p50 at low load: "
         f"kf / IM = {ratios['kf']:.2f}, mp / IM = {ratios['mp']:.2f}. Ack p99 {ack99:.1f} ms (target < 20 ms: "
         f"{'met' if ack99 < 20 else 'not met'}). Target \"WeChat within 15 % of IM\" (median capacity, no "
-        f"message lost or duplicated): "
-        f"{'met' if min(cap_ratio.values()) >= 0.85 and cap_clean else 'not met'}. Load average (1 min) at start / end: "
+        f"message lost or duplicated; rounds in which the host took CPU not counted): "
+        + (f"{'met' if min(cap_ratio.values()) >= 0.85 and cap_clean else 'not met'}" if judged else
+           f"not judged: the host took more than {STOLEN_LIMIT * 100:.0f} % of the CPU in "
+           f"{args.capacity_rounds - len(counted)} of {args.capacity_rounds} rounds")
+        + f". Load average (1 min) at start / end: "
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
         + (f"; the product was stopped from outside {bench.restarts} time(s) and the affected phase repeated."
            if bench.restarts else ".")
@@ -545,7 +557,10 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         f"identity, outbox, platform calls) {fmt(cpu_low['kf']['gateway'])} ms for kf and "
         f"{fmt(cpu_low['mp']['gateway'])} ms for mp.",
     ])
-    if not args.no_write:
+    if not judged:
+        say(f"only {len(counted)} of {args.capacity_rounds} capacity rounds ran without the host taking CPU: "
+            "nothing written (run again when the machine is quiet)")
+    elif not args.no_write:
         write_section("wechat-scaled" if database_url else "wechat", markdown)
         say("written to docs/BENCHMARKS.md")
     print(markdown)
