@@ -525,6 +525,27 @@ async def test_a_connections_statements_are_planned_again_as_the_tables_grow(gat
     assert await db.run(plan) == ["pk_wechat_outbox"]
 
 
+async def test_settling_one_reply_runs_on_a_plan_made_once_not_planned_at_each_execution(gateway_pg):
+    """The settle of several rows (id = ANY(:ids)) was planned again at every execution: PostgreSQL
+    thinks its generic plan, for an array of unknown length, costlier than the custom plan for one
+    id, though both are the same primary key lookup. One reply, the common case, is settled by its
+    id: after the five custom plans PostgreSQL always makes first, the plan is kept."""
+    from channels.wechat import outbox
+
+    (row,) = await _queued_and_claimed("wmPlan", "plan1")
+    sent = [outbox.Settlement(row, "sent", platform_msgid="p1")]
+
+    def plans(conn):
+        return conn.exec_driver_sql("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                                    "WHERE name = %(name)s", {"name": outbox._ONE_SENT._name}).first()
+
+    assert await db.run(outbox._settle_all, sent) == [True]
+    for _ in range(19):
+        assert await db.run(outbox._settle_all, sent) == [False], "settled already: a repeat changes nothing"
+    assert tuple(await db.run(plans)) == (15, 5)
+    assert await _outbox_rows() == [("wmPlan", "sent", 1, True, "p1")]
+
+
 def _statuses(url: str):
     """The outbox's statuses, read outside the gateway's database threads (a transaction of theirs
     would carry the statements waiting to ride)."""
