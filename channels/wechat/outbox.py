@@ -56,8 +56,14 @@ _CLAIM = (_T.update().where(_T.c.id.in_(sa.bindparam("ids", expanding=True)), _T
                   attempts=_T.c.attempts + 1))
 _STILL_DUE = sa.select(_T.c.id).where(_T.c.status == "pending", _T.c.next_attempt_at <= sa.bindparam("now")).limit(1)
 # the statements every reply runs, compiled once (db.Precompiled)
+# one row sent, the common case. Looked up by its id, PostgreSQL keeps the statement's plan after its
+# first five executions (_ALL_SENT, the array form, was planned again at every one: its generic plan, for
+# an array of unknown length, looks costlier than the custom plan for one id, though both are the
+# same primary key lookup; planning was 50 of the 90 µs of the server's work on a settle). The
+# status test cannot use the status index, for the reason given at _all_sent.
 _SENT = db.Precompiled(lambda dialect: _T.update().where(
-    _T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"), _T.c.status == "sending").values(
+    _T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"),
+    (_T.c.status == sa.literal_column("'sending'")).is_(sa.true())).values(
         status="sent", sent_at=sa.bindparam("at"), platform_msgid=sa.bindparam("msgid"), last_errcode=None,
         last_error=None))
 _ROW_KEYS = ["channel", "recipient", "account", "conversation_id", "customer_id", "msgtype", "body", "idempotency_key",
@@ -307,22 +313,16 @@ def _all_sent(dialect: str) -> Any:
 
 
 _ALL_SENT = db.Precompiled(_all_sent)
-# the common case, one reply sent: PostgreSQL planned _ALL_SENT again at every execution (its generic
-# plan, for an array of ids of unknown length, looks costlier than the custom plan for one id, though
-# both are the same primary key lookup): planning was 50 of the 90 µs of the server's work on a
-# settle. Looked up by one id, the generic plan is taken after the first five executions.
-_ONE_SENT = db.Precompiled(lambda dialect: _T.update().where(
-    _T.c.id == sa.bindparam("row_id"), _T.c.claimed_by == sa.bindparam("claim"),
-    (_T.c.status == sa.literal_column("'sending'")).is_(sa.true())).values(
-        status=sa.literal_column("'sent'"), sent_at=sa.bindparam("at"), platform_msgid=sa.bindparam("msgid"),
-        last_errcode=None, last_error=None).returning(_T.c.id))
+
+
+def _sent_values(s: Settlement) -> Dict[str, Any]:
+    return {"row_id": s.row.id, "claim": s.row.claimed_by, "at": now_utc(), "msgid": s.platform_msgid}
 
 
 def _sent_statement(settlements: Sequence[Settlement]) -> Tuple[db.Precompiled, Dict[str, Any]]:
     """The statement that settles these rows as sent (PostgreSQL), with its values."""
     if len(settlements) == 1:
-        (s,) = settlements
-        return _ONE_SENT, {"row_id": s.row.id, "claim": s.row.claimed_by, "msgid": s.platform_msgid, "at": now_utc()}
+        return _SENT, _sent_values(settlements[0])
     return _ALL_SENT, {"ids": [s.row.id for s in settlements], "claims": [s.row.claimed_by for s in settlements],
                        "msgids": [s.platform_msgid for s in settlements], "at": now_utc()}
 
@@ -341,13 +341,15 @@ def _settle_all(conn: Connection, settlements: Sequence[Settlement]) -> List[boo
         # the common case in one round trip: its own transaction, safe to repeat (a row already
         # settled is not claimed any more: a repeat changes nothing)
         statement, values = _sent_statement(settlements)
-        updated = {row[0] for row in statement.execute_last(conn, values).all()}
+        result = statement.execute_last(conn, values)
+        if statement is _SENT:  # one row, no RETURNING
+            return [result.rowcount == 1]
+        updated = {row[0] for row in result.all()}
         return [s.row.id in updated for s in settlements]
     done: List[bool] = []
     for s in settlements:
         if s.status == "sent":
-            result = _SENT.execute(conn, {"row_id": s.row.id, "claim": s.row.claimed_by, "at": now_utc(),
-                                          "msgid": s.platform_msgid})
+            result = _SENT.execute(conn, _sent_values(s))
             done.append(result.rowcount == 1)
             continue
         values: Dict[str, Any] = {"last_errcode": s.errcode, "last_error": (s.error or None) and s.error[:256]}

@@ -537,7 +537,7 @@ async def test_settling_one_reply_runs_on_a_plan_made_once_not_planned_at_each_e
 
     def plans(conn):
         return conn.exec_driver_sql("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                                    "WHERE name = %(name)s", {"name": outbox._ONE_SENT._name}).first()
+                                    "WHERE name = %(name)s", {"name": outbox._SENT._name}).first()
 
     assert await db.run(outbox._settle_all, sent) == [True]
     for _ in range(19):
