@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -96,7 +97,9 @@ class CallbackCrypto:
         self.receive_id = receive_id
         self.max_age_s = max_age_s
         self.key = decode_aes_key(encoding_aes_key) if encoding_aes_key else None
-        self._prp_class = CorpPrpCrypto if corp else AppPrpCrypto
+        # wechatpy's PrpCrypto keeps only its AES cipher (a new context per message): made once, not
+        # for every callback
+        self._prp = (CorpPrpCrypto if corp else AppPrpCrypto)(self.key) if self.key is not None else None
 
     @property
     def secure(self) -> bool:
@@ -133,7 +136,7 @@ class CallbackCrypto:
             raise MalformedCallback("Encrypt is not a whole number of AES blocks")
         try:
             # wechatpy raises its InvalidCorpId/AppId exception when the receive id differs
-            return self._prp_class(self.key).decrypt(encrypted, self.receive_id)
+            return self._prp.decrypt(encrypted, self.receive_id)
         except (UnicodeDecodeError, struct.error, IndexError, ValueError) as exc:
             raise MalformedCallback(f"cannot decrypt ({type(exc).__name__}): check the EncodingAESKey")
         except Exception as exc:  # noqa: BLE001 - wechatpy's receive-id exceptions have no common base
@@ -149,11 +152,19 @@ class CallbackCrypto:
             raise CryptoConfigError("no EncodingAESKey configured")
         timestamp = timestamp or str(int(time.time()))
         nonce = nonce or str(secrets.randbelow(10**10))
-        encrypted = to_text(self._prp_class(self.key).encrypt(plaintext, self.receive_id))
+        encrypted = to_text(self._prp.encrypt(plaintext, self.receive_id))
         return encrypted, sha1_signature(self.token, timestamp, nonce, encrypted), timestamp, nonce
 
     def plain_signature(self, timestamp: str, nonce: str) -> str:
         return sha1_signature(self.token, timestamp, nonce)
+
+
+@functools.lru_cache(maxsize=64)
+def callback_crypto(token: str, encoding_aes_key: Optional[str], receive_id: str, max_age_s: int = 300,
+                    corp: bool = True) -> CallbackCrypto:
+    """One endpoint's CallbackCrypto, made once per configuration (it decodes the key and builds the
+    cipher) instead of for every callback."""
+    return CallbackCrypto(token, encoding_aes_key, receive_id, max_age_s, corp)
 
 
 def encrypted_xml_envelope(encrypted: str, to_user: str = "", agent_id: str = "") -> str:

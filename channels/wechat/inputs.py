@@ -17,7 +17,7 @@ from sanic.request import Request
 from channels.wechat.db import session as async_session
 from channels.wechat import kf
 from channels.wechat.connector import WeChatInput, query
-from channels.wechat.crypto import CallbackCrypto, MalformedCallback
+from channels.wechat.crypto import CallbackCrypto, MalformedCallback, callback_crypto
 from channels.wechat.models import WeChatGroup, now_utc
 from channels.wechat.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
 
@@ -51,7 +51,7 @@ class WeComKfInput(EncryptedXmlInput):
 
     def crypto(self) -> CallbackCrypto:
         c = self.runtime.config
-        return CallbackCrypto(c.kf.callback.token, c.kf.callback.aes_key, c.kf.corp_id, c.callback_max_age_s)
+        return callback_crypto(c.kf.callback.token, c.kf.callback.aes_key, c.kf.corp_id, c.callback_max_age_s)
 
     async def read_post(self, request: Request) -> List[InboundMessage]:
         data = self.decrypted_xml(request)
@@ -73,7 +73,7 @@ class AccountInput(WeChatInput):
 
     def crypto(self) -> CallbackCrypto:
         account = self.account()
-        return CallbackCrypto(account.callback.token, account.callback.aes_key, account.app_id,
+        return callback_crypto(account.callback.token, account.callback.aes_key, account.app_id,
                               self.runtime.config.callback_max_age_s, corp=False)
 
     def verify_get(self, request: Request) -> str:
@@ -148,7 +148,7 @@ class WeComGroupInput(EncryptedXmlInput):
     def crypto(self) -> CallbackCrypto:
         callback = self.runtime.config.group.callback
         # robot callbacks are encrypted with an empty receive id
-        return CallbackCrypto(callback.token, callback.aes_key, "", self.runtime.config.callback_max_age_s)
+        return callback_crypto(callback.token, callback.aes_key, "", self.runtime.config.callback_max_age_s)
 
     async def read_post(self, request: Request) -> List[InboundMessage]:
         data = self.decrypted_xml(request)

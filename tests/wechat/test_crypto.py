@@ -70,6 +70,24 @@ def test_round_trip_with_fresh_random_prefix_decrypts_with_reference():
     assert official().verify_and_decrypt(signature, ts, nonce, encrypted) == message
 
 
+def test_one_endpoint_crypto_serves_every_callback_alike():
+    """The connectors build an endpoint's crypto once (callback_crypto) and use it for every callback:
+    messages of different lengths, encrypted and decrypted in turn, come out as the reference
+    algorithm says, and a callback for another corp is still refused afterwards."""
+    shared = wc.callback_crypto(TOKEN, AES_KEY, CORP_ID, 300)
+    assert wc.callback_crypto(TOKEN, AES_KEY, CORP_ID, 300) is shared
+    for n, text in enumerate(["你好", "长" * 500, "", "<b>&amp;</b>", "x" * 15, "y" * 16]):
+        message = f"<xml><Content><![CDATA[{text}]]></Content><MsgId>{n}</MsgId></xml>"
+        encrypted, signature, ts, nonce = shared.encrypt(message)
+        assert ref.decrypt(AES_KEY, encrypted) == (message, CORP_ID)
+        assert shared.verify_and_decrypt(signature, ts, nonce, encrypted) == message
+    assert shared.decrypt(ENCRYPTED) == official().decrypt(ENCRYPTED)
+    other = CallbackCrypto(TOKEN, AES_KEY, "wwanothercorp", 300)
+    encrypted, signature, ts, nonce = other.encrypt("<xml/>")
+    with pytest.raises(wc.WrongReceiver):
+        shared.verify_and_decrypt(signature, ts, nonce, encrypted)
+
+
 def test_forged_signature_is_rejected():
     with pytest.raises(ForgedSignature):
         official().verify_and_decrypt("0" * 40, TIMESTAMP, NONCE, ENCRYPTED, now=int(TIMESTAMP))

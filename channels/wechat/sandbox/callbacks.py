@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlencode
 
-from channels.wechat.crypto import CallbackCrypto, encrypted_xml_envelope
+from channels.wechat.crypto import CallbackCrypto, callback_crypto, encrypted_xml_envelope
 from channels.wechat.http_client import HttpError, KeepAliveClient
 from channels.wechat.sandbox.config import CALLBACK_PATHS, SandboxConfig
 
@@ -54,12 +54,12 @@ class CallbackSigner:
     def _crypto(self, channel: str) -> CallbackCrypto:
         c = self.config
         if channel == "kf":
-            return CallbackCrypto(c.kf_token, c.kf_aes_key, c.corp_id)
+            return callback_crypto(c.kf_token, c.kf_aes_key, c.corp_id)
         if channel == "group":
-            return CallbackCrypto(c.robot_token, c.robot_aes_key, "")
+            return callback_crypto(c.robot_token, c.robot_aes_key, "")
         if channel == "mp":
-            return CallbackCrypto(c.mp_token, c.mp_aes_key or None, c.mp_app_id, corp=False)
-        return CallbackCrypto(c.mini_token, c.mini_aes_key or None, c.mini_app_id, corp=False)
+            return callback_crypto(c.mp_token, c.mp_aes_key or None, c.mp_app_id, corp=False)
+        return callback_crypto(c.mini_token, c.mini_aes_key or None, c.mini_app_id, corp=False)
 
     def kf_event(self, msg_token: str, timestamp: Optional[int] = None) -> SignedRequest:
         c = self.config
