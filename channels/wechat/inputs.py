@@ -74,7 +74,7 @@ class AccountInput(WeChatInput):
     def crypto(self) -> CallbackCrypto:
         account = self.account()
         return callback_crypto(account.callback.token, account.callback.aes_key, account.app_id,
-                              self.runtime.config.callback_max_age_s, corp=False)
+                               self.runtime.config.callback_max_age_s, corp=False)
 
     def verify_get(self, request: Request) -> str:
         self.crypto().verify_plain(query(request, "signature"), query(request, "timestamp"), query(request, "nonce"))
