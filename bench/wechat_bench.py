@@ -460,6 +460,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     if sorted(paths) != ["im", "kf", "mp"]:
         say("a subset of the paths was measured: rows above, nothing written")
         return 0
+    if not args.capacity_rounds:
+        say("no capacity rounds: rows above, nothing judged or written")
+        return 0
     im50 = pct(summary["im"]["latency"]["latencies"], 50)
     ratios = {p: pct(summary[p]["latency"]["latencies"], 50) / im50 for p in ("kf", "mp")}
     ack99 = max(pct(summary[p]["latency"]["acks"], 99) for p in ("kf", "mp"))

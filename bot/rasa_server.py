@@ -13,7 +13,9 @@ behaviour is unchanged, see tests/data_layer/test_rasa_speedups.py):
 - every NLU parse and every policy prediction runs the model graph through dask's scheduler; the
   graphs are small chains, so we run the same nodes in the same topological order directly;
 - several Sanic workers share one listening socket, so one worker can end up with every
-  keep-alive connection; each worker gets its own SO_REUSEPORT socket (install_balanced_workers).
+  keep-alive connection; each worker gets its own SO_REUSEPORT socket (install_balanced_workers);
+- several workers starting on a new database race to create the tracker store's tables, and Rasa
+  makes the loser sleep 5 s; the tables are created once before the workers fork.
 
 Usage (the run command does this): python -m bot.rasa_server run --model ... (any `rasa` args)
 """
@@ -160,7 +162,8 @@ def install_balanced_workers() -> None:
     (web IM clients, the WeChat gateway's relay pool) stay with the worker they landed on: in one
     benchmark round one worker served 94 % of the load while the other idled, halving the scaled
     deployment's capacity. Each worker binds its own SO_REUSEPORT socket on the same port instead,
-    and the kernel spreads new connections over them."""
+    and the kernel spreads new connections over them. The tracker store's tables are created
+    before the workers fork (bot.stores.create_tracker_tables), so they do not race to create them."""
     import asyncio
     import os
     import socket
@@ -183,6 +186,9 @@ def install_balanced_workers() -> None:
         # host:port itself with reuse_port
         server_settings["reuse_port"] = True
         server_settings["run_multiple"] = True
+        from bot.stores import create_tracker_tables
+
+        create_tracker_tables()
         main_start = server_settings.pop("main_start", None)
         main_stop = server_settings.pop("main_stop", None)
         loop = asyncio.new_event_loop()

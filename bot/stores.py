@@ -88,6 +88,25 @@ class SiyuTrackerStore(SQLTrackerStore):
             session.commit()
 
 
+def create_tracker_tables() -> None:
+    """Create the tracker store's tables (if missing) before Rasa forks its workers. Each worker's
+    SQLTrackerStore creates them as it starts; on a new PostgreSQL database two workers doing so at
+    once collide (a duplicate in pg_class), and Rasa makes the loser sleep 5 s before it tries
+    again. If this fails, the workers still create the tables themselves."""
+    url = get_settings().sync_database_url
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
+    try:
+        SQLTrackerStore.Base.metadata.create_all(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.warning("tracker store tables not created before the workers start: %s", type(exc).__name__)
+    finally:
+        engine.dispose()  # no connection may cross the fork
+
+
 class SiyuLockStore:
     """Not a lock store itself: constructing it returns the lock store the settings ask for.
 

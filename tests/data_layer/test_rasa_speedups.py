@@ -150,3 +150,80 @@ async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_
     finally:
         server.terminate()
         server.wait(10)
+
+
+TWO_WORKERS_ON_A_NEW_DATABASE = """
+import os, sys
+import sqlalchemy as sa
+from bot.rasa_server import install_balanced_workers
+install_balanced_workers()
+from sanic import Sanic, response
+app = Sanic("two_workers_new_database")
+seen = {}
+
+@app.listener("before_server_start")
+async def look(app, loop):
+    # what a worker finds as it starts, before its SQLTrackerStore would create anything
+    engine = sa.create_engine(os.environ["DATABASE_URL"])
+    seen["tables"] = sa.inspect(engine).has_table("events")
+    engine.dispose()
+
+@app.get("/")
+async def report(request):
+    return response.text(f"{os.getpid()} {seen['tables']}")
+
+app.run(host="127.0.0.1", port=int(sys.argv[1]), workers=2, access_log=False, motd=False)
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_database(request, tmp_path):
+    """An empty database of each kind (no tracker tables yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    from tests.conftest import _create_pg_database, _drop_pg_database, port_open, unavailable
+
+    if not port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    url = _create_pg_database()
+    try:
+        yield url
+    finally:
+        _drop_pg_database(url)
+
+
+async def test_workers_starting_on_a_new_database_find_the_tracker_tables_made(new_database):
+    """Each Rasa worker's SQLTrackerStore creates the tracker tables as it starts; on a new
+    PostgreSQL database two workers collided doing so, and Rasa made the loser sleep 5 s. The
+    tables are made once before the workers fork: every worker finds them."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from tests.support import REPO, free_port
+
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=new_database)
+    server = subprocess.Popen([sys.executable, "-c", TWO_WORKERS_ON_A_NEW_DATABASE, str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if _listening_sockets(port) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert _listening_sockets(port) == 2
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+            async def one():
+                async with http.get(f"http://127.0.0.1:{port}/") as answer:
+                    return await answer.text()
+
+            reports = set(await asyncio.gather(*(one() for _ in range(64))))
+        assert len({report.split()[0] for report in reports}) == 2, reports  # both workers answered
+        assert all(report.endswith(" True") for report in reports), reports
+    finally:
+        server.terminate()
+        server.wait(10)
