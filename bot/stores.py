@@ -93,12 +93,9 @@ def create_tracker_tables() -> None:
     SQLTrackerStore creates them as it starts; on a new PostgreSQL database two workers doing so at
     once collide (a duplicate in pg_class), and Rasa makes the loser sleep 5 s before it tries
     again. If this fails, the workers still create the tables themselves."""
-    url = get_settings().sync_database_url
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
+    from actions.db.engine import create_sync_engine
 
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
+    engine = create_sync_engine()  # the tracker store's database (a SQLite file's folder made)
     try:
         SQLTrackerStore.Base.metadata.create_all(engine)
     except sa.exc.SQLAlchemyError as exc:

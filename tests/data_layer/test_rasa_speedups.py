@@ -120,9 +120,11 @@ def _listening_sockets(port: int) -> int:
         return sum(1 for line in table if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
 
 
-async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_connections():
+async def _answers_of_two_workers(script: str, env=None, start_tries: int = 100) -> list:
+    """Starts `script` (a Sanic app with two balanced workers on the port given as its argument),
+    waits (start_tries x 0.1 s at most) until both workers listen, sends 64 GETs to / at once over 64 keep-alive connections (as
+    a busy client pool does) and returns the answers; the server is stopped afterwards."""
     import asyncio
-    import collections
     import subprocess
     import sys
 
@@ -131,26 +133,30 @@ async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_
     from tests.support import REPO, free_port
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", TWO_WORKERS, str(port)], cwd=REPO,
+    server = subprocess.Popen([sys.executable, "-c", script, str(port)], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        for _ in range(start_tries):
             if _listening_sockets(port) == 2:
                 break
             await asyncio.sleep(0.1)
         assert _listening_sockets(port) == 2, "one SO_REUSEPORT socket per worker"
-        # 64 keep-alive connections opened at once, as a busy client pool does
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
             async def one():
-                async with http.get(f"http://127.0.0.1:{port}/") as response:
-                    return await response.text()
+                async with http.get(f"http://127.0.0.1:{port}/") as answer:
+                    return await answer.text()
 
-            served = collections.Counter(await asyncio.gather(*(one() for _ in range(64))))
-        assert len(served) == 2 and min(served.values()) >= 16, served
+            return await asyncio.gather(*(one() for _ in range(64)))
     finally:
         server.terminate()
         server.wait(10)
 
+
+async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_connections():
+    import collections
+
+    served = collections.Counter(await _answers_of_two_workers(TWO_WORKERS))
+    assert len(served) == 2 and min(served.values()) >= 16, served
 
 TWO_WORKERS_ON_A_NEW_DATABASE = """
 import os, sys
@@ -182,48 +188,22 @@ def new_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'new.db'}"
         return
-    from tests.conftest import _create_pg_database, _drop_pg_database, port_open, unavailable
+    from tests.conftest import PG_ADMIN_URL, port_open, unavailable
+    from tests.support import throwaway_pg_database
 
     if not port_open("127.0.0.1", 5432):
         unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
-    url = _create_pg_database()
-    try:
+    with throwaway_pg_database(PG_ADMIN_URL) as url:
         yield url
-    finally:
-        _drop_pg_database(url)
 
 
 async def test_workers_starting_on_a_new_database_find_the_tracker_tables_made(new_database):
     """Each Rasa worker's SQLTrackerStore creates the tracker tables as it starts; on a new
     PostgreSQL database two workers collided doing so, and Rasa made the loser sleep 5 s. The
     tables are made once before the workers fork: every worker finds them."""
-    import asyncio
     import os
-    import subprocess
-    import sys
 
-    import aiohttp
-
-    from tests.support import REPO, free_port
-
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=new_database)
-    server = subprocess.Popen([sys.executable, "-c", TWO_WORKERS_ON_A_NEW_DATABASE, str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            if _listening_sockets(port) == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert _listening_sockets(port) == 2
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
-            async def one():
-                async with http.get(f"http://127.0.0.1:{port}/") as answer:
-                    return await answer.text()
-
-            reports = set(await asyncio.gather(*(one() for _ in range(64))))
-        assert len({report.split()[0] for report in reports}) == 2, reports  # both workers answered
-        assert all(report.endswith(" True") for report in reports), reports
-    finally:
-        server.terminate()
-        server.wait(10)
+    reports = set(await _answers_of_two_workers(TWO_WORKERS_ON_A_NEW_DATABASE,
+                                                dict(os.environ, DATABASE_URL=new_database), start_tries=200))
+    assert len({report.split()[0] for report in reports}) == 2, reports  # both workers answered
+    assert all(report.endswith(" True") for report in reports), reports
