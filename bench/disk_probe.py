@@ -1,0 +1,55 @@
+"""How often the disk stalls a durable write while a benchmark phase runs.
+
+An Official Account callback is acknowledged only after its message is committed (fsync'd by the
+database), so the disk's flush time is a floor under the ack time. This VM's disk stalls a flush for
+30-65 ms a few times a minute even when idle; a probe running next to the phase tells whether an ack
+above target was the product or the disk.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+STALL_MS = 20.0
+
+
+class DiskStallProbe:
+    """Appends a small record to a file in `folder` and flushes it (fdatasync) every `period_s`, in a
+    thread, from `with` to the end of the block. Light on purpose: 10 flushes a second of one
+    512-byte record, next to the database's own flushes on the same disk."""
+
+    def __init__(self, folder: Path, period_s: float = 0.1) -> None:
+        self.path = Path(folder) / "disk-probe.dat"
+        self.period_s = period_s
+        self.flush_ms: List[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def __enter__(self) -> "DiskStallProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while not self._stop.is_set():
+                os.write(fd, b"x" * 512)
+                started = time.perf_counter()
+                os.fdatasync(fd)
+                self.flush_ms.append((time.perf_counter() - started) * 1000)
+                self._stop.wait(self.period_s)
+        finally:
+            os.close(fd)
+
+    def summary(self) -> Dict[str, float]:
+        """Flushes made, how many took longer than STALL_MS, and the longest (ms)."""
+        return {"flushes": len(self.flush_ms), "stalls": sum(1 for ms in self.flush_ms if ms > STALL_MS),
+                "max_ms": max(self.flush_ms, default=float("nan"))}
