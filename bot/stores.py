@@ -26,12 +26,11 @@ class SiyuTrackerStore(SQLTrackerStore):
     not stall every other conversation served by the same event loop."""
 
     def __init__(self, domain=None, host: Optional[str] = None, event_broker=None, **kwargs: Any) -> None:
+        from actions.db.engine import _ensure_sqlite_dir, _sqlite_pragmas
+
         settings = get_settings()
         url = settings.sync_database_url
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_dir(url)
         logger.info("tracker store on %s", masked_url(url))
         super().__init__(domain=domain, host=url, event_broker=event_broker)
         self._write_lock: Optional[asyncio.Lock] = None
@@ -39,8 +38,6 @@ class SiyuTrackerStore(SQLTrackerStore):
             self._write_lock = asyncio.Lock()
             # Rasa's engine uses SQLite's NullPool (a new connection per query); ours pools them
             from sqlalchemy.pool import QueuePool
-
-            from actions.db.engine import _sqlite_pragmas
 
             self.engine.dispose()
             self.engine = sa.create_engine(url, poolclass=QueuePool, pool_size=5, max_overflow=5,

@@ -30,6 +30,24 @@ async def test_tracker_store_saves_and_restores_conversations(shop_db):
     store.engine.dispose()
 
 
+async def test_tracker_store_on_a_new_sqlite_file_makes_its_folder(tmp_path, monkeypatch):
+    """A first start with DATABASE_URL pointing into a folder that does not exist yet."""
+    database = tmp_path / "var" / "new" / "shop.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
+    reset_settings_cache()
+    try:
+        domain = Domain.from_directory("bot/domain")
+        store = SiyuTrackerStore(domain=domain)
+        await store.save(DialogueStateTracker.from_events("im:new-folder", [
+            ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen")], domain.slots))
+        assert database.is_file()
+        assert "im:new-folder" in await store.keys()
+        store.engine.dispose()
+    finally:
+        monkeypatch.delenv("DATABASE_URL")
+        reset_settings_cache()
+
+
 def test_lock_store_is_in_memory_without_redis(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     reset_settings_cache()
