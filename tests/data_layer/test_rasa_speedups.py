@@ -122,8 +122,9 @@ def _listening_sockets(port: int) -> int:
 
 async def _answers_of_two_workers(script: str, env=None, start_tries: int = 100) -> list:
     """Starts `script` (a Sanic app with two balanced workers on the port given as its argument),
-    waits (start_tries x 0.1 s at most) until both workers listen, sends 64 GETs to / at once over 64 keep-alive connections (as
-    a busy client pool does) and returns the answers; the server is stopped afterwards."""
+    waits (start_tries x 0.1 s at most) until both workers listen, sends 64 GETs to / at once over
+    64 keep-alive connections (as a busy client pool does) and returns the answers; the server is
+    stopped afterwards."""
     import asyncio
     import subprocess
     import sys
@@ -157,6 +158,7 @@ async def test_two_workers_each_listen_on_their_own_socket_and_share_a_burst_of_
 
     served = collections.Counter(await _answers_of_two_workers(TWO_WORKERS))
     assert len(served) == 2 and min(served.values()) >= 16, served
+
 
 TWO_WORKERS_ON_A_NEW_DATABASE = """
 import os, sys
