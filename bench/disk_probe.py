@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 STALL_MS = 20.0
 
@@ -53,3 +53,25 @@ class DiskStallProbe:
         """Flushes made, how many took longer than STALL_MS, and the longest (ms)."""
         return {"flushes": len(self.flush_ms), "stalls": sum(1 for ms in self.flush_ms if ms > STALL_MS),
                 "max_ms": max(self.flush_ms, default=float("nan"))}
+
+
+def same_disk(folder: Path, database_url: str) -> Optional[bool]:
+    """Whether the probe's `folder` is on the file system that holds the database's data (a SQLite
+    file's folder, or the data directory of a PostgreSQL server on this machine); None when that
+    cannot be told (a remote server, no permission to read its setting or to see its folder). A
+    probe on another disk (say a tmpfs /tmp) says nothing about the database's flushes."""
+    try:
+        if database_url.startswith("sqlite"):
+            data = Path(database_url.split(":///", 1)[-1]).parent
+        else:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(database_url)
+            try:
+                with engine.connect() as conn:
+                    data = Path(conn.execute(sa.text("SHOW data_directory")).scalar_one())
+            finally:
+                engine.dispose()
+        return os.stat(folder).st_dev == os.stat(data).st_dev
+    except Exception:  # noqa: BLE001 - any failure means "unknown", said as such in the report
+        return None

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from aiohttp import web  # noqa: E402
 
 from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
-from bench.disk_probe import STALL_MS, DiskStallProbe  # noqa: E402
+from bench.disk_probe import STALL_MS, DiskStallProbe, same_disk  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from channels.wechat.http_client import HttpError, KeepAliveClient  # noqa: E402
 from channels.wechat.sandbox.app import PLATFORM, create_app  # noqa: E402
@@ -388,6 +388,9 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     say(f"starting the product ({var_dir})")
     product.start()
     load_start = os.getloadavg()[0]
+    probe_disk = {True: "on the disk that holds the database's data",
+                  False: "on another disk than the database's data: its count says nothing about the database",
+                  None: "the database's disk could not be checked"}[same_disk(var_dir, env["DATABASE_URL"])]
     rows_latency, rows_load = [], []
     summary: Dict[str, Dict] = {}
     try:
@@ -504,8 +507,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         "call reaching the sandbox: it includes the acknowledgement, the inbox, the relay to Rasa, the outbox and "
         "the sender. Ack = the callback's HTTP round trip as the platform sees it. An mp callback is acknowledged "
         "only after its message is committed (flushed to disk), so its ack includes a disk flush; during each "
-        "latency phase a probe flushes a 512-byte record to the same disk 10 times a second, and the latency "
-        "table counts the probe's slow flushes. Messages are FAQ / policy "
+        "latency phase a probe flushes a 512-byte record 10 times a second in the benchmark's temporary folder "
+        f"({probe_disk}), and the latency table counts the probe's slow flushes. Messages are FAQ / policy "
         "questions with one reply each; every user sent one message before (identities and sessions exist). The "
         "load generator and the sandbox run in the benchmark process, on the same 2 cores as the product.",
         "",

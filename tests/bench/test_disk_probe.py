@@ -16,3 +16,17 @@ def test_the_probe_flushes_during_its_block_and_removes_its_file(tmp_path):
     flushes = summary["flushes"]
     time.sleep(0.1)
     assert len(probe.flush_ms) == flushes  # stopped at the end of the block
+
+
+def test_the_probe_knows_whether_it_shares_the_disk_of_the_database(tmp_path, postgres_shop):
+    from pathlib import Path
+
+    from bench.disk_probe import same_disk
+
+    assert same_disk(tmp_path, f"sqlite:///{tmp_path / 'shop.db'}") is True
+    if Path("/dev/shm").is_dir() and tmp_path.stat().st_dev != Path("/dev/shm").stat().st_dev:
+        assert same_disk(tmp_path, "sqlite:////dev/shm/shop.db") is False
+    # the PostgreSQL server on this machine: its data directory is read and compared
+    assert same_disk(tmp_path, postgres_shop) is not None
+    # a server that cannot be reached: unknown, not a guess
+    assert same_disk(tmp_path, "postgresql://siyu@127.0.0.1:1/none") is None
