@@ -1,6 +1,7 @@
 """What every WeChat connector does with a callback: verify it (403 for forged or stale, with a log
-line), read it (400 for malformed), store what it carries, acknowledge at once, and leave the
-answering to a background task. Nothing unverified or unreadable reaches Rasa.
+line), read it (400 for malformed), store what it carries, acknowledge at once (once stored:
+acknowledgement.py), and leave the answering to a background task. Nothing unverified or
+unreadable reaches Rasa.
 
 Subclasses say how their platform signs and formats callbacks (`verify_get`, `read_post`).
 """
@@ -65,11 +66,12 @@ class WeChatInput(InputChannel):
         """Verified, decrypted, parsed messages of a callback (may be empty)."""
         raise NotImplementedError
 
-    async def accept(self, messages: List[InboundMessage]) -> None:
-        """Store and schedule the messages (before the acknowledgement)."""
+    async def accept(self, messages: List[InboundMessage], on_commit_sent: Optional[Callable[[], None]] = None) -> None:
+        """Store and schedule the messages (before the acknowledgement). `on_commit_sent`: see db.run."""
         from channels.wechat.pipeline import conversation_id
 
-        await self.runtime.take_in([(message, conversation_id(message)) for message in messages])
+        await self.runtime.take_in([(message, conversation_id(message)) for message in messages],
+                                   on_commit_sent=on_commit_sent)
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:
@@ -118,11 +120,8 @@ class WeChatInput(InputChannel):
                 return response.text("connector misconfigured", status=503)
             if not messages:  # nothing to store (a 微信客服 doorbell: its messages are pulled after the ack)
                 return response.text(ACK)
-            # storing is never cancelled half-way: cut off, it could leave the message marked as seen
-            # (Redis) but not stored, and the platform's retry would then be dropped as a duplicate
-            store = runtime.spawn_tracked(self.accept(messages))
             try:
-                await asyncio.wait_for(asyncio.shield(store), ACK_BUDGET_S)
+                await runtime.acknowledgement.stored(self.name(), self.accept, messages, ACK_BUDGET_S)
             except asyncio.TimeoutError:
                 # the database is slow right now: the store goes on and answers the message when it is
                 # done (the platform's retry is then a duplicate); if it fails, the retry stores it

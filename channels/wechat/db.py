@@ -317,6 +317,7 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
                     raise _StaleConnection() from exc
                 raise
             # a connection lost during COMMIT is not retried: the commit may have happened
+            _commit_going()
             _execute_written_out(conn, "COMMIT", None)
             _riders_done(riders)
             return result
@@ -439,11 +440,38 @@ def _roll_back(conn: Connection) -> None:
             conn.invalidate()
 
 
-async def run(fn: Callable[..., T], *args: Any) -> T:
+async def run(fn: Callable[..., T], *args: Any, on_commit_sent: Optional[Callable[[], None]] = None) -> T:
     """fn(connection, *args) in one transaction on a database thread; committed when fn returns,
-    rolled back if it raises. fn must not do anything but database work."""
+    rolled back if it raises. fn must not do anything but database work.
+
+    `on_commit_sent` is called on the event loop when the message that commits the transaction is
+    going to the PostgreSQL server (the server then finishes the commit even if this process dies);
+    what is left is the server's flush to disk. Never on SQLite, whose commit is in this process."""
     engine, threads = _database()
-    return await threads.submit(functools.partial(_in_transaction, engine, fn, args))
+    job = functools.partial(_in_transaction, engine, fn, args)
+    if on_commit_sent is not None:
+        job = functools.partial(_signalling, asyncio.get_running_loop(), on_commit_sent, job)
+    return await threads.submit(job)
+
+
+def _signalling(loop: asyncio.AbstractEventLoop, on_commit_sent: Callable[[], None], job: Callable[[], T]) -> T:
+    _held.commit_hook = (loop, on_commit_sent)
+    try:
+        return job()
+    finally:
+        _held.commit_hook = None
+
+
+def _commit_going() -> None:
+    """On a database thread, just before the message that commits its transaction is sent: tells
+    the job's on_commit_sent (run())."""
+    hook = getattr(_held, "commit_hook", None)
+    if hook is not None:
+        loop, on_commit_sent = hook
+        try:
+            loop.call_soon_threadsafe(on_commit_sent)
+        except RuntimeError:  # the loop was closed meanwhile: nobody waits
+            pass
 
 
 class _Rider:
@@ -663,6 +691,7 @@ class Precompiled:
         if pending is None or not pending or pending[0] is not _BEGIN:
             return self.execute(conn, params)
         del pending[0]
+        _commit_going()
         result = self.execute(conn, params)
         setattr(conn, _ALONE, True)
         return result

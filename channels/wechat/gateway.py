@@ -46,8 +46,13 @@ def create_app(runtime=None, name: str = "siyu_wechat_gateway") -> Sanic:
 
     @app.get("/health")
     async def health(_request):
+        acks = runtime.acknowledgement
         return response.json({"status": "ok" if runtime.started else "starting",
-                              "connectors": runtime.config.configured_names()})
+                              "connectors": runtime.config.configured_names(),
+                              # callbacks acknowledged before their commit's flush finished, and those
+                              # whose commit then failed (stored again by this process)
+                              "acks": {"before_flush": acks.acked_before_flush, "unflushed": len(acks.unflushed),
+                                       "stored_again": acks.stored_again}})
 
     return app
 

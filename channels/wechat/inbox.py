@@ -161,8 +161,9 @@ class Inbox:
     async def accept_prepared(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
                               claimed_by: Optional[str] = None,
                               together_with: Sequence[Callable[[Connection], None]] = (),
-                              prepare: Optional[Preparation] = None,
-                              pulled: bool = False) -> List[Optional[Tuple[int, Any]]]:
+                              prepare: Optional[Preparation] = None, pulled: bool = False,
+                              on_commit_sent: Optional[Callable[[], None]] = None
+                              ) -> List[Optional[Tuple[int, Any]]]:
         """accept_many(), also running prepare(connection, message) for each new message in the same
         transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
         what prepare returned) for each new message, None for each duplicate. On PostgreSQL a
@@ -171,7 +172,9 @@ class Inbox:
         `pulled`: the messages come from a page we pulled (微信客服 sync_msg), not from a callback
         the platform may deliver again: no Redis check. Its only repeats (a page pulled again after
         a crash, or by a second process) are rare, and the inbox's unique key drops them in this
-        same transaction; asking Redis first would cost a round trip per message for nothing."""
+        same transaction; asking Redis first would cost a round trip per message for nothing.
+
+        `on_commit_sent`: see db.run (the callback's acknowledgement may go before the flush)."""
         if not items:
             return []
         fresh: List[bool] = []
@@ -183,7 +186,8 @@ class Inbox:
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
             fresh.append(first is not False)
         try:
-            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare)
+            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare,
+                                on_commit_sent=on_commit_sent)
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None and not pulled:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Text
+from typing import Callable, List, Optional, Text
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
@@ -164,12 +164,12 @@ class WeComGroupInput(EncryptedXmlInput):
         message.extra["robot_key"] = robot_key
         return [message]
 
-    async def accept(self, messages: List[InboundMessage]) -> None:
+    async def accept(self, messages: List[InboundMessage], on_commit_sent: Optional[Callable[[], None]] = None) -> None:
         for message in messages:
             robot_key = message.extra.pop("robot_key", None)
             if robot_key:
                 await remember_robot(message.account, robot_key)
-        await super().accept(messages)
+        await super().accept(messages, on_commit_sent)
 
 
 def _webhook_key(url) -> Optional[str]:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Set
 
 from bot.settings import get_settings
 from channels.wechat import db
+from channels.wechat.acknowledgement import Acknowledgement
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
 from channels.wechat.inbox import Inbox, RedisDedup
@@ -44,6 +45,7 @@ class WeChatRuntime:
         self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
         self.relay = RelayClient(settings)
         self.pipeline = Pipeline(self)
+        self.acknowledgement = Acknowledgement(self, self.config.ack_flush_wait_s, self.config.ack_unflushed_max)
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
@@ -110,13 +112,14 @@ class WeChatRuntime:
         return task
 
     async def take_in(self, items: Sequence[Tuple[Any, str]],
-                      together_with: Sequence[Callable[[Any], None]] = (), pulled: bool = False) -> List[int]:
+                      together_with: Sequence[Callable[[Any], None]] = (), pulled: bool = False,
+                      on_commit_sent: Optional[Callable[[], None]] = None) -> List[int]:
         """Store (message, conversation id) pairs to answer, already claimed by this process, with
         their reply windows opened and their customers looked up in the same transaction (plus
         `together_with`); then answer each new one in the background. The new rows' ids.
-        `pulled`: see Inbox.accept_prepared."""
+        `pulled`, `on_commit_sent`: see Inbox.accept_prepared."""
         stored = await self.inbox.accept_prepared(items, claimed_by=self.worker.name, together_with=together_with,
-                                                  prepare=prepare, pulled=pulled)
+                                                  prepare=prepare, pulled=pulled, on_commit_sent=on_commit_sent)
         accepted = []
         for (message, conversation), new in zip(items, stored):
             if new is not None:

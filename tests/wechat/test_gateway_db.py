@@ -213,6 +213,45 @@ async def test_a_page_of_three_messages_is_one_transaction_of_a_statement_each(m
     assert await cursors.load("wkKF") == "c-1"
 
 
+@pytest.mark.parametrize("page", [1, 2])
+async def test_the_store_tells_when_its_commit_goes_to_the_server_and_only_then(messages_to_server, monkeypatch,
+                                                                             page):
+    """on_commit_sent (what lets a callback's ack go ahead of a slow flush) is told once, just before
+    the message that commits: the one statement of a message stored alone, or the COMMIT of a page."""
+    sent = messages_to_server
+    real = db._commit_going
+
+    def commit_going():
+        sent.append("<commit goes>")
+        real()
+
+    monkeypatch.setattr(db, "_commit_going", commit_going)
+    await Inbox().accept_prepared([kf_message("m0")], claimed_by="worker-a", prepare=prepare)  # no hook: told nobody
+    sent[:] = []
+    told = []
+    messages = [kf_message(f"m{n}", user=f"wmUser{n}") for n in range(1, page + 1)]
+    stored = await Inbox().accept_prepared(messages, claimed_by="worker-a", prepare=prepare,
+                                           on_commit_sent=lambda: told.append(len(sent)))
+    assert all(stored) and len(told) == 1
+    marker = sent.index("<commit goes>")
+    assert marker == len(sent) - 2, sent
+    assert sent[-1] == "COMMIT" if page > 1 else sent[-1].startswith("EXECUTE siyu_"), sent
+
+
+async def test_on_sqlite_the_store_never_says_its_commit_is_at_a_server(sqlite_db, no_redis):
+    from tests.conftest import use_database
+
+    use_database(sqlite_db)
+    db.close()
+    told = []
+    try:
+        stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare,
+                                               on_commit_sent=lambda: told.append(True))
+        assert stored[0] is not None and told == []
+    finally:
+        db.close()
+
+
 async def test_after_a_failed_transaction_its_connection_prepares_its_statements_again(gateway_pg):
     message, conversation = kf_message("m1")
     pids = []
