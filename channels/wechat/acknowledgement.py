@@ -5,11 +5,11 @@ are stored: committed, which on PostgreSQL means flushed to disk. On this machin
 flushes take under a millisecond, but some take 20-115 ms with the machine idle
 (docs/BENCHMARKS.md, the disk probe), and every commit caught in such a stall waits for it.
 
-So once the COMMIT has reached the server (db.run's on_commit_sent), the ack waits only
-`flush_wait_s` more for it to finish; past that it goes, and the commit finishes behind it. From
-that moment the server owns the commit: it completes it even if this process dies, and the WAL
-record is already written to the operating system, so what could still lose the message is the
-machine itself going down during the stall. The embedded SQLite default (WAL, synchronous=NORMAL)
+So once the COMMIT has gone to the server (db.CommitWatch), the ack waits only `flush_wait_s`
+more for it to finish; past that it goes, and the commit finishes behind it. From that moment the
+server owns the commit: it completes it even if this process dies, and the WAL record is normally
+written to the operating system already, so what could still lose the message is the machine
+itself going down during the stall. The embedded SQLite default (WAL, synchronous=NORMAL)
 already accepts more than that for every commit.
 
 Bounds: at most `unflushed_max` acknowledged messages at once may still be committing (a server
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Set
 
+from channels.wechat.db import CommitWatch
 from channels.wechat.payloads import InboundMessage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +37,7 @@ STORE_AGAIN_MAX_DELAY_S = 30.0
 STORE_AGAIN_FOR_S = 300.0
 _STORED, _FLUSHING = "stored", "flushing"
 
-Store = Callable[[List[InboundMessage], Optional[Callable[[], None]]], Awaitable[Any]]
+Store = Callable[[List[InboundMessage], Optional[CommitWatch]], Awaitable[Any]]
 
 
 class Acknowledgement:
@@ -60,20 +62,29 @@ class Acknowledgement:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         gate = loop.create_future()
+        watch = CommitWatch() if self.unflushed_max > 0 else None
         timer: Optional[asyncio.TimerHandle] = None
 
         def open_gate(why: str) -> None:
             if not gate.done():
                 gate.set_result(why)
 
-        def commit_sent() -> None:
+        def look() -> None:
+            # a timer, not a wake-up from the database thread: a commit that finishes within the
+            # wait (nearly all) costs no more than setting and cancelling it
             nonlocal timer
-            if timer is None and not gate.done():
-                timer = loop.call_later(self.flush_wait_s, open_gate, _FLUSHING)
+            assert watch is not None
+            sent_at = watch.sent_at
+            waited = None if sent_at is None else time.monotonic() - sent_at
+            if waited is not None and waited >= self.flush_wait_s:
+                open_gate(_FLUSHING)
+            else:
+                timer = loop.call_later(max(self.flush_wait_s - (waited or 0.0), 0.001), look)
 
-        early = self.unflushed_max > 0
-        task = self.runtime.spawn_tracked(store(messages, commit_sent if early else None))
+        task = self.runtime.spawn_tracked(store(messages, watch))
         task.add_done_callback(lambda _task: open_gate(_STORED))
+        if watch is not None:
+            timer = loop.call_later(self.flush_wait_s, look)
         try:
             why = await asyncio.wait_for(gate, budget_s)
         finally:

@@ -17,6 +17,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.wechat.crypto import CallbackRejected, CryptoConfigError, MalformedCallback
+from channels.wechat.db import CommitWatch
 from channels.wechat.payloads import InboundMessage
 from channels.wechat.runtime import WeChatRuntime, get_runtime
 
@@ -66,12 +67,12 @@ class WeChatInput(InputChannel):
         """Verified, decrypted, parsed messages of a callback (may be empty)."""
         raise NotImplementedError
 
-    async def accept(self, messages: List[InboundMessage], on_commit_sent: Optional[Callable[[], None]] = None) -> None:
-        """Store and schedule the messages (before the acknowledgement). `on_commit_sent`: see db.run."""
+    async def accept(self, messages: List[InboundMessage], commit_watch: Optional[CommitWatch] = None) -> None:
+        """Store and schedule the messages (before the acknowledgement). `commit_watch`: see db.CommitWatch."""
         from channels.wechat.pipeline import conversation_id
 
         await self.runtime.take_in([(message, conversation_id(message)) for message in messages],
-                                   on_commit_sent=on_commit_sent)
+                                   commit_watch=commit_watch)
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:

@@ -40,6 +40,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import sqlalchemy as sa
@@ -281,6 +282,7 @@ def _release(conn: Connection) -> None:
 
 def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, ...], stale_is_retried: bool) -> T:
     """_attempt on an autocommit connection, BEGIN and COMMIT sent by hand with other statements."""
+    _commit_going(sent=False)
     conn = _thread_connection(engine)
     pending = [_BEGIN]
     if _replan_due(conn):
@@ -440,38 +442,45 @@ def _roll_back(conn: Connection) -> None:
             conn.invalidate()
 
 
-async def run(fn: Callable[..., T], *args: Any, on_commit_sent: Optional[Callable[[], None]] = None) -> T:
-    """fn(connection, *args) in one transaction on a database thread; committed when fn returns,
-    rolled back if it raises. fn must not do anything but database work.
+class CommitWatch:
+    """Filled in on a database thread (run()): when the message that commits the transaction went
+    to the PostgreSQL server (time.monotonic()), None until then. From then on the server finishes
+    the commit even if this process dies; what is left is its flush to disk. Never on SQLite, whose
+    commit is in this process. A plain attribute, read by the event loop when it looks: telling the
+    loop at once would wake it once more for every message."""
 
-    `on_commit_sent` is called on the event loop when the message that commits the transaction is
-    going to the PostgreSQL server (the server then finishes the commit even if this process dies);
-    what is left is the server's flush to disk. Never on SQLite, whose commit is in this process."""
+    __slots__ = ("sent_at",)
+
+    def __init__(self) -> None:
+        self.sent_at: Optional[float] = None
+
+
+async def run(fn: Callable[..., T], *args: Any, commit_watch: Optional[CommitWatch] = None) -> T:
+    """fn(connection, *args) in one transaction on a database thread; committed when fn returns,
+    rolled back if it raises. fn must not do anything but database work. `commit_watch`: see
+    CommitWatch."""
     engine, threads = _database()
     job = functools.partial(_in_transaction, engine, fn, args)
-    if on_commit_sent is not None:
-        job = functools.partial(_signalling, asyncio.get_running_loop(), on_commit_sent, job)
+    if commit_watch is not None:
+        job = functools.partial(_watched, commit_watch, job)
     return await threads.submit(job)
 
 
-def _signalling(loop: asyncio.AbstractEventLoop, on_commit_sent: Callable[[], None], job: Callable[[], T]) -> T:
-    _held.commit_hook = (loop, on_commit_sent)
+def _watched(commit_watch: CommitWatch, job: Callable[[], T]) -> T:
+    _held.commit_watch = commit_watch
     try:
         return job()
     finally:
-        _held.commit_hook = None
+        _held.commit_watch = None
 
 
-def _commit_going() -> None:
-    """On a database thread, just before the message that commits its transaction is sent: tells
-    the job's on_commit_sent (run())."""
-    hook = getattr(_held, "commit_hook", None)
-    if hook is not None:
-        loop, on_commit_sent = hook
-        try:
-            loop.call_soon_threadsafe(on_commit_sent)
-        except RuntimeError:  # the loop was closed meanwhile: nobody waits
-            pass
+def _commit_going(sent: bool = True) -> None:
+    """On a database thread, just before the message that commits its transaction is sent (or,
+    `sent` False, as an attempt starts: a repeated attempt has sent nothing yet): the job's
+    CommitWatch."""
+    watch = getattr(_held, "commit_watch", None)
+    if watch is not None:
+        watch.sent_at = time.monotonic() if sent else None
 
 
 class _Rider:

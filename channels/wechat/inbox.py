@@ -162,7 +162,7 @@ class Inbox:
                               claimed_by: Optional[str] = None,
                               together_with: Sequence[Callable[[Connection], None]] = (),
                               prepare: Optional[Preparation] = None, pulled: bool = False,
-                              on_commit_sent: Optional[Callable[[], None]] = None
+                              commit_watch: Optional[db.CommitWatch] = None
                               ) -> List[Optional[Tuple[int, Any]]]:
         """accept_many(), also running prepare(connection, message) for each new message in the same
         transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
@@ -174,7 +174,7 @@ class Inbox:
         a crash, or by a second process) are rare, and the inbox's unique key drops them in this
         same transaction; asking Redis first would cost a round trip per message for nothing.
 
-        `on_commit_sent`: see db.run (the callback's acknowledgement may go before the flush)."""
+        `commit_watch`: see db.CommitWatch (the callback's acknowledgement may go before the flush)."""
         if not items:
             return []
         fresh: List[bool] = []
@@ -187,7 +187,7 @@ class Inbox:
             fresh.append(first is not False)
         try:
             return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare,
-                                on_commit_sent=on_commit_sent)
+                                commit_watch=commit_watch)
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None and not pulled:

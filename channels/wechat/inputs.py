@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Text
+from typing import List, Optional, Text
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 from sanic.request import Request
 
-from channels.wechat.db import session as async_session
+from channels.wechat.db import CommitWatch, session as async_session
 from channels.wechat import kf
 from channels.wechat.connector import WeChatInput, query
 from channels.wechat.crypto import CallbackCrypto, MalformedCallback, callback_crypto
@@ -164,12 +164,12 @@ class WeComGroupInput(EncryptedXmlInput):
         message.extra["robot_key"] = robot_key
         return [message]
 
-    async def accept(self, messages: List[InboundMessage], on_commit_sent: Optional[Callable[[], None]] = None) -> None:
+    async def accept(self, messages: List[InboundMessage], commit_watch: Optional[CommitWatch] = None) -> None:
         for message in messages:
             robot_key = message.extra.pop("robot_key", None)
             if robot_key:
                 await remember_robot(message.account, robot_key)
-        await super().accept(messages, on_commit_sent)
+        await super().accept(messages, commit_watch)
 
 
 def _webhook_key(url) -> Optional[str]:

@@ -113,13 +113,13 @@ class WeChatRuntime:
 
     async def take_in(self, items: Sequence[Tuple[Any, str]],
                       together_with: Sequence[Callable[[Any], None]] = (), pulled: bool = False,
-                      on_commit_sent: Optional[Callable[[], None]] = None) -> List[int]:
+                      commit_watch: Optional[db.CommitWatch] = None) -> List[int]:
         """Store (message, conversation id) pairs to answer, already claimed by this process, with
         their reply windows opened and their customers looked up in the same transaction (plus
         `together_with`); then answer each new one in the background. The new rows' ids.
-        `pulled`, `on_commit_sent`: see Inbox.accept_prepared."""
+        `pulled`, `commit_watch`: see Inbox.accept_prepared."""
         stored = await self.inbox.accept_prepared(items, claimed_by=self.worker.name, together_with=together_with,
-                                                  prepare=prepare, pulled=pulled, on_commit_sent=on_commit_sent)
+                                                  prepare=prepare, pulled=pulled, commit_watch=commit_watch)
         accepted = []
         for (message, conversation), new in zip(items, stored):
             if new is not None:

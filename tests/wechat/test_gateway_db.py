@@ -214,40 +214,42 @@ async def test_a_page_of_three_messages_is_one_transaction_of_a_statement_each(m
 
 
 @pytest.mark.parametrize("page", [1, 2])
-async def test_the_store_tells_when_its_commit_goes_to_the_server_and_only_then(messages_to_server, monkeypatch,
+async def test_the_store_notes_when_its_commit_goes_to_the_server_and_only_then(messages_to_server, monkeypatch,
                                                                              page):
-    """on_commit_sent (what lets a callback's ack go ahead of a slow flush) is told once, just before
+    """The CommitWatch (what lets a callback's ack go ahead of a slow flush) is filled in just before
     the message that commits: the one statement of a message stored alone, or the COMMIT of a page."""
     sent = messages_to_server
     real = db._commit_going
+    watch = db.CommitWatch()
 
-    def commit_going():
-        sent.append("<commit goes>")
-        real()
+    def commit_going(**goes):
+        real(**goes)
+        if goes.get("sent", True):
+            sent.append(("<commit goes>", watch.sent_at))
 
     monkeypatch.setattr(db, "_commit_going", commit_going)
-    await Inbox().accept_prepared([kf_message("m0")], claimed_by="worker-a", prepare=prepare)  # no hook: told nobody
+    await Inbox().accept_prepared([kf_message("m0")], claimed_by="worker-a", prepare=prepare)  # not watched
+    assert sent[0] == ("<commit goes>", None), "no watch: nothing noted"
     sent[:] = []
-    told = []
     messages = [kf_message(f"m{n}", user=f"wmUser{n}") for n in range(1, page + 1)]
-    stored = await Inbox().accept_prepared(messages, claimed_by="worker-a", prepare=prepare,
-                                           on_commit_sent=lambda: told.append(len(sent)))
-    assert all(stored) and len(told) == 1
-    marker = sent.index("<commit goes>")
-    assert marker == len(sent) - 2, sent
+    before = time.monotonic()
+    stored = await Inbox().accept_prepared(messages, claimed_by="worker-a", prepare=prepare, commit_watch=watch)
+    assert all(stored) and before <= watch.sent_at <= time.monotonic()
+    assert sent[-2] == ("<commit goes>", watch.sent_at), sent
+    assert sum(1 for entry in sent if isinstance(entry, tuple)) == 1
     assert sent[-1] == "COMMIT" if page > 1 else sent[-1].startswith("EXECUTE siyu_"), sent
 
 
-async def test_on_sqlite_the_store_never_says_its_commit_is_at_a_server(sqlite_db, no_redis):
+async def test_on_sqlite_the_store_never_notes_a_commit_at_a_server(sqlite_db, no_redis):
     from tests.conftest import use_database
 
     use_database(sqlite_db)
     db.close()
-    told = []
+    watch = db.CommitWatch()
     try:
         stored = await Inbox().accept_prepared([kf_message("m1")], claimed_by="worker-a", prepare=prepare,
-                                               on_commit_sent=lambda: told.append(True))
-        assert stored[0] is not None and told == []
+                                               commit_watch=watch)
+        assert stored[0] is not None and watch.sent_at is None
     finally:
         db.close()
 
