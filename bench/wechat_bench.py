@@ -324,6 +324,19 @@ def machine_counters() -> Tuple[int, int, int]:
         return 0, 0, 0
 
 
+def speed_reference_ms() -> float:
+    """How fast this machine runs Python right now: the median of 5 timings of one fixed loop, ms.
+    A VM's speed drifts (its host's other guests share caches and memory bandwidth without it
+    showing as steal time), and the WeChat paths, with more processes and hand-overs per message,
+    lose more of their throughput on a slow one than IM does; the report says how fast it was."""
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(range(10 ** 6))
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
 def stolen_share(before: Tuple[int, int, int], after: Tuple[int, int, int]) -> float:
     """The share of the machine's CPU time between two machine_counters() that the hypervisor took."""
     return (after[1] - before[1]) / max(after[2] - before[2], 1)
@@ -409,6 +422,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     say(f"starting the product ({var_dir})")
     product.start()
     load_start = os.getloadavg()[0]
+    speed_start = speed_reference_ms()
+    say(f"speed reference: {speed_start:.1f} ms (this VM at its normal speed: 9.4-10.3 ms)")
     probe_disk = {True: "on the disk that holds the database's data",
                   False: "on another disk than the database's data: its count says nothing about the database",
                   None: "the database's disk could not be checked"}[same_disk(var_dir, env["DATABASE_URL"])]
@@ -491,6 +506,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         await bench.sender.close()
         await bench.http.close()
     load_end = os.getloadavg()[0]
+    speed_end = speed_reference_ms()
     if sorted(paths) != ["im", "kf", "mp"]:
         say("a subset of the paths was measured: rows above, nothing written")
         return 0
@@ -590,6 +606,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         + (f"{'met' if min(cap_ratio.values()) >= 0.85 and cap_clean else 'not met'}" if judged else
            f"not judged: the host took more than {STOLEN_LIMIT * 100:.0f} % of the CPU in "
            f"{args.capacity_rounds - len(counted)} of {args.capacity_rounds} rounds")
+        + f". Speed reference (`sum(range(10**6))` in this process, median of 5) at start / end: "
+        f"{speed_start:.1f} / {speed_end:.1f} ms (this VM at its normal speed: 9.4-10.3 ms)"
         + f". Load average (1 min) at start / end: "
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
         + (f"; the product was stopped from outside {bench.restarts} time(s) and the affected phase repeated."
