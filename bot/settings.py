@@ -193,8 +193,9 @@ class Settings(BaseSettings):
     wechat_kf_pull_gap_ms: float = Field(40.0, ge=0, le=1000)
     # a callback that carries a message is acknowledged once the message is committed; if the
     # database's disk is slow to flush that commit, the ack goes this many ms after the COMMIT
-    # reached the server and the commit finishes behind it (channels/wechat/acknowledgement.py)
-    wechat_ack_flush_wait_ms: float = Field(10.0, ge=0, le=1000)
+    # reached the server and the commit finishes behind it (channels/wechat/acknowledgement.py);
+    # a normal flush takes well under 1 ms here, a stall 20-115 ms
+    wechat_ack_flush_wait_ms: float = Field(5.0, ge=0, le=1000)
     # at most this many such acks at once whose commit has not finished; 0: every ack waits for it
     wechat_ack_unflushed_max: int = Field(64, ge=0, le=10000)
     # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)

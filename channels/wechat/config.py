@@ -81,7 +81,7 @@ class WeChatConfig:
     outbox_max_attempts: int = 8
     outbox_poll_s: float = 0.5
     kf_pull_gap_s: float = 0.04
-    ack_flush_wait_s: float = 0.01
+    ack_flush_wait_s: float = 0.005
     ack_unflushed_max: int = 64
     problems: Dict[str, List[str]] = field(default_factory=dict)
 
