@@ -90,29 +90,48 @@ async def _acks(h: Harness) -> dict:
         return (await response.json())["acks"]
 
 
+async def _warmed(h: Harness, msg_id: int) -> dict:
+    """One message first (connections opened, statements prepared: that commit may itself be slow
+    enough to be acknowledged early); the ack counts once it is committed."""
+    status, body, _ = await _callback(h, "oWarm", msg_id)
+    assert (status, body) == (200, "success")
+    return await h.wait_for(lambda: _settled_acks(h))
+
+
+async def _settled_acks(h: Harness):
+    acks = await _acks(h)
+    return acks if acks["unflushed"] == 0 else None
+
+
+def _added(after: dict, before: dict) -> dict:
+    return {key: after[key] - before[key] for key in ("before_flush", "stored_again")}
+
+
 async def test_a_slow_flush_does_not_hold_the_ack_and_the_message_is_answered_once(slow_pg):
     h = await _started()
     try:
-        status, body, _ = await _callback(h, "oWarm", 1001)  # connections and prepared statements made
-        assert (status, body) == (200, "success")
+        before = await _warmed(h, 1001)
         slow_commits(0.8)
         status, body, seconds = await _callback(h, "oStall", 1002)
         assert (status, body) == (200, "success")
         assert seconds < 0.5, "acknowledged once the COMMIT was at the server, not after the 0.8 s flush"
-        assert (await _acks(h))["before_flush"] == 1
+        assert _added(await _acks(h), before)["before_flush"] == 1
         assert _inbound_rows("oStall") == 0, "acknowledged while the commit was still going"
         await h.wait_for(lambda: h.deliveries("mp", "oStall"))
         await h.settle(0.5)
         assert [d["content"]["content"] for d in h.deliveries("mp", "oStall")] == ["收到：发货了吗"]
         assert _inbound_rows("oStall") == 1
-        assert (await _acks(h)) == {"before_flush": 1, "unflushed": 0, "stored_again": 0}
+        after = await _acks(h)
+        assert _added(after, before) == {"before_flush": 1, "stored_again": 0} and after["unflushed"] == 0
     finally:
         await h.stop()
 
 
-async def test_a_fast_commit_is_acknowledged_after_it_with_nothing_left_behind(slow_pg):
-    h = await _started()
+async def test_a_commit_within_the_flush_wait_is_acknowledged_after_it(slow_pg):
+    # a wait longer than this disk's stalls (up to ~115 ms measured), so that one cannot make an ack early
+    h = await _started(SIYU_WECHAT_ACK_FLUSH_WAIT_MS="500")
     try:
+        slow_commits(0.05)
         for n in range(5):
             status, body, _ = await _callback(h, f"oFast{n}", 2000 + n)
             assert (status, body) == (200, "success")
@@ -125,7 +144,7 @@ async def test_a_fast_commit_is_acknowledged_after_it_with_nothing_left_behind(s
 async def test_with_no_unflushed_acks_allowed_the_ack_waits_for_the_flush(slow_pg):
     h = await _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="0")
     try:
-        await _callback(h, "oWarm", 3001)
+        await _warmed(h, 3001)
         slow_commits(0.6)
         status, body, seconds = await _callback(h, "oDurable", 3002)
         assert (status, body) == (200, "success")
@@ -139,7 +158,7 @@ async def test_with_no_unflushed_acks_allowed_the_ack_waits_for_the_flush(slow_p
 async def test_at_most_the_bound_of_acks_go_before_their_flush(slow_pg):
     h = await _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="1")
     try:
-        await _callback(h, "oWarm", 4001)
+        before = await _warmed(h, 4001)
         slow_commits(0.6)
         first = asyncio.ensure_future(_callback(h, "oFirst", 4002))
         await asyncio.sleep(0.15)  # the first is acknowledged and still committing
@@ -147,7 +166,7 @@ async def test_at_most_the_bound_of_acks_go_before_their_flush(slow_pg):
         assert (await first)[2] < 0.4
         assert second[:2] == (200, "success") and second[2] >= 0.4, "no room ahead of the flush: it waited"
         await h.wait_for(lambda: h.deliveries("mp", "oFirst") and h.deliveries("mp", "oSecond"))
-        assert (await _acks(h))["before_flush"] == 1
+        assert _added(await _acks(h), before)["before_flush"] == 1
     finally:
         await h.stop()
 
@@ -158,7 +177,7 @@ async def test_a_commit_that_fails_after_its_ack_is_stored_again_and_answered_on
     monkeypatch.setattr(acknowledgement, "STORE_AGAIN_FIRST_S", 0.1)
     h = await _started()
     try:
-        await _callback(h, "oWarm", 5001)
+        before = await _warmed(h, 5001)
         slow_commits(0.3, failures=2)  # the acknowledged commit fails, and so does the first retry
         status, body, seconds = await _callback(h, "oFails", 5002, "我的订单")
         assert (status, body, seconds < 0.25) == (200, "success", True)
@@ -167,6 +186,63 @@ async def test_a_commit_that_fails_after_its_ack_is_stored_again_and_answered_on
         assert [d["content"]["content"] for d in h.deliveries("mp", "oFails")] == ["收到：我的订单"]
         assert len([m for m in h.agent.received if m.sender_id == "mp:oFails"]) == 1
         assert _inbound_rows("oFails") == 1
-        assert (await _acks(h)) == {"before_flush": 1, "unflushed": 0, "stored_again": 1}
+        after = await _acks(h)
+        assert _added(after, before) == {"before_flush": 1, "stored_again": 1} and after["unflushed"] == 0
     finally:
         await h.stop()
+
+
+async def test_a_gateway_killed_right_after_an_early_ack_loses_nothing(slow_pg, tmp_path):
+    """The claim an early ack rests on: once the COMMIT is at the server, the server finishes it even
+    if the gateway process dies (SIGKILL, nothing cleaned up) before the flush is done."""
+    import os
+    import signal
+    import subprocess
+
+    import aiohttp
+
+    from tests.conftest import PYTHON, REPO, free_port, port_open
+    from tests.wechat.sandbox_helpers import config_from_env
+
+    port = free_port()
+    env = dict(os.environ, **fresh_env(), DATABASE_URL=slow_pg, SIYU_WECHAT_PORT=str(port),
+               # nothing answers there: storing needs neither the platform nor Rasa
+               SIYU_WECHAT_MP_API_BASE="http://127.0.0.1:9", SIYU_WECHAT_WORK_API_BASE="http://127.0.0.1:9",
+               SIYU_WECHAT_RASA_URL="http://127.0.0.1:9", SIYU_WECHAT_RELAY_SECRET="kill-test")
+    env.pop("REDIS_URL", None)
+    gateway_url = f"http://127.0.0.1:{port}"
+    signer = CallbackSigner(config_from_env(env, bot_url=gateway_url))
+    log = open(tmp_path / "gateway.log", "wb")
+    gateway = subprocess.Popen([PYTHON, "-m", "channels.wechat.gateway", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
+            await asyncio.sleep(0.2)
+
+        async def deliver(http, user: str, msg_id: int):
+            message = {"ToUserName": "gh_x", "FromUserName": user, "CreateTime": int(time.time()),
+                       "MsgType": "text", "Content": "还没发货", "MsgId": msg_id}
+            signed = signer.account_message("mp", message)
+            started = time.perf_counter()
+            async with http.post(signed.url(gateway_url), data=signed.body) as response:
+                return response.status, await response.text(), time.perf_counter() - started
+
+        async with aiohttp.ClientSession() as http:
+            assert (await deliver(http, "oWarm", 6001))[:2] == (200, "success")
+            slow_commits(1.5)
+            status, body, seconds = await deliver(http, "oKilled", 6002)
+        assert (status, body) == (200, "success") and seconds < 0.8
+        os.killpg(gateway.pid, signal.SIGKILL)
+        gateway.wait(timeout=10)
+        assert _inbound_rows("oKilled") == 0, "the commit was still going when the gateway died"
+        deadline = time.monotonic() + 10
+        while _inbound_rows("oKilled") == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert _inbound_rows("oKilled") == 1, "the server finished the commit of the dead gateway"
+    finally:
+        if gateway.poll() is None:
+            os.killpg(gateway.pid, signal.SIGKILL)
+            gateway.wait(timeout=10)
+        log.close()
