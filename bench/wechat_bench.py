@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -42,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from aiohttp import web  # noqa: E402
 
 from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
-from bench.disk_probe import STALL_MS, DiskStallProbe, same_disk  # noqa: E402
+from bench.disk_probe import STALL_MS, DiskLoad, DiskStallProbe, same_disk  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from channels.wechat.http_client import HttpError, KeepAliveClient  # noqa: E402
@@ -441,7 +442,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
             async def latency_phase(attempt: int) -> Dict:
                 # the disk's stalls in the same seconds: an mp ack waits for its message's commit
                 early = await bench.acks_before_flush()
-                with DiskStallProbe(var_dir) as probe:
+                load = DiskLoad(var_dir) if args.disk_load else contextlib.nullcontext()
+                with load, DiskStallProbe(var_dir) as probe:
                     result = await bench.phase(path, 2.0, args.latency_messages / 2.0, f"{path}lat{attempt}")
                 early = await bench.acks_before_flush() - early
                 return {**result, "disk": probe.summary(), "early": early}
@@ -548,7 +550,10 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         "the sender. Ack = the callback's HTTP round trip as the platform sees it. An mp callback is acknowledged "
         + ack_rule(env) + " During each "
         "latency phase a probe flushes a 512-byte record 10 times a second in the benchmark's temporary folder "
-        f"({probe_disk}), and the latency table counts the probe's slow flushes. Messages are FAQ / policy "
+        f"({probe_disk}), and the latency table counts the probe's slow flushes"
+        + (" (with `--disk-load`: another program writes and flushes 128 MB at a time on that disk during the "
+           "latency phases, bench/disk_probe.DiskLoad)" if args.disk_load else "")
+        + ". Messages are FAQ / policy "
         "questions with one reply each; every user sent one message before (identities and sessions exist). The "
         "load generator and the sandbox run in the benchmark process, on the same 2 cores as the product.",
         "",
@@ -649,6 +654,9 @@ def main() -> int:
     parser.add_argument("--capacity-rounds", type=int, default=5)
     parser.add_argument("--capacity-clients", type=int, default=32)
     parser.add_argument("--capacity-seconds", type=float, default=15.0)
+    parser.add_argument("--disk-load", action="store_true",
+                        help="another program's bulk writes on the database's disk during the latency phases "
+                             "(bench/disk_probe.DiskLoad): the disk's flush stalls made frequent")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     args = parser.parse_args()

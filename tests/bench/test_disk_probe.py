@@ -30,3 +30,18 @@ def test_the_probe_knows_whether_it_shares_the_disk_of_the_database(tmp_path, po
     assert same_disk(tmp_path, postgres_shop) is not None
     # a server that cannot be reached: unknown, not a guess
     assert same_disk(tmp_path, "postgresql://siyu@127.0.0.1:1/none") is None
+
+
+def test_the_disk_load_writes_during_its_block_and_leaves_nothing(tmp_path):
+    from bench.disk_probe import DiskLoad
+
+    load = DiskLoad(tmp_path, mb=1, pause_s=0.01)
+    seen = False
+    with load:
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            seen = load.path.exists()
+            time.sleep(0.005)
+    assert seen, "the writer wrote its file"
+    assert load._process.poll() is not None, "the writer is stopped at the end of the block"
+    assert not any(tmp_path.iterdir())
