@@ -80,8 +80,9 @@ class DiskLoad:
     """Another program's bulk writes on the same disk, from `with` to the end of the block: a
     process that writes `mb` MB and flushes them, pauses `pause_s`, and again (what a backup, a log
     shipper or a neighbour's batch job does). While it flushes, the database's small WAL flushes
-    queue behind it: here the probe saw 7 % of its flushes over 20 ms (the longest 125 ms) against
-    about 0.5 % on the idle disk. It makes the disk's stalls frequent enough to measure what they do
+    queue behind it: here the probe saw 7 % of its flushes over 20 ms (the longest 125 ms) with
+    nothing else running, 0.8-3.1 % during the benchmark's latency phases, against about 0.5 % on
+    the idle disk. It makes the disk's stalls frequent enough to measure what they do
     to the acks in one short run."""
 
     def __init__(self, folder: Path, mb: int = 128, pause_s: float = 1.0) -> None:
