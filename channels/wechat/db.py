@@ -324,6 +324,7 @@ def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, 
             _riders_done(riders)
             return result
         except BaseException as exc:
+            _commit_going(sent=False)  # whether the commit reached the server is not known: say it did not
             pending.clear()
             setattr(conn, _ALONE, False)  # what follows (ROLLBACK, DEALLOCATE) is not the transaction's
             _roll_back(conn)
