@@ -44,7 +44,7 @@ from aiohttp import web  # noqa: E402
 
 from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
 from bench.disk_probe import STALL_MS, DiskLoad, DiskStallProbe, same_disk  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import speed_reference_ms, write_section  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from channels.wechat.http_client import HttpError, KeepAliveClient  # noqa: E402
 from channels.wechat.sandbox.app import PLATFORM, create_app  # noqa: E402
@@ -325,19 +325,6 @@ def machine_counters() -> Tuple[int, int, int]:
         return 0, 0, 0
 
 
-def speed_reference_ms() -> float:
-    """How fast this machine runs Python right now: the median of 5 timings of one fixed loop, ms.
-    A VM's speed drifts (its host's other guests share caches and memory bandwidth without it
-    showing as steal time), and the WeChat paths, with more processes and hand-overs per message,
-    lose more of their throughput on a slow one than IM does; the report says how fast it was."""
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        sum(range(10 ** 6))
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
-
-
 def stolen_share(before: Tuple[int, int, int], after: Tuple[int, int, int]) -> float:
     """The share of the machine's CPU time between two machine_counters() that the hypervisor took."""
     return (after[1] - before[1]) / max(after[2] - before[2], 1)
@@ -611,7 +598,8 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
         + (f"{'met' if min(cap_ratio.values()) >= 0.85 and cap_clean else 'not met'}" if judged else
            f"not judged: the host took more than {STOLEN_LIMIT * 100:.0f} % of the CPU in "
            f"{args.capacity_rounds - len(counted)} of {args.capacity_rounds} rounds")
-        + f". Speed reference (`sum(range(10**6))` in this process, median of 5) at start / end: "
+        + f". Speed reference (`sum(range(10**6))` in this process, best of 5; a slow VM costs the WeChat paths, "
+        "with more processes and hand-overs per message, more of their throughput than IM) at start / end: "
         f"{speed_start:.1f} / {speed_end:.1f} ms (this VM at its normal speed: 9.4-10.3 ms)"
         + f". Load average (1 min) at start / end: "
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
