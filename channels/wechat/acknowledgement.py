@@ -43,10 +43,10 @@ Store = Callable[[List[InboundMessage], Optional[CommitWatch]], Awaitable[Any]]
 class Acknowledgement:
     """The ack policy of one gateway process (shared by its connectors: one bound for them all)."""
 
-    def __init__(self, runtime: "WeChatRuntime", flush_wait_s: float, unflushed_max: int) -> None:
+    def __init__(self, runtime: "WeChatRuntime") -> None:
         self.runtime = runtime
-        self.flush_wait_s = flush_wait_s
-        self.unflushed_max = unflushed_max
+        self.flush_wait_s = runtime.config.ack_flush_wait_s
+        self.unflushed_max = runtime.config.ack_unflushed_max
         self.unflushed: Set[asyncio.Task] = set()
         # acks that went before their commit finished, and those whose commit then failed
         self.acked_before_flush = 0

@@ -282,7 +282,6 @@ def _release(conn: Connection) -> None:
 
 def _attempt_written_out(engine: Engine, fn: Callable[..., T], args: Tuple[Any, ...], stale_is_retried: bool) -> T:
     """_attempt on an autocommit connection, BEGIN and COMMIT sent by hand with other statements."""
-    _commit_going(sent=False)
     conn = _thread_connection(engine)
     pending = [_BEGIN]
     if _replan_due(conn):
@@ -477,7 +476,7 @@ def _watched(commit_watch: CommitWatch, job: Callable[[], T]) -> T:
 
 def _commit_going(sent: bool = True) -> None:
     """On a database thread, just before the message that commits its transaction is sent (or,
-    `sent` False, as an attempt starts: a repeated attempt has sent nothing yet): the job's
+    `sent` False, when an attempt failed: a repeated attempt has sent nothing yet): the job's
     CommitWatch."""
     watch = getattr(_held, "commit_watch", None)
     if watch is not None:

@@ -45,7 +45,7 @@ class WeChatRuntime:
         self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
         self.relay = RelayClient(settings)
         self.pipeline = Pipeline(self)
-        self.acknowledgement = Acknowledgement(self, self.config.ack_flush_wait_s, self.config.ack_unflushed_max)
+        self.acknowledgement = Acknowledgement(self)
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
