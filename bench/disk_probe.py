@@ -1,9 +1,12 @@
 """How often the disk stalls a durable write while a benchmark phase runs.
 
-An Official Account callback is acknowledged only after its message is committed (fsync'd by the
-database), so the disk's flush time is a floor under the ack time. This VM's disk stalls a flush for
-30-65 ms a few times a minute even when idle; a probe running next to the phase tells whether an ack
-above target was the product or the disk.
+An Official Account callback's message is committed (fsync'd by the database) before it is
+answered, and its ack waits for that flush up to a few ms after the COMMIT reached the server
+(channels/wechat/acknowledgement.py), so the disk's flush time is a floor under the reply time and,
+while the gateway's database threads are all waiting on it, under the ack time. This VM's disk
+stalls a flush for 20-115 ms a few times a minute even when idle; a probe running next to the
+phase tells whether a slow ack or reply was the product or the disk. DiskLoad makes such stalls
+frequent on purpose.
 """
 from __future__ import annotations
 

@@ -365,6 +365,10 @@ def fmt(value: float) -> str:
     return "n/a" if value != value else f"{value:.1f}"
 
 
+# bench.report.speed_reference_ms on this project's VM when it ran at its usual speed (docs/BENCHMARKS.md)
+NORMAL_SPEED = "9.4-10.3 ms"
+
+
 def ack_rule(env: Dict[str, str]) -> str:
     """When the product under test acknowledges an mp callback, by its settings."""
     settings = Settings(_env_file=None, **{key: env[name] for key, name in (
@@ -411,7 +415,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
     product.start()
     load_start = os.getloadavg()[0]
     speed_start = speed_reference_ms()
-    say(f"speed reference: {speed_start:.1f} ms (this VM at its normal speed: 9.4-10.3 ms)")
+    say(f"speed reference: {speed_start:.1f} ms (this VM at its normal speed: {NORMAL_SPEED})")
     probe_disk = {True: "on the disk that holds the database's data",
                   False: "on another disk than the database's data: its count says nothing about the database",
                   None: "the database's disk could not be checked"}[same_disk(var_dir, env["DATABASE_URL"])]
@@ -600,7 +604,7 @@ async def measure(args, database_url: Optional[str], redis_url: Optional[str], w
            f"{args.capacity_rounds - len(counted)} of {args.capacity_rounds} rounds")
         + f". Speed reference (`sum(range(10**6))` in this process, best of 5; a slow VM costs the WeChat paths, "
         "with more processes and hand-overs per message, more of their throughput than IM) at start / end: "
-        f"{speed_start:.1f} / {speed_end:.1f} ms (this VM at its normal speed: 9.4-10.3 ms)"
+        f"{speed_start:.1f} / {speed_end:.1f} ms (this VM at its normal speed: {NORMAL_SPEED})"
         + f". Load average (1 min) at start / end: "
         f"{load_start:.1f} / {load_end:.1f} on a machine other work shares"
         + (f"; the product was stopped from outside {bench.restarts} time(s) and the affected phase repeated."

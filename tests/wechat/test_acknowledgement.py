@@ -5,7 +5,9 @@ a commit that fails after its ack is stored again by the gateway, and the bounds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from typing import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -70,8 +72,13 @@ def slow_pg(postgres_db, no_redis):
     yield postgres_db
 
 
-async def _started(**env) -> Harness:
-    return await Harness(fresh_env(**env)).start()
+@contextlib.asynccontextmanager
+async def _started(**env) -> AsyncIterator[Harness]:
+    h = await Harness(fresh_env(**env)).start()
+    try:
+        yield h
+    finally:
+        await h.stop()
 
 
 async def _callback(h: Harness, user: str, msg_id: int, text: str = "发货了吗"):
@@ -108,8 +115,7 @@ def _added(after: dict, before: dict) -> dict:
 
 
 async def test_a_slow_flush_does_not_hold_the_ack_and_the_message_is_answered_once(slow_pg):
-    h = await _started()
-    try:
+    async with _started() as h:
         before = await _warmed(h, 1001)
         slow_commits(0.8)
         status, body, seconds = await _callback(h, "oStall", 1002)
@@ -123,27 +129,21 @@ async def test_a_slow_flush_does_not_hold_the_ack_and_the_message_is_answered_on
         assert _inbound_rows("oStall") == 1
         after = await _acks(h)
         assert _added(after, before) == {"before_flush": 1, "stored_again": 0} and after["unflushed"] == 0
-    finally:
-        await h.stop()
 
 
 async def test_a_commit_within_the_flush_wait_is_acknowledged_after_it(slow_pg):
     # a wait longer than this disk's stalls (up to ~115 ms measured), so that one cannot make an ack early
-    h = await _started(SIYU_WECHAT_ACK_FLUSH_WAIT_MS="500")
-    try:
+    async with _started(SIYU_WECHAT_ACK_FLUSH_WAIT_MS="500") as h:
         slow_commits(0.05)
         for n in range(5):
             status, body, _ = await _callback(h, f"oFast{n}", 2000 + n)
             assert (status, body) == (200, "success")
             assert _inbound_rows(f"oFast{n}") == 1, "stored before the ack"
         assert (await _acks(h))["before_flush"] == 0
-    finally:
-        await h.stop()
 
 
 async def test_with_no_unflushed_acks_allowed_the_ack_waits_for_the_flush(slow_pg):
-    h = await _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="0")
-    try:
+    async with _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="0") as h:
         await _warmed(h, 3001)
         slow_commits(0.6)
         status, body, seconds = await _callback(h, "oDurable", 3002)
@@ -151,13 +151,10 @@ async def test_with_no_unflushed_acks_allowed_the_ack_waits_for_the_flush(slow_p
         assert seconds >= 0.6
         assert _inbound_rows("oDurable") == 1
         assert (await _acks(h))["before_flush"] == 0
-    finally:
-        await h.stop()
 
 
 async def test_at_most_the_bound_of_acks_go_before_their_flush(slow_pg):
-    h = await _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="1")
-    try:
+    async with _started(SIYU_WECHAT_ACK_UNFLUSHED_MAX="1") as h:
         before = await _warmed(h, 4001)
         slow_commits(0.6)
         first = asyncio.ensure_future(_callback(h, "oFirst", 4002))
@@ -167,16 +164,13 @@ async def test_at_most_the_bound_of_acks_go_before_their_flush(slow_pg):
         assert second[:2] == (200, "success") and second[2] >= 0.4, "no room ahead of the flush: it waited"
         await h.wait_for(lambda: h.deliveries("mp", "oFirst") and h.deliveries("mp", "oSecond"))
         assert _added(await _acks(h), before)["before_flush"] == 1
-    finally:
-        await h.stop()
 
 
 async def test_a_commit_that_fails_after_its_ack_is_stored_again_and_answered_once(slow_pg, monkeypatch):
     from channels.wechat import acknowledgement
 
     monkeypatch.setattr(acknowledgement, "STORE_AGAIN_FIRST_S", 0.1)
-    h = await _started()
-    try:
+    async with _started() as h:
         before = await _warmed(h, 5001)
         slow_commits(0.3, failures=2)  # the acknowledged commit fails, and so does the first retry
         status, body, seconds = await _callback(h, "oFails", 5002, "我的订单")
@@ -188,8 +182,6 @@ async def test_a_commit_that_fails_after_its_ack_is_stored_again_and_answered_on
         assert _inbound_rows("oFails") == 1
         after = await _acks(h)
         assert _added(after, before) == {"before_flush": 1, "stored_again": 1} and after["unflushed"] == 0
-    finally:
-        await h.stop()
 
 
 async def test_a_gateway_killed_right_after_an_early_ack_loses_nothing(slow_pg, tmp_path):
