@@ -124,7 +124,8 @@ class Acknowledgement:
                 attempt += 1
                 try:
                     # a commit that did happen after all (its connection was lost while committing)
-                    # makes this a duplicate: the sweeper answers that row once its claim's lease ends
+                    # makes this a duplicate: no task holds that row's claim, so the sweeper hands
+                    # it back and answers it (Inbox.missed)
                     await store(messages, None)
                 except Exception:  # noqa: BLE001 - tried again until the deadline
                     if loop.time() + delay > give_up_at:

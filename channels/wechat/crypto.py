@@ -39,6 +39,15 @@ class WrongReceiver(CallbackRejected):
     """Decrypted fine but addressed to another corp / app id."""
 
 
+class PlaintextRefused(CallbackRejected):
+    """A plaintext body where an EncodingAESKey is configured: its plain `signature` covers token,
+    timestamp and nonce only, not the body, so anyone holding one callback's query could sign any body."""
+
+
+class SignatureReused(CallbackRejected):
+    """Plaintext mode: a (timestamp, nonce) already seen with another body (channels/wechat/replays.py)."""
+
+
 class MalformedCallback(ValueError):
     """The body or the query cannot be read: answered 400, never processed."""
 
@@ -107,11 +116,13 @@ class CallbackCrypto:
 
     # --- inbound --------------------------------------------------------------------------------
     def verify_plain(self, signature: Optional[str], timestamp: Optional[str], nonce: Optional[str],
-                     now: Optional[float] = None) -> None:
-        """Plaintext mode (Official Account / mini-program): sha1(token, timestamp, nonce)."""
-        check_fresh(timestamp, self.max_age_s, now)
+                     now: Optional[float] = None) -> int:
+        """Plaintext mode (Official Account / mini-program): sha1(token, timestamp, nonce); the
+        timestamp. It does not cover the body: see channels/wechat/replays.py."""
+        value = check_fresh(timestamp, self.max_age_s, now)
         if not signatures_match(sha1_signature(self.token, str(timestamp), str(nonce or "")), signature):
             raise ForgedSignature("signature does not match")
+        return value
 
     def verify_and_decrypt(self, msg_signature: Optional[str], timestamp: Optional[str], nonce: Optional[str],
                            encrypted: Optional[str], now: Optional[float] = None) -> str:

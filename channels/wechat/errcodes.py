@@ -27,6 +27,9 @@ KF_SEND_LIMIT = 95001  # 微信客服: over 5 messages, or outside 48 h of the u
 KF_INVALID_MSG_TOKEN = 95007
 ROBOT_RATE_LIMIT = 130101  # group robot: over 20 messages per minute
 
+# kf/sync_msg: the cursor is not (any longer) known to the platform, e.g. after a reset on its side
+# (40058 "invalid parameter" is the code seen; whether others exist is unconfirmed)
+KF_CURSOR_REJECTED = frozenset({INVALID_PARAMETER})
 # the access_token the call used is no longer valid: fetch a new one and repeat the call once
 TOKEN_ERRORS = frozenset({INVALID_CREDENTIAL, INVALID_ACCESS_TOKEN, ACCESS_TOKEN_EXPIRED})
 # the platform is busy or rate limiting: the same call may succeed later

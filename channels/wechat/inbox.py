@@ -5,24 +5,25 @@ inbox's unique (channel, dedup_key), so the database alone is enough without Red
 
 Rows are claimed atomically (received -> processing) before Rasa sees them, so each message is
 handled by one process once; a row left in "processing" by a process that died is taken up again
-after a lease (its replies carry the same outbox keys, so nothing is sent twice).
+once its heartbeat is stale (channels/wechat/workers.py; its replies carry the same outbox keys, so
+nothing is sent twice).
 """
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from channels.wechat import db
+from channels.wechat import db, workers
 from channels.wechat.db import insert_for_dialect, session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
 logger = logging.getLogger("channels.wechat.inbox")
-PROCESSING_LEASE = timedelta(minutes=5)
+# a row stored unclaimed is left to the process that stored it for this long
 MISSED_AFTER = timedelta(seconds=15)
 
 
@@ -226,7 +227,7 @@ class Inbox:
 
     async def release_claims(self, worker: str) -> int:
         """At shutdown: rows this worker claimed but did not finish go back to "received", so the next
-        start answers them at once instead of after the lease."""
+        start (or another process) answers them at once instead of once this worker looks stale."""
         async with async_session() as session:
             result = await session.execute(sa.update(InboundMessageRow).where(
                 InboundMessageRow.status == "processing", InboundMessageRow.claimed_by == worker).values(
@@ -234,27 +235,57 @@ class Inbox:
             await session.commit()
             return result.rowcount or 0
 
-    async def missed(self, limit: int = 50) -> List[Tuple[int, str]]:
-        """Rows nobody is working on: received long ago, or processing past the lease (their process
-        died). Stale processing rows are put back to received so claim() can take them."""
+    async def missed(self, worker: Optional[str] = None, working: Collection[int] = (),
+                     limit: int = 50) -> List[Tuple[int, str]]:
+        """Rows nobody is working on, to answer now. Claims nobody holds go back to "received" first:
+        those of a worker whose heartbeat is stale (its process died: workers.py), and this
+        `worker`'s own that none of its tasks holds (`working`: e.g. its task failed before it could
+        record the outcome, or a store that failed after its commit had happened after all); a
+        claim younger than workers.STALE_AFTER is left alone (its process may not have beaten
+        yet, or not handed it to its task yet). Then: received rows claimed before (handed
+        back, taken over, or Rasa was not ready), and those stored unclaimed over MISSED_AFTER ago."""
         now = now_utc()
+        old_claim = sa.and_(InboundMessageRow.status == "processing",
+                            InboundMessageRow.claimed_at < now - workers.STALE_AFTER)
+        of_others = InboundMessageRow.claimed_by.notin_(workers.alive_names(now))
+        if worker is not None:
+            of_others = sa.and_(of_others, InboundMessageRow.claimed_by != worker)
         async with async_session() as session:
-            await session.execute(sa.update(InboundMessageRow).where(
-                InboundMessageRow.status == "processing",
-                InboundMessageRow.claimed_at < now - PROCESSING_LEASE).values(status="received"))
+            taken = await session.execute(sa.update(InboundMessageRow).where(old_claim, of_others).values(
+                status="received").execution_options(synchronize_session=False))
+            orphans = []
+            if worker is not None:
+                mine = await session.execute(sa.select(InboundMessageRow.id).where(
+                    old_claim, InboundMessageRow.claimed_by == worker))
+                orphans = [row_id for row_id in mine.scalars() if row_id not in working]
+                if orphans:
+                    await session.execute(sa.update(InboundMessageRow).where(
+                        InboundMessageRow.id.in_(orphans), InboundMessageRow.status == "processing",
+                        InboundMessageRow.claimed_by == worker).values(status="received")
+                        .execution_options(synchronize_session=False))
             await session.commit()
+            if taken.rowcount or orphans:
+                logger.warning("wechat inbox claims taken over", extra={
+                    "of_stopped_workers": taken.rowcount or 0, "own_unheld": len(orphans)})
             rows = await session.execute(
                 sa.select(InboundMessageRow.id, InboundMessageRow.conversation_id)
-                .where(InboundMessageRow.status == "received", InboundMessageRow.received_at < now - MISSED_AFTER)
+                .where(InboundMessageRow.status == "received",
+                       sa.or_(InboundMessageRow.claimed_by.isnot(None),
+                              InboundMessageRow.received_at < now - MISSED_AFTER))
                 .order_by(InboundMessageRow.id).limit(limit))
             return [(row_id, conversation) for row_id, conversation in rows.all()]
 
     async def prune(self, keep: timedelta) -> int:
         """Forget answered messages older than the dedup horizon (stale replays are refused by the
-        callback's timestamp window long before)."""
+        callback's timestamp window long before). The newest row stays: SQLite gives a new row
+        max(id) + 1, and replies are keyed by the row id (outbox rows are kept), so a message stored
+        after an emptied inbox would take the first message's id and its replies would be dropped
+        as that one's."""
+        newest = sa.select(sa.func.max(InboundMessageRow.id)).scalar_subquery()
         async with async_session() as session:
             result = await session.execute(sa.delete(InboundMessageRow).where(
                 InboundMessageRow.status.in_(("done", "ignored", "failed")),
-                InboundMessageRow.received_at < now_utc() - keep))
+                InboundMessageRow.received_at < now_utc() - keep, InboundMessageRow.id < newest
+            ).execution_options(synchronize_session=False))
             await session.commit()
             return result.rowcount or 0

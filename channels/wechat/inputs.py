@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from sanic.request import Request
 
 from channels.wechat.db import CommitWatch, session as async_session
-from channels.wechat import kf
+from channels.wechat import kf, replays
 from channels.wechat.connector import WeChatInput, query
-from channels.wechat.crypto import CallbackCrypto, MalformedCallback, callback_crypto
+from channels.wechat.crypto import CallbackCrypto, MalformedCallback, PlaintextRefused, callback_crypto
 from channels.wechat.models import WeChatGroup, now_utc
 from channels.wechat.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
 
@@ -88,15 +88,25 @@ class AccountInput(WeChatInput):
 
     async def read_post(self, request: Request) -> List[InboundMessage]:
         crypto = self.crypto()
-        if query(request, "encrypt_type") == "aes":
-            if not crypto.secure:
-                raise MalformedCallback("encrypted callback but no EncodingAESKey configured")
+        timestamp, nonce = query(request, "timestamp"), query(request, "nonce")
+        if crypto.secure:
+            # secure (or compatible) mode: only the encrypted body counts, under a msg_signature that
+            # covers it. The plain `signature` covers token, timestamp and nonce only: a plaintext
+            # body is never taken while an EncodingAESKey is configured
+            if query(request, "encrypt_type") != "aes":
+                raise PlaintextRefused("plaintext callback while an EncodingAESKey is configured")
             envelope = self._parse(request.body)
-            plain = crypto.verify_and_decrypt(query(request, "msg_signature"), query(request, "timestamp"),
-                                              query(request, "nonce"), envelope.get("Encrypt"))
+            if not envelope.get("Encrypt"):
+                raise PlaintextRefused("no Encrypt field while an EncodingAESKey is configured")
+            plain = crypto.verify_and_decrypt(query(request, "msg_signature"), timestamp, nonce, envelope["Encrypt"])
             data = self._parse(plain.encode("utf-8"))
         else:
-            crypto.verify_plain(query(request, "signature"), query(request, "timestamp"), query(request, "nonce"))
+            if query(request, "encrypt_type") == "aes":
+                raise MalformedCallback("encrypted callback but no EncodingAESKey configured")
+            sent_at = crypto.verify_plain(query(request, "signature"), timestamp, nonce)
+            # the signature does not cover the body: it is good for this body only
+            await replays.first_use_or_retry(self.name(), sent_at, nonce, request.body,
+                                             self.runtime.config.callback_max_age_s)
             data = self._parse(request.body)
         return [self.message(data)]
 

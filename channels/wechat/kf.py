@@ -3,12 +3,18 @@ Token); the messages themselves are pulled with kf/sync_msg from the persisted c
 
 Pages are serialised per account within a process; the inbox drops messages another process (or a
 repeated page) already stored, and the cursor is saved in the same transaction as its page.
+
+A cursor the platform no longer accepts (e.g. after a reset on its side) is dropped with a warning:
+the account is pulled again from the start of what the platform retains, and the inbox's msgid
+dedup keeps that exactly-once. It remembers answered messages for the dedup horizon
+(SIYU_WECHAT_DEDUP_TTL_S) only; older ones on that replay are skipped, not answered again.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import time
 from typing import Any, Dict, List, Optional
 
 import sqlalchemy as sa
@@ -25,6 +31,9 @@ CHANNEL = "wecom_kf"
 # origin of a message in sync_msg: 3 the WeChat user, 4 a system event, 5 a servicer in the WeCom client
 FROM_CUSTOMER, SYSTEM_EVENT = 3, 4
 MAX_PAGES_PER_SYNC = 50
+# a replay after a cursor reset answers messages sent this much inside the dedup horizon only: the
+# inbox rows of older ones may have been pruned (clocks of the platform and the gateway may differ)
+REPLAY_MARGIN_S = 300
 
 
 def normalize(item: Dict[str, Any]) -> Optional[InboundMessage]:
@@ -100,6 +109,9 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
     cursor = cursors_cache.get(open_kfid)
     if cursor is None:
         cursor = await cursors.load(open_kfid)
+    # after a cursor reset: messages sent before this are not taken (see REPLAY_MARGIN_S)
+    replay_since: Optional[float] = None
+    too_old = 0
     for _ in range(MAX_PAGES_PER_SYNC):
         try:
             page = await runtime.client.kf_sync_msg(open_kfid, cursor, msg_token)
@@ -108,6 +120,13 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
                 # the callback's token expired (10 min): pull without it
                 msg_token = None
                 continue
+            if exc.errcode in E.KF_CURSOR_REJECTED and cursor and replay_since is None:
+                # the platform forgot our cursor: start again from what it retains (once per pull)
+                logger.warning("wechat kf cursor rejected by the platform; pulling the account again from the "
+                               "start of its retained messages", extra={"errcode": exc.errcode, "errmsg": exc.errmsg})
+                cursor = ""
+                replay_since = time.time() - runtime.config.dedup_ttl_s + REPLAY_MARGIN_S
+                continue
             raise
         # the page's messages and its cursor in one transaction: a crash repeats the page, never skips it
         answer, ignore = [], []
@@ -115,6 +134,8 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             message = normalize(item)
             if message is None:
                 await _note_event(item)
+            elif replay_since is not None and message.sent_at < replay_since:
+                too_old += 1  # older than the inbox remembers: it may have been answered
             else:
                 (ignore if message.msg_type == "event" else answer).append((message, conversation_id(message)))
         next_cursor = page.get("next_cursor") or cursor
@@ -135,6 +156,9 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
             break
     if accepted:
         logger.info("wechat kf messages pulled", extra={"messages": len(accepted)})
+    if replay_since is not None:
+        logger.warning("wechat kf account pulled again after a cursor reset", extra={
+            "new_messages": len(accepted), "skipped_older_than_dedup_horizon": too_old})
     return accepted
 
 

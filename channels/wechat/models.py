@@ -1,4 +1,5 @@
-"""Tables of the WeChat connectors (migration actions/db/migrations/versions/0003_wechat.py).
+"""Tables of the WeChat connectors (migrations actions/db/migrations/versions/0003_wechat.py and
+0005_wechat_nonces_workers.py).
 
 Times are naive UTC with microseconds (ordering and backoff need sub-second precision).
 """
@@ -40,6 +41,32 @@ class InboundMessageRow(Base):
     error = sa.Column(sa.String(256))
     received_at = sa.Column(sa.DateTime, nullable=False, default=now_utc)
     processed_at = sa.Column(sa.DateTime)
+
+
+class GatewayWorker(Base):
+    """Each running gateway process, seen every few seconds (channels/wechat/workers.py): a claim on
+    an inbox row stays with its worker while the worker is seen, and is taken over once it is not."""
+
+    __tablename__ = "wechat_gateway_workers"
+
+    # OutboxWorker.name: host:pid:random, also the inbox's claimed_by
+    name = sa.Column(sa.String(64), primary_key=True)
+    started_at = sa.Column(sa.DateTime, nullable=False, default=now_utc)
+    seen_at = sa.Column(sa.DateTime, nullable=False, default=now_utc)
+
+
+class CallbackNonce(Base):
+    """A plaintext-mode callback's (timestamp, nonce) with a hash of its body, kept while its
+    timestamp is accepted (channels/wechat/replays.py): its signature is never good for another body."""
+
+    __tablename__ = "wechat_callback_nonces"
+    __table_args__ = (sa.Index("ix_wechat_callback_nonces_expires_at", "expires_at"),)
+
+    connector = sa.Column(sa.String(16), primary_key=True)
+    timestamp = sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
+    nonce = sa.Column(sa.String(64), primary_key=True)
+    body_sha256 = sa.Column(sa.String(64), nullable=False)
+    expires_at = sa.Column(sa.DateTime, nullable=False)
 
 
 class KfCursor(Base):

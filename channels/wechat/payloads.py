@@ -13,6 +13,9 @@ from channels.wechat.crypto import MalformedCallback
 # The largest legitimate callback (2048-byte text, encrypted and base64'd, plus envelope) is ~4 KB;
 # anything far beyond is not from the platform.
 MAX_BODY_BYTES = 64 * 1024
+# the platform's XML is two levels deep (a group callback's <From><UserId>); a body nested much
+# deeper would only exhaust the recursion of the parsers below
+MAX_DEPTH = 8
 _DTD_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.I)
 
 
@@ -31,13 +34,15 @@ def parse_xml(body: bytes) -> Dict[str, Any]:
         raise MalformedCallback(f"body is not well-formed XML ({exc})")
     if root.tag != "xml":
         raise MalformedCallback("root element is not <xml>")
-    return _element_dict(root)
+    return _element_dict(root, MAX_DEPTH)
 
 
-def _element_dict(element: ET.Element) -> Dict[str, Any]:
+def _element_dict(element: ET.Element, depth: int) -> Dict[str, Any]:
+    if depth <= 0:
+        raise MalformedCallback(f"body is nested more than {MAX_DEPTH} levels deep")
     result: Dict[str, Any] = {}
     for child in element:
-        result[child.tag] = _element_dict(child) if len(child) else (child.text or "").strip()
+        result[child.tag] = _element_dict(child, depth - 1) if len(child) else (child.text or "").strip()
     return result
 
 
@@ -50,6 +55,8 @@ def parse_json(body: bytes) -> Dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise MalformedCallback("body is not valid JSON")
+    except RecursionError:
+        raise MalformedCallback("body is nested too deeply")
     if not isinstance(data, dict):
         raise MalformedCallback("body is not a JSON object")
     return data

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Set, Tuple
 
 from bot.settings import get_settings
-from channels.wechat import db
+from channels.wechat import db, replays, workers
 from channels.wechat.acknowledgement import Acknowledgement
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
@@ -21,7 +21,11 @@ from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
 from channels.wechat.worker import OutboxWorker
 
 logger = logging.getLogger("channels.wechat")
-SWEEP_EVERY_S = 30.0
+# how often unanswered inbox rows are looked for (claims of a gateway that died are taken over
+# once it looks stale: a crashed gateway's messages are answered within ~STALE_AFTER + this)
+SWEEP_EVERY_S = 5.0
+# how often old rows (answered messages, expired nonces, workers long gone) are deleted
+PRUNE_EVERY_S = 30.0
 # Rasa handles one conversation at a time (lock store); this bounds how many run at once per process
 MAX_CONCURRENT_MESSAGES = 64
 
@@ -53,6 +57,9 @@ class WeChatRuntime:
         # last kf/sync_msg cursor per account (also in the database, which a restart reads)
         self.kf_cursors: Dict[str, str] = {}
         self._conversation_locks: Dict[str, list] = {}
+        # inbox rows a task of this process is answering (or queued to): claims the sweeper leaves alone
+        self._working: Set[int] = set()
+        self.heartbeat = workers.Heartbeat(self.worker.name)
         self._sweeper: Optional[asyncio.Task] = None
         self.started = False
 
@@ -65,6 +72,7 @@ class WeChatRuntime:
         if not self.config.any_configured():
             # the connectors answer 503; nothing to send or sweep
             return
+        await self.heartbeat.start()
         self.worker.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="wechat-sweeper")
 
@@ -80,8 +88,9 @@ class WeChatRuntime:
             await asyncio.wait(pending, timeout=10)
         try:
             await self.inbox.release_claims(self.worker.name)
-        except Exception:  # noqa: BLE001 - the lease frees them later
+        except Exception:  # noqa: BLE001 - taken over once this worker looks stale
             logger.exception("wechat inbox claims not released")
+        await self.heartbeat.stop()
         await self.worker.stop()
         await self.client.close()
         await self.relay.close()
@@ -132,7 +141,10 @@ class WeChatRuntime:
                 prepared: Optional[Prepared] = None) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
         `claimed`: the row was stored already claimed by this worker (with its message)."""
-        self.spawn_tracked(self._in_order(conversation_id, self.pipeline.process(row_id, message, claimed, prepared)))
+        self._working.add(row_id)
+        task = self.spawn_tracked(self._in_order(conversation_id,
+                                                 self.pipeline.process(row_id, message, claimed, prepared)))
+        task.add_done_callback(lambda _task: self._working.discard(row_id))
 
     async def _in_order(self, conversation_id: str, coro: Coroutine) -> None:
         # the conversation lock is taken first thing (asyncio locks are FIFO), so tasks queue in the
@@ -157,14 +169,21 @@ class WeChatRuntime:
         from channels.wechat import kf
 
         first = True
+        pruned_at = None
+        loop = asyncio.get_running_loop()
         while self.started:
             try:
                 if first and self.config.kf:
                     # messages that arrived while the bot was down: the platform does not call back for them
                     await kf.sync_known_accounts(self)
-                for row_id, conversation in await self.inbox.missed():
-                    self.process(row_id, conversation)
-                await self.inbox.prune(timedelta(seconds=self.config.dedup_ttl_s))
+                for row_id, conversation in await self.inbox.missed(self.worker.name, self._working):
+                    if row_id not in self._working:
+                        self.process(row_id, conversation)
+                if pruned_at is None or loop.time() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = loop.time()
+                    await self.inbox.prune(timedelta(seconds=self.config.dedup_ttl_s))
+                    await replays.prune()
+                    await workers.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

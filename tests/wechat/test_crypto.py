@@ -162,7 +162,8 @@ def test_unusable_encoding_aes_key_is_a_configuration_error(key):
 
 @pytest.mark.parametrize("body", [b"", b"   ", b"<xml><a>unclosed</xml>", b"<notxml><a>1</a></notxml>",
                                   b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><xml><a>&e;</a></xml>',
-                                  b"<xml><a>" + b"x" * 70000 + b"</a></xml>", b"\xff\xfe garbage"])
+                                  b"<xml><a>" + b"x" * 70000 + b"</a></xml>", b"\xff\xfe garbage",
+                                  b"<xml>" + b"<a>" * 9000 + b"1" + b"</a>" * 9000 + b"</xml>"])
 def test_malformed_xml_is_rejected(body):
     with pytest.raises(MalformedCallback):
         parse_xml(body)
@@ -174,7 +175,7 @@ def test_nested_xml_fields():
     assert data == {"From": {"UserId": "zs"}, "Text": {"Content": "hi"}, "CreateTime": "1"}
 
 
-@pytest.mark.parametrize("body", [b"", b"[1, 2]", b"{not json", b'"text"'])
+@pytest.mark.parametrize("body", [b"", b"[1, 2]", b"{not json", b'"text"', b'{"a": ' * 9000 + b"1" + b"}" * 9000])
 def test_malformed_json_is_rejected(body):
     with pytest.raises(MalformedCallback):
         parse_json(body)

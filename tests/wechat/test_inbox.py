@@ -100,3 +100,85 @@ async def test_pulled_pages_are_deduplicated_by_the_database_and_callbacks_by_re
     assert await inbox.accept(pushed, "mp:gh_x:oUser") is None
     assert await client.exists(f"{prefix}wechat:dedup:mp:998877")
     assert [key for key, _, _ in await rows()] == ["m1", "m2", "998877"]
+
+
+# --- claims of workers that died, of workers that live, and this worker's own -------------------------
+async def _age(row_id: int, seconds: float) -> None:
+    """The row was claimed `seconds` ago."""
+    from datetime import timedelta
+
+    from channels.wechat.models import now_utc
+
+    async with async_session() as session:
+        await session.execute(sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
+            claimed_at=now_utc() - timedelta(seconds=seconds), received_at=now_utc() - timedelta(seconds=seconds)))
+        await session.commit()
+
+
+async def _last_seen(worker: str, seconds: float) -> None:
+    from datetime import timedelta
+
+    from channels.wechat import workers
+    from channels.wechat.models import GatewayWorker, now_utc
+
+    await workers.beat(worker)
+    async with async_session() as session:
+        await session.execute(sa.update(GatewayWorker).where(GatewayWorker.name == worker).values(
+            seen_at=now_utc() - timedelta(seconds=seconds)))
+        await session.commit()
+
+
+async def test_a_dead_workers_claims_are_taken_over_and_a_live_ones_are_kept_however_old(wechat_db, no_redis):
+    from channels.wechat import workers
+
+    stale = workers.STALE_AFTER.total_seconds()
+    inbox = Inbox()
+    slow = await inbox.accept(*kf_message("m1", user="u1"), claimed_by="live")
+    dead = await inbox.accept(*kf_message("m2", user="u2"), claimed_by="dead")
+    vanished = await inbox.accept(*kf_message("m3", user="u3"), claimed_by="never-seen")
+    young = await inbox.accept(*kf_message("m4", user="u4"), claimed_by="just-started")
+    for row_id in (slow, dead, vanished):
+        await _age(row_id, 10 * stale)  # claimed long ago: a slow turn, or the process died
+    await _last_seen("live", 1)
+    await _last_seen("dead", stale + 1)
+
+    found = await inbox.missed("sweeper")
+    assert sorted(row_id for row_id, _ in found) == sorted([dead, vanished])
+    assert {key: status for key, status, _ in await rows()} == {
+        "m1": "processing", "m2": "received", "m3": "received", "m4": "processing"}
+    # the next claim is the new owner's, and answers it once
+    assert await inbox.claim(dead, "sweeper") is not None and await inbox.claim(dead, "other") is None
+    assert await inbox.missed("sweeper") == [(vanished, "wecom_kf:wkKF:u3")], (
+        f"row {young}: claimed moments ago by a worker not seen yet (its first beat may be under way)")
+
+
+async def test_this_workers_claims_held_by_no_task_are_handed_back(wechat_db, no_redis):
+    from channels.wechat import workers
+
+    inbox = Inbox()
+    await workers.beat("me")
+    answering = await inbox.accept(*kf_message("m1", user="u1"), claimed_by="me")
+    dropped = await inbox.accept(*kf_message("m2", user="u2"), claimed_by="me")
+    for row_id in (answering, dropped):
+        await _age(row_id, workers.STALE_AFTER.total_seconds() + 5)
+    assert await inbox.missed("me", working={answering}) == [(dropped, "wecom_kf:wkKF:u2")]
+    assert await inbox.missed("someone-else") == [(dropped, "wecom_kf:wkKF:u2")], "me is alive: answering stays"
+
+
+async def test_pruning_never_lets_a_new_message_take_an_answered_ones_row_id(wechat_db, no_redis):
+    """Replies are keyed by the inbox row id (wxin<id>-n) and outbox rows are kept: SQLite gives a
+    new row max(id) + 1, so a prune that emptied the inbox (a shop quiet for a day) would hand the
+    next message the id of the first one, and its reply would be taken for that one's, not sent."""
+    from datetime import timedelta
+
+    from channels.wechat.models import now_utc
+
+    inbox = Inbox()
+    first = await inbox.accept(*kf_message("m1"), claimed_by="worker-a")
+    await inbox.finish(first, "done")
+    async with async_session() as session:
+        await session.execute(sa.update(InboundMessageRow).values(received_at=now_utc() - timedelta(days=2)))
+        await session.commit()
+    await inbox.prune(timedelta(days=1))
+    second = await inbox.accept(*kf_message("m2"), claimed_by="worker-a")
+    assert second > first

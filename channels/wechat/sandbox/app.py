@@ -302,6 +302,10 @@ def create_app(config: SandboxConfig) -> web.Application:
         echo = str(secrets.randbelow(10**18))
         return web.json_response({"query": request.app[SIGNER].verification(channel, echo), "echo": echo})
 
+    async def reset_kf_cursors(request: web.Request) -> web.Response:
+        """The platform forgets the 微信客服 cursors it issued (as after a reset on its side)."""
+        return web.json_response({"epoch": platform.reset_kf_cursors()})
+
     async def reset(request: web.Request) -> web.Response:
         platform.deliveries.clear()
         platform.requests.clear()
@@ -324,6 +328,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     r.add_post("/sandbox/users", users)
     r.add_post("/sandbox/mass/confirm", confirm_mass)
     r.add_post("/sandbox/verify", verify)
+    r.add_post("/sandbox/kf/reset_cursors", reset_kf_cursors)
     r.add_post("/sandbox/reset", reset)
     r.add_get("/sandbox/health", health)
     return app

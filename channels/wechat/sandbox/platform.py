@@ -82,6 +82,9 @@ class Platform:
         self.users: Dict[Tuple[str, str], Json] = {}  # (channel, user id) -> {"unionid": ...}
         self.windows: Dict[Tuple[str, str], Window] = defaultdict(Window)
         self.kf_log: List[Json] = []  # every message users sent to 微信客服, in order
+        # cursors carry the epoch they were issued in; a reset on the platform's side (a new epoch)
+        # makes every cursor issued before it invalid (reset_kf_cursors)
+        self.kf_cursor_epoch = 0
         self.kf_msg_tokens: Dict[str, float] = {}  # sync token -> expiry
         self.kf_msgids: Dict[str, Json] = {}  # msgid -> the delivery it produced (idempotency)
         self.deliveries: List[Json] = []
@@ -259,16 +262,20 @@ class Platform:
         self.kf_msg_tokens[token] = self.now() + self.config.kf_msg_token_ttl_s
         return token
 
-    @staticmethod
-    def _cursor(position: int) -> str:
-        return base64.urlsafe_b64encode(f"sbxcur:{position}".encode()).decode().rstrip("=")
+    def reset_kf_cursors(self) -> int:
+        """The platform forgets every cursor it issued (sync_msg then answers them 40058); the
+        messages stay, for a pull from the start. The new epoch."""
+        self.kf_cursor_epoch += 1
+        return self.kf_cursor_epoch
 
-    @staticmethod
-    def _position(cursor: str) -> Optional[int]:
+    def _cursor(self, position: int) -> str:
+        return base64.urlsafe_b64encode(f"sbxcur:{self.kf_cursor_epoch}:{position}".encode()).decode().rstrip("=")
+
+    def _position(self, cursor: str) -> Optional[int]:
         try:
             text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            prefix, _, number = text.partition(":")
-            return int(number) if prefix == "sbxcur" else None
+            prefix, epoch, number = text.split(":")
+            return int(number) if prefix == "sbxcur" and int(epoch) == self.kf_cursor_epoch else None
         except (binascii.Error, ValueError, UnicodeDecodeError):
             return None
 
