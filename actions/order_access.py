@@ -1,8 +1,9 @@
 """Which orders a conversation may see, and reading order numbers out of messages.
 
 Rules: an identified customer sees only orders they placed; an anonymous visitor sees an order
-only after giving the last 4 digits of its receiver phone. Unknown and foreign orders get the same
-answer, so nobody can probe which order numbers exist.
+only after proving it in this conversation with the last 4 digits of its receiver phone, recently
+enough for the task (actions/order_verification.py). Unknown and foreign orders get the same
+answers as real ones, so nobody can probe which order numbers exist.
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from rasa_sdk import Tracker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.db.models import Order
+from actions import order_verification
+from actions.db.models import Customer, Order
 from actions.templates import vocabulary
+from bot.settings import VerificationRules
 
 ORDER_NO_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?(\d[\d\s]{12,20}\d)(?!\d)")
 # something that looks like an attempt at an order number but has the wrong length
@@ -83,15 +86,14 @@ def pick_choice(text: str, choices: List[str]) -> Optional[str]:
 class Access:
     order: Optional[Order]
     allowed: bool
+    # an anonymous visitor must (again) prove the order: asked whether the order exists or not
     needs_phone: bool
 
 
-def check_access(order: Optional[Order], customer_id: Optional[int], tracker: Tracker) -> Access:
-    if order is None:
-        return Access(None, False, False)
-    if customer_id is not None:
-        return Access(order, order.customer_id == customer_id, False)
-    verified = tracker.get_slot("verified_orders") or []
-    if order.order_no in verified:
+async def check_access(session: AsyncSession, order_no: str, order: Optional[Order], customer: Optional[Customer],
+                       conversation_id: str, task: str, rules: VerificationRules) -> Access:
+    if customer is not None:
+        return Access(order, order is not None and order.customer_id == customer.id, False)
+    if order is not None and await order_verification.proven(session, order_no, conversation_id, task, rules):
         return Access(order, True, False)
     return Access(order, False, True)

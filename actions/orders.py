@@ -14,7 +14,7 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 
-from actions import order_access
+from actions import order_access, order_verification
 from actions.action_base import ShopAction
 from actions.after_sales import submit_after_sales
 from actions.db.engine import async_session
@@ -30,7 +30,6 @@ from bot.settings import get_settings
 
 logger = logging.getLogger("actions.orders")
 
-MAX_VERIFY_ATTEMPTS = 3
 # intents that mean "stop / something else", never a slot value
 ESCAPE_INTENTS = {"deny", "request_human", "complaint", "unsubscribe", "goodbye", "bot_challenge", "greet",
                   "thanks", "chitchat", "product_inquiry", "promotion", "invoice", "payment", "shipping_policy",
@@ -49,7 +48,7 @@ TASK_STATUSES = {
 }
 # slots that belong to one run of the order form and must not leak into the next one
 TASK_SLOTS = ["cancel_confirm", "change_detail", "return_reason", "phone_tail", "pending_order", "task_allowed",
-              "after_sales_query", "after_sales_kind", "order_choices", "requested_slot"]
+              "after_sales_query", "after_sales_kind", "order_choices", "requested_slot", "verify_refused"]
 
 
 def reset_task_slots() -> List[EventType]:
@@ -89,7 +88,7 @@ class ValidateOrderForm(FormValidationAction):
     async def required_slots(self, domain_slots: List[Text], dispatcher: CollectingDispatcher, tracker: Tracker,
                              domain: Dict[Text, Any]) -> List[Text]:
         slots: List[Text] = ["order_task"] if tracker.get_slot("order_task") else []
-        if tracker.get_slot("verify_locked"):
+        if tracker.get_slot("verify_locked") or tracker.get_slot("verify_refused"):
             return slots
         if tracker.get_slot("pending_order"):
             slots.append("phone_tail")
@@ -139,19 +138,27 @@ class ValidateOrderForm(FormValidationAction):
             dispatcher.utter_message(response="utter_order_id_invalid")
             return {"order_id": None}
         settings = get_settings()
+        rules = settings.shop.orders.verification
+        task = tracker.get_slot("order_task") or "status"
         async with async_session() as session:
             customer = await customer_for(session, tracker.sender_id)
             order = await order_repository.get_by_order_no(session, order_no)
-            access = check_access(order, customer.id if customer else None, tracker)
+            access = await check_access(session, order_no, order, customer, tracker.sender_id, task, rules)
             if access.needs_phone:
+                # asked whether the order exists or not: the answers must not tell
+                if await order_verification.is_locked(session, order_no, order_verification.client_of(tracker),
+                                                      rules):
+                    dispatcher.utter_message(response="utter_verify_order_locked")
+                    return {"order_id": None, "pending_order": None, "verify_refused": True}
                 return {"order_id": None, "pending_order": order_no, "phone_tail": None}
             if not access.allowed:
                 logger.info("order lookup refused", extra={"conversation": tracker.sender_id,
                                                            "reason": "unknown_or_foreign"})
                 dispatcher.utter_message(response="utter_order_not_found", order_id=order_no)
                 return {"order_id": None, "pending_order": None}
-            allowed, _ = eligibility(tracker.get_slot("order_task") or "status", order, settings.shop, utcnow(),
-                                     await _open_after_sales(session, order.id))
+            # the owner, identified on this channel, may lift a lock strangers' guesses put on the order
+            await order_verification.lift_for_owner(session, order_no, customer.external_id)
+            allowed, _ = eligibility(task, order, settings.shop, utcnow(), await _open_after_sales(session, order.id))
         return {"order_id": order_no, "pending_order": None, "task_allowed": allowed}
 
     # --- anonymous verification -------------------------------------------------------------
@@ -172,24 +179,28 @@ class ValidateOrderForm(FormValidationAction):
         pending = tracker.get_slot("pending_order")
         if not pending:
             return {"phone_tail": None}
-        attempts = int(tracker.get_slot("verify_attempts") or 0)
         settings = get_settings()
-        async with async_session() as session:
-            order = await order_repository.get_by_order_no(session, pending)
-            if order is not None and value and value != "invalid" and order.receiver_phone[-4:] == value:
-                verified = list(tracker.get_slot("verified_orders") or []) + [pending]
-                allowed, _ = eligibility(tracker.get_slot("order_task") or "status", order, settings.shop, utcnow(),
-                                         await _open_after_sales(session, order.id))
-                return {"phone_tail": value, "order_id": pending, "pending_order": None,
-                        "verified_orders": verified, "verify_attempts": 0, "task_allowed": allowed}
-        attempts += 1
-        logger.info("order verification failed", extra={"conversation": tracker.sender_id, "attempt": attempts})
-        if attempts >= MAX_VERIFY_ATTEMPTS:
+        rules = settings.shop.orders.verification
+        outcome = None
+        if value and value != "invalid":
+            async with async_session() as session:
+                outcome = await order_verification.attempt(session, pending, str(value), tracker.sender_id,
+                                                           order_verification.client_of(tracker), rules)
+                if outcome is order_verification.Outcome.verified:
+                    order = await order_repository.get_by_order_no(session, pending)
+                    allowed, _ = eligibility(tracker.get_slot("order_task") or "status", order, settings.shop,
+                                             utcnow(), await _open_after_sales(session, order.id))
+                    return {"phone_tail": value, "order_id": pending, "pending_order": None, "verify_attempts": 0,
+                            "task_allowed": allowed}
+        if outcome is order_verification.Outcome.locked:
+            dispatcher.utter_message(response="utter_verify_order_locked")
+            return {"phone_tail": None, "pending_order": None, "order_id": None, "verify_refused": True}
+        attempts = int(tracker.get_slot("verify_attempts") or 0) + 1
+        if attempts >= rules.max_failures_per_conversation:
             dispatcher.utter_message(response="utter_verify_locked")
             return {"phone_tail": None, "pending_order": None, "order_id": None, "verify_attempts": attempts,
                     "verify_locked": True}
-        dispatcher.utter_message(response="utter_phone_tail_mismatch" if value != "invalid"
-                                 else "utter_phone_tail_invalid")
+        dispatcher.utter_message(response="utter_phone_tail_mismatch" if outcome else "utter_phone_tail_invalid")
         return {"phone_tail": None, "verify_attempts": attempts}
 
     # --- task details ---------------------------------------------------------------------------
@@ -289,14 +300,19 @@ class ActionOrderTask(ShopAction):
         # the next order question asks again which order, unless it follows right after this answer
         events = reset_task_slots() + [SlotSet("order_id", None), SlotSet("recent_order", order_no),
                                         SlotSet("recent_task", task)]
-        if tracker.get_slot("verify_locked") or not order_no:
+        if tracker.get_slot("verify_locked") or tracker.get_slot("verify_refused") or not order_no:
             return events
         shop = self.settings.shop
         now = utcnow()
         async with async_session() as session:
             customer = await customer_for(session, tracker.sender_id)
             order = await order_repository.get_by_order_no(session, order_no)
-            access = check_access(order, customer.id if customer else None, tracker)
+            access = await check_access(session, order_no, order, customer, tracker.sender_id, task,
+                                        shop.orders.verification)
+            if access.needs_phone:
+                # proved too long ago for this task (cancelling and changes need a recent proof)
+                dispatcher.utter_message(response="utter_verify_expired", order_no=order_no)
+                return events + [SlotSet("recent_order", None)]
             if not access.allowed:
                 dispatcher.utter_message(response="utter_order_not_found", order_id=order_no)
                 return events + [SlotSet("recent_order", None)]

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.load import LoadResult, run_load  # noqa: E402
-from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
+from tests.support import IM_IDENTITY_SECRET, ProductProcess, free_port, signed, throwaway_pg_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 PY = sys.executable
@@ -104,6 +104,15 @@ def bench_identities(database_url: str, n: int) -> List[Dict[str, str]]:
     return [{"user": f"bench{i}", "order": owners[i % len(owners)][1]} for i in range(n)]
 
 
+def credentials_with_rest(var_dir: Path) -> Path:
+    """The product's channels plus Rasa's REST channel, the baseline here. The product ships without
+    it (anyone who reaches it speaks as any customer: docs/SECURITY.md); the benchmark's servers
+    listen on 127.0.0.1 only."""
+    path = var_dir / "credentials-with-rest.yml"
+    path.write_text((REPO / "bot" / "credentials.yml").read_text(encoding="utf-8") + "\nrest:\n", encoding="utf-8")
+    return path
+
+
 class Deployment(ProductProcess):
     def __init__(self, name: str, database_url: str, redis_url: Optional[str], workers: int, var_dir: Path,
                  stock: bool = False) -> None:
@@ -111,7 +120,8 @@ class Deployment(ProductProcess):
         env = dict(os.environ, DATABASE_URL=database_url, SIYU_VAR_DIR=str(var_dir),
                    SIYU_RASA_PORT=str(free_port()), SIYU_ACTION_PORT=str(free_port()), SIYU_WORKERS=str(workers),
                    SIYU_LOG_LEVEL="WARNING", RASA_TELEMETRY_ENABLED="false",
-                   SIYU_RASA_SPEEDUPS="false" if stock else "true")
+                   SIYU_RASA_SPEEDUPS="false" if stock else "true", SIYU_IM_IDENTITY_SECRET=IM_IDENTITY_SECRET,
+                   SIYU_RASA_CREDENTIALS_FILE=str(credentials_with_rest(var_dir)))
         env.pop("REDIS_URL", None)
         if redis_url:
             env["REDIS_URL"] = redis_url
@@ -140,8 +150,9 @@ async def measure(dep: Deployment, channel: str, concurrency: int, requests: int
             current[u] = pool.take()  # a new conversation as a (new identity of a) demo customer
         who = current[u]
         text = TURNS[turn].format(product=PRODUCTS[(u + i) % len(PRODUCTS)], order=who["order"])
-        sender = who["user"] if channel == "im" else f"im:{who['user']}"
-        return {"sender": sender, "message": text}
+        if channel == "im":
+            return {**signed(who["user"]), "message": text}
+        return {"sender": f"im:{who['user']}", "message": text}
 
     return await run_load(url, body, concurrency, requests)
 

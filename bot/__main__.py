@@ -6,6 +6,7 @@
   migrate             bring the database schema up to date
   seed-demo           create the demo shop if the database is empty
   import KIND FILE    import products / customers / orders from CSV or JSON
+  verification locks | unlock SY…   order-verification locks in force; lift one (staff)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -113,9 +115,49 @@ def cmd_import(args) -> int:
     return 0 if report.created + report.updated > 0 or not report.errors else 1
 
 
+def cmd_verification(args) -> int:
+    """Staff: list the order-verification locks in force, or lift one (written to the audit log)."""
+    from actions import order_verification
+    from actions.db.engine import async_session, dispose_async_engines
+    from actions.db.models import utcnow
+
+    if args.action == "unlock" and not args.subject:
+        print("[siyu] unlock needs an order number (SY…) or client:<address>", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        try:
+            async with async_session() as session:
+                if args.action == "locks":
+                    locks = await order_verification.locks_in_force(session)
+                    for guard in locks:
+                        until = f"until {guard.locked_until:%Y-%m-%d %H:%M} UTC" if guard.locked_until else \
+                            "until lifted"
+                        print(f"{guard.key}\tlocked {guard.locked_at:%Y-%m-%d %H:%M} UTC, {until}, "
+                              f"{guard.failures} failures")
+                    print(f"[siyu] {len(locks)} verification lock(s) in force")
+                    return 0
+                key = args.subject if ":" in args.subject else order_verification.order_key(args.subject.upper())
+                if await order_verification.lift(session, key, f"staff:{args.by}", utcnow()):
+                    print(f"[siyu] {key}: lock lifted by {args.by} (recorded in the audit log)")
+                    return 0
+                print(f"[siyu] {key}: no lock in force", file=sys.stderr)
+                return 1
+        finally:
+            await dispose_async_engines()
+
+    cmd_migrate(args)
+    return asyncio.run(run())
+
+
 def cmd_run(args) -> int:
     if args.demo:
         os.environ["SIYU_DEMO"] = "true"
+        reset_settings_cache()
+    if get_settings().demo and get_settings().im_identity_secret is None:
+        # the chat page acts as the demo customers with signatures from the demo list; a raw sender
+        # id stays an anonymous visitor, as in production
+        os.environ["SIYU_IM_IDENTITY_SECRET"] = secrets.token_urlsafe(32)
         reset_settings_cache()
     # --- WeChat sandbox (issue 3): fresh fake credentials shared by the connectors and the sandbox ---
     if getattr(args, "sandbox", False):
@@ -205,6 +247,12 @@ def main(argv=None) -> int:
     imp.add_argument("kind", choices=["products", "customers", "orders"])
     imp.add_argument("file", help="CSV (header row, UTF-8) or JSON (a list of objects)")
     imp.set_defaults(func=cmd_import)
+    verification = sub.add_parser("verification", help="order-verification locks: list them, or lift one")
+    verification.add_argument("action", choices=["locks", "unlock"])
+    verification.add_argument("subject", nargs="?", default="",
+                              help="unlock: an order number (SY…) or client:<address>")
+    verification.add_argument("--by", default=os.environ.get("USER", "staff"), help="who lifts it (audit log)")
+    verification.set_defaults(func=cmd_verification)
     args = parser.parse_args(argv)
     from bot.log_format import configure
 

@@ -17,12 +17,21 @@ behaviour is unchanged, see tests/data_layer/test_rasa_speedups.py):
 - several workers starting on a new database race to create the tracker store's tables, and Rasa
   makes the loser sleep 5 s; the tables are created once before the workers fork.
 
+Whether or not the speed-ups are on (settings.rasa_speedups), it also makes sure customers get a
+short apology instead of an empty reply while the action server is down or restarting
+(install_service_unavailable_reply).
+
 Usage (the run command does this): python -m bot.rasa_server run --model ... (any `rasa` args)
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
+import logging
 import sys
+
+logger = logging.getLogger("bot.rasa_server")
 
 
 def _install_cached_action_validation() -> None:
@@ -219,7 +228,87 @@ def install_balanced_workers() -> None:
     sanic.app.serve_multiple = serve_multiple
 
 
+def action_server_unreachable(exc: BaseException) -> bool:
+    """Whether `exc`, raised by Rasa's RemoteAction, means the action server did not answer: no
+    connection, a timeout or a 5xx. Not a rejection (400) or any other error."""
+    import aiohttp
+    from rasa.utils.endpoints import ClientResponseError
+
+    while exc is not None:
+        if isinstance(exc, ClientResponseError):
+            return exc.status >= 500
+        if isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _session_start_without_action_server() -> list:
+    """What actions/session.py returns when it cannot look the customer up: the shop's names and
+    persona (the responses use them) and no customer (every action looks the customer up itself)."""
+    from rasa.shared.core.constants import ACTION_LISTEN_NAME
+    from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet
+
+    from bot.settings import get_settings
+
+    shop = get_settings().shop
+    return [SessionStarted(), SlotSet("persona", shop.persona), SlotSet("shop_name", shop.name),
+            SlotSet("bot_name", shop.bot_name), ActionExecuted(ACTION_LISTEN_NAME)]
+
+
+_running_action = contextvars.ContextVar("siyu_running_action", default=False)
+
+
+def install_service_unavailable_reply() -> None:
+    """While the action server is down or restarting, Rasa logs each failed custom action and goes
+    on with no events: the customer gets an empty reply. Instead, a custom action or a form that
+    cannot reach the action server, or gets no answer within settings.action_call_timeout_s, says
+    utter_service_unavailable and ends the turn, so there is one apology per turn. A form is given
+    up whole at its first failed call (as Rasa does with any failing action), so it keeps its state
+    and the message sent again is handled normally. A session the action server cannot start is
+    started here, silently, with the shop's defaults."""
+    from rasa.core.actions.action import ActionBotResponse, ActionExecutionRejection, RemoteAction
+    from rasa.core.actions.forms import FormAction
+    from rasa.shared.core.constants import ACTION_LISTEN_NAME, ACTION_SESSION_START_NAME
+    from rasa.shared.core.events import FollowupAction
+
+    from bot.settings import get_settings
+
+    def apologising(run):
+        if getattr(run, "apologising", False):
+            return run
+
+        @functools.wraps(run)
+        async def run_or_apologise(self, output_channel, nlg, tracker, domain):
+            if _running_action.get():  # called by a form: the form answers for the whole turn
+                return await run(self, output_channel, nlg, tracker, domain)
+            token = _running_action.set(True)
+            try:
+                # Rasa waits 300 s for the action server; a hung one must not keep the customer that long
+                return await asyncio.wait_for(run(self, output_channel, nlg, tracker, domain),
+                                              get_settings().action_call_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - anything else is raised again, as it was
+                if isinstance(exc, ActionExecutionRejection) or not action_server_unreachable(exc):
+                    raise
+                logger.error("action server unreachable while running %s (%s: %s)", self.name(),
+                             type(exc).__name__, exc)
+                if self.name() == ACTION_SESSION_START_NAME:
+                    return _session_start_without_action_server()
+                apology = await ActionBotResponse("utter_service_unavailable").run(output_channel, nlg, tracker,
+                                                                                    domain)
+                return apology + [FollowupAction(ACTION_LISTEN_NAME)]
+            finally:
+                _running_action.reset(token)
+
+        run_or_apologise.apologising = True
+        return run_or_apologise
+
+    RemoteAction.run = apologising(RemoteAction.run)
+    FormAction.run = apologising(FormAction.run)
+
+
 def install() -> None:
+    """The speed-ups (settings.rasa_speedups)."""
     _install_cached_action_validation()
     _install_event_type_cache()
     _install_shared_endpoint_sessions()
@@ -236,7 +325,11 @@ def _keep_product_logging() -> None:
 
 
 def main() -> None:
-    install()
+    from bot.settings import get_settings
+
+    if get_settings().rasa_speedups:
+        install()
+    install_service_unavailable_reply()
     if any(a == "--logging-config-file" for a in sys.argv):
         _keep_product_logging()
     from rasa.__main__ import main as rasa_main

@@ -53,11 +53,31 @@ class CheckinRules(BaseModel):
     streak_bonus_points: int = 20
 
 
+class VerificationRules(BaseModel):
+    """How an anonymous visitor proves an order (its receiver phone's last 4 digits), and the limits
+    that make guessing them useless (actions/order_verification.py)."""
+
+    # wrong answers for one order number, from every conversation and channel together, within
+    # order_window_hours: then the order is locked until its owner or staff lift the lock
+    max_failures_per_order: int = Field(5, ge=1, le=50)
+    order_window_hours: int = Field(24, ge=1)
+    # wrong answers from one client address (web IM) over all orders: then refused for the window
+    max_failures_per_client: int = Field(10, ge=1, le=1000)
+    client_window_minutes: int = Field(60, ge=1)
+    # wrong answers in one conversation session
+    max_failures_per_conversation: int = Field(3, ge=1, le=50)
+    # how long a proof counts, in the conversation that gave it: cancelling, changing the address
+    # or an after-sales request need a recent one; seeing the status one from this session
+    fresh_minutes_for_changes: int = Field(10, ge=1)
+    fresh_minutes_for_status: int = Field(120, ge=1)
+
+
 class OrderRules(BaseModel):
     cancellable_statuses: List[str] = Field(default_factory=lambda: ["pending_payment", "paid"])
     address_changeable_statuses: List[str] = Field(default_factory=lambda: ["pending_payment", "paid"])
     # after-sales requests are accepted within return_window_days of delivery
     returnable_statuses: List[str] = Field(default_factory=lambda: ["delivered", "completed"])
+    verification: VerificationRules = Field(default_factory=VerificationRules)
 
 
 class ShopConfig(BaseModel):
@@ -118,9 +138,14 @@ class Settings(BaseSettings):
     # >1 only takes effect with Redis (the lock store must be shared between workers)
     workers: int = 1
     model_dir: Path = REPO_ROOT / "models"
+    # the channels the Rasa server opens (docs/SECURITY.md before adding Rasa's `rest:` to it)
+    rasa_credentials_file: Path = REPO_ROOT / "bot" / "credentials.yml"
     var_dir: Path = REPO_ROOT / "var"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # the action server answers only requests that carry this secret (Authorization: Bearer ...);
+    # `python -m bot run` makes one per start when unset, an action server started alone needs it
+    action_secret: Optional[SecretStr] = None
     # false runs Rasa exactly as it ships (no bot/rasa_server.py fixes, Rasa's own SQL tracker store):
     # only for measuring what the fixes bring (bench/e2e_bench.py)
     rasa_speedups: bool = True
@@ -130,8 +155,17 @@ class Settings(BaseSettings):
     shop_file: Path = DEFAULT_SHOP_FILE
     # every I/O call an action makes is bounded by this many seconds
     action_io_timeout: float = 3.0
-    # web IM: when set, a client must sign its sender id (HMAC-SHA256, hex) to be trusted
+    # the Rasa server gives up on an action (or a form's round of actions) after this many seconds
+    # and apologises to the customer (a hung action server); the actions' own budget is 3 I/O timeouts
+    action_call_timeout_s: float = Field(30.0, gt=0)
+    # web IM: a client must sign its sender id (HMAC-SHA256, hex) to be trusted as that customer;
+    # unset: every sender is an anonymous visitor (the demo makes one per run for its demo customers)
     im_identity_secret: Optional[SecretStr] = None
+    # web IM behind a reverse proxy: the header it puts the client's address in (e.g. X-Real-IP);
+    # unset: the connection's peer address. Used to limit order-verification guesses per client
+    im_client_ip_header: Optional[str] = None
+    # web IM: turns of one conversation handled at once; more get 429 with Retry-After
+    im_max_pending_per_conversation: int = Field(5, ge=1, le=100)
     # web IM: when set, replies are also POSTed here (push mode)
     im_callback_url: Optional[str] = None
     im_max_message_chars: int = 2000

@@ -101,6 +101,23 @@ def create_tracker_tables() -> None:
         engine.dispose()  # no connection may cross the fork
 
 
+# how often a turn waiting for its conversation's lock looks again (Rasa's default: every second,
+# so a burst of n messages from one sender took n seconds and more to drain)
+LOCK_RETRY_S = 0.05
+
+
+class PromptRetry:
+    """Mixin for Rasa lock stores: waiters re-check the lock every LOCK_RETRY_S."""
+
+    def lock(self, conversation_id: Text, lock_lifetime: float = LOCK_LIFETIME,
+             wait_time_in_seconds: float = LOCK_RETRY_S):
+        return super().lock(conversation_id, lock_lifetime, wait_time_in_seconds)
+
+
+class SiyuInMemoryLockStore(PromptRetry, InMemoryLockStore):
+    """Rasa's in-memory lock store (one Rasa worker) with prompt re-checks."""
+
+
 class SiyuLockStore:
     """Not a lock store itself: constructing it returns the lock store the settings ask for.
 
@@ -110,7 +127,7 @@ class SiyuLockStore:
     def __new__(cls, endpoint_config=None) -> LockStore:  # type: ignore[misc]
         settings = get_settings()
         if not settings.redis_url:
-            return InMemoryLockStore()
+            return SiyuInMemoryLockStore()
         parts = urlsplit(settings.redis_url)
         db = int(parts.path.lstrip("/") or 0)
         logger.info("redis lock store on %s", masked_url(settings.redis_url))
@@ -119,7 +136,7 @@ class SiyuLockStore:
                                     key_prefix="siyu", socket_timeout=5)
 
 
-class AtomicRedisLockStore(RedisLockStore):
+class AtomicRedisLockStore(PromptRetry, RedisLockStore):
     """Rasa's Redis lock store reads a conversation's ticket lock, changes it and writes it back.
     Two workers doing that at once could both draw the first ticket and answer one conversation
     side by side (seen as two session starts for one new conversation). Here every such

@@ -6,8 +6,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-# Control characters other than newline and tab (binary-looking input)
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+# Control characters other than newline and tab (binary-looking input), and lone surrogates (JSON
+# may carry "\ud800"; such text cannot be encoded as UTF-8 anywhere downstream)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
 EMPTY_PAYLOAD = "/empty_message"
 
 

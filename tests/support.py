@@ -12,16 +12,44 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import AsyncIterator, Dict, Iterator, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# the web IM identity secret of the products the tests and benchmarks start: their clients sign
+# senders with it to speak as that customer (unsigned senders are anonymous visitors)
+IM_IDENTITY_SECRET = "siyu-tests-im-identity"
+
+
+def signed(sender: str) -> dict:
+    """The web IM fields that make `sender` a trusted customer id."""
+    from channels.im import sign_sender
+
+    return {"sender": sender, "signature": sign_sender(IM_IDENTITY_SECRET, sender)}
 
 
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def local_http_server(path: str, handler) -> AsyncIterator[str]:
+    """An aiohttp server on a free local port answering POSTs to `path` with `handler`; its URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        await runner.cleanup()
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------

@@ -248,3 +248,51 @@ class ConsentEvent(Base):
     category = sa.Column(sa.String(32), nullable=False, default="marketing")
     source = sa.Column(sa.String(64), nullable=False)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class VerificationGuard(Base):
+    """Failed anonymous order verifications counted for one subject, and the lock they lead to.
+
+    The subject is an order number ("order:SY…", over every conversation and channel; numbers that
+    do not exist are counted too, so a lock says nothing about whether an order exists) or a client
+    address ("client:<ip>", over every order). An order's lock lasts until its owner or staff lift
+    it; a client's until `locked_until`.
+    """
+
+    __tablename__ = "verification_guards"
+
+    key = sa.Column(sa.String(160), primary_key=True)
+    failures = sa.Column(sa.Integer, nullable=False, default=0)
+    window_started_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    locked_at = sa.Column(sa.DateTime)
+    # None while locked: until lifted
+    locked_until = sa.Column(sa.DateTime)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class OrderVerification(Base):
+    """An anonymous visitor proved an order (its receiver phone's last 4 digits) in one conversation:
+    the proof belongs to that conversation only, and is fresh for a limited time."""
+
+    __tablename__ = "order_verifications"
+    __table_args__ = (sa.Index("ix_order_verifications_order_conversation", "order_no", "conversation_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    order_no = sa.Column(sa.String(32), nullable=False)
+    conversation_id = sa.Column(sa.String(255), nullable=False)
+    client = sa.Column(sa.String(64))
+    verified_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only record of security decisions (verification locks and who lifted them), for staff."""
+
+    __tablename__ = "audit_events"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    # who did it: "system", "customer:C10001", "staff:<name>"
+    actor = sa.Column(sa.String(128), nullable=False)
+    action = sa.Column(sa.String(64), nullable=False, index=True)
+    subject = sa.Column(sa.String(160), nullable=False, index=True)
+    detail = sa.Column(sa.JSON, nullable=False, default=dict)

@@ -8,7 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from actions.db.engine import create_sync_engine
-from actions.db.models import Customer, CustomerIdentity, Order, Product, Ticket, utcnow
+from actions.db.models import (
+    AuditEvent, Customer, CustomerIdentity, Order, OrderVerification, Product, Ticket, VerificationGuard, utcnow,
+)
 
 
 def session() -> Session:
@@ -30,6 +32,19 @@ def order_in(status: str, *, returnable: Optional[bool] = None, exclude_customer
                 continue
             return order
     raise LookupError(f"no demo order in state {status}")
+
+
+def wrong_tail(order: Order) -> str:
+    """Four digits that are not the order's receiver phone's last four."""
+    return "0000" if not order.receiver_phone.endswith("0000") else "1111"
+
+
+def reset_verification() -> None:
+    """Forget every verification guess, proof, lock and audit row (tests share the demo shop)."""
+    with session() as s:
+        for model in (VerificationGuard, OrderVerification, AuditEvent):
+            s.query(model).delete()
+        s.commit()
 
 
 def sender_of(order: Order) -> str:

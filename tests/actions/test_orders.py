@@ -10,6 +10,11 @@ from tests.actions.helpers import responses, run, slot_events, tracker
 validate = ValidateOrderForm()
 
 
+@pytest.fixture(autouse=True)
+def _no_earlier_guesses(shop_db):
+    q.reset_verification()
+
+
 async def validate_slot(slot, value, t):
     from rasa_sdk.executor import CollectingDispatcher
 
@@ -64,17 +69,34 @@ async def test_anonymous_visitor_must_prove_the_order_with_the_phone_tail(shop_d
     assert messages == []
     t = tracker("im:guest-abc", "0000", slots={"order_task": "status", "pending_order": order.order_no,
                                               "requested_slot": "phone_tail"})
-    wrong = "0000" if not order.receiver_phone.endswith("0000") else "1111"
-    result, messages = await validate_slot("phone_tail", wrong, t)
+    result, messages = await validate_slot("phone_tail", q.wrong_tail(order), t)
     assert result["phone_tail"] is None and responses(messages) == ["utter_phone_tail_mismatch"]
     result, _ = await validate_slot("phone_tail", order.receiver_phone[-4:], t)
     assert result["order_id"] == order.order_no
-    assert order.order_no in result["verified_orders"]
+    # the proof belongs to this conversation: the task runs here, and nowhere else
+    done = tracker("im:guest-abc", "", slots={"order_task": "status", "order_id": order.order_no})
+    messages, _ = await run(ActionOrderTask(), done)
+    assert responses(messages)[0].startswith("utter_order_status_shipped")
+    other = tracker("im:guest-other", "", slots={"order_task": "status", "order_id": order.order_no})
+    messages, _ = await run(ActionOrderTask(), other)
+    assert responses(messages) == ["utter_verify_expired"]
+    assert order.carrier not in str(messages)
+
+
+async def test_an_unknown_order_number_is_asked_for_the_phone_tail_like_a_real_one(shop_db):
+    t = tracker("im:guest-probe", "SY29991231999999", "order_status", slots={"order_task": "status"})
+    result, messages = await validate_slot("order_id", "SY29991231999999", t)
+    assert result == {"order_id": None, "pending_order": "SY29991231999999", "phone_tail": None}
+    assert messages == []
+    t = tracker("im:guest-probe", "1234", slots={"order_task": "status", "pending_order": "SY29991231999999",
+                                                "requested_slot": "phone_tail"})
+    result, messages = await validate_slot("phone_tail", "1234", t)
+    assert result["phone_tail"] is None and responses(messages) == ["utter_phone_tail_mismatch"]
 
 
 async def test_three_wrong_phone_tails_lock_the_lookup(shop_db):
     order = q.order_in("paid")
-    wrong = "0000" if not order.receiver_phone.endswith("0000") else "1111"
+    wrong = q.wrong_tail(order)
     t = tracker("im:guest-lock", wrong, slots={"order_task": "status", "pending_order": order.order_no,
                                               "verify_attempts": 2.0})
     result, messages = await validate_slot("phone_tail", wrong, t)

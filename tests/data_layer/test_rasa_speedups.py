@@ -8,6 +8,7 @@ from rasa.shared.core.events import ActionExecuted, Event, SlotSet, UserUttered
 from rasa.utils.endpoints import EndpointConfig
 
 from bot.rasa_server import install
+from tests.support import local_http_server
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,23 +45,14 @@ async def test_endpoint_requests_reuse_one_session_and_still_work():
         peers.add(request.transport.get_extra_info("peername"))
         return web.json_response({"ok": await request.json()})
 
-    app = web.Application()
-    app.router.add_post("/webhook", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+    async with local_http_server("/webhook", handler) as url:
+        endpoint = EndpointConfig(url)
         first = await endpoint.request(json={"n": 1})
         second = await endpoint.request(json={"n": 2})
         assert first == {"ok": {"n": 1}} and second == {"ok": {"n": 2}}
         async with endpoint.session() as a, endpoint.session() as b:
             assert a is b and not a.closed
         assert len(peers) == 1  # the second request reused the keep-alive connection
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.model

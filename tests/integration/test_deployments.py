@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.conftest import Product, _create_pg_database, _drop_pg_database, free_port, port_open, product_env, seed, \
     unavailable
+from tests.support import signed
 
 pytestmark = pytest.mark.model
 
@@ -55,7 +56,7 @@ class CallbackReceiver:
 
 async def post(base_url, body):
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base_url}/webhooks/im/webhook", json=body,
+        async with http.post(f"{base_url}/webhooks/im/webhook", json={**body, **signed(body["sender"])},
                              timeout=aiohttp.ClientTimeout(total=30)) as resp:
             return resp.status, await resp.json()
 

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from actions.db.models import Order, Product
+from tests.support import signed
 
 pytestmark = pytest.mark.model
 
@@ -29,7 +30,7 @@ def demo_order(product_server, status):
 
 
 async def say(product_server, sender, message=None, **body):
-    payload = {"sender": sender, **body}
+    payload = {**signed(sender), **body}
     if message is not None:
         payload["message"] = message
     async with aiohttp.ClientSession() as http:
