@@ -35,18 +35,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
-import json
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from tests.support import ProductProcess, free_port, throwaway_pg_database  # noqa: E402
 from bench.disk_probe import STALL_MS, DiskLoad, DiskStallProbe, same_disk  # noqa: E402
 from bench.report import speed_reference_ms, write_section  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from channels.wechat.http_client import HttpError, KeepAliveClient  # noqa: E402
 from channels.wechat.sandbox.app import PLATFORM, create_app  # noqa: E402
 from channels.wechat.sandbox.callbacks import CallbackSender, CallbackSigner  # noqa: E402
 from channels.wechat.sandbox.config import SandboxConfig, sandbox_credentials  # noqa: E402
@@ -129,9 +127,9 @@ class Bench:
         self.sender = CallbackSender(config)
         self.waiters: Dict[str, List[asyncio.Future]] = defaultdict(list)
         self.delivered: Dict[str, int] = defaultdict(int)
-        # the web IM's load generator sends each request in one write, as a browser sends a small
-        # POST and as the sandbox sends the platform's callbacks (aiohttp 3.9's client needs two)
-        self.http = KeepAliveClient(timeout_s=60.0, limit=1000)
+        # the web IM's load generator
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000),
+                                          timeout=aiohttp.ClientTimeout(total=60.0))
         self.restarts = 0
         original = self.platform.deliver
 
@@ -176,17 +174,16 @@ class Bench:
     async def acks_before_flush(self) -> int:
         """How many callbacks the gateway has acknowledged before their commit's flush finished
         (channels/wechat/acknowledgement.py), from its /health."""
-        resp = await self.http.request("GET", self.product.wechat_url + "/health")
-        return int(resp.json()["acks"]["before_flush"])
+        async with self.http.get(self.product.wechat_url + "/health") as resp:
+            return int((await resp.json())["acks"]["before_flush"])
 
     async def one_im(self, user: str, text: str) -> Dict:
         started = time.perf_counter()
         try:
-            resp = await self.http.request("POST", self.product.base_url + "/webhooks/im/webhook",
-                                           body=json.dumps({"sender": user, "message": text}).encode(),
-                                           headers={"Content-Type": "application/json"})
-            ok = resp.status == 200 and resp.json()
-        except (HttpError, asyncio.TimeoutError, ValueError):
+            async with self.http.post(self.product.base_url + "/webhooks/im/webhook",
+                                      json={"sender": user, "message": text}) as resp:
+                ok = resp.status == 200 and await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             ok = False
         latency = (time.perf_counter() - started) * 1000
         return {"ack_ms": None, "latency_ms": latency if ok else None, "retries": 0}

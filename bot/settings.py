@@ -126,10 +126,6 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
     )
     redis_url: Optional[str] = Field(default=None, validation_alias="REDIS_URL")
-    # PostgreSQL: the WeChat gateway's hot statements are server-side prepared (parsed and planned
-    # once per connection). Turn off behind a pooler that hands each transaction another server
-    # connection (PgBouncer in transaction mode), where a prepared statement may be missing.
-    database_prepared_statements: bool = True
 
     # --- processes -----------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -222,16 +218,6 @@ class Settings(BaseSettings):
     # outbox: attempts before a message is marked failed for staff, and the idle poll interval
     wechat_outbox_max_attempts: int = Field(8, ge=1, le=50)
     wechat_outbox_poll_s: float = Field(0.5, gt=0)
-    # a busy 微信客服 account's pulls start at least this far apart, so one kf/sync_msg (and one
-    # transaction) takes the messages of several doorbells; a quiet account's pull starts at once
-    wechat_kf_pull_gap_ms: float = Field(40.0, ge=0, le=1000)
-    # a callback that carries a message is acknowledged once the message is committed; if the
-    # database's disk is slow to flush that commit, the ack goes this many ms after the COMMIT
-    # reached the server and the commit finishes behind it (channels/wechat/acknowledgement.py);
-    # a normal flush takes well under 1 ms here, a stall 20-115 ms
-    wechat_ack_flush_wait_ms: float = Field(5.0, ge=0, le=1000)
-    # at most this many such acks at once whose commit has not finished; 0: every ack waits for it
-    wechat_ack_unflushed_max: int = Field(64, ge=0, le=10000)
     # port of the platform sandbox (python -m channels.wechat.sandbox, python -m bot run --sandbox)
     wechat_sandbox_port: int = 5099
     # the WeChat gateway process (channels/wechat/gateway.py): the platform's callback URLs point here

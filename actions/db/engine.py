@@ -37,18 +37,13 @@ def _ensure_sqlite_dir(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_sync_engine(settings: Optional[Settings] = None, pre_ping: bool = True, autocommit: bool = False) -> Engine:
-    """`pre_ping=False`: no liveness query before each checkout on PostgreSQL (a round trip per
-    transaction); the caller then retries a transaction whose connection turned out dead.
-    `autocommit=True` (PostgreSQL): the caller writes BEGIN / COMMIT itself (channels/wechat/db.py)."""
+def create_sync_engine(settings: Optional[Settings] = None) -> Engine:
     settings = settings or get_settings()
     url = settings.sync_database_url
     _ensure_sqlite_dir(url)
     kwargs = {"future": True}
     if url.startswith("postgresql"):
-        kwargs.update(pool_pre_ping=pre_ping, connect_args={"connect_timeout": 5})
-        if autocommit:
-            kwargs["isolation_level"] = "AUTOCOMMIT"
+        kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 5})
     if url.startswith("sqlite"):
         from sqlalchemy.pool import QueuePool
 

@@ -6,8 +6,14 @@ refreshed through the token cache and the call repeated once; -1, 45009, HTTP 5x
 errors are retried with exponential backoff as the policy allows. What is left is raised as a
 PlatformError whose `kind` tells the caller what to do with it.
 
-A request that timed out may have been executed by the platform. It is only repeated when the call
-is idempotent (kf/send_msg with its msgid, reads); otherwise the error says `maybe_delivered`.
+A call that failed before it had a connection (refused, unreachable, TLS, the proxy) was not seen
+by the platform and is retried. One that failed after (the connection broke, the answer timed out,
+was cut or too large) may have been executed by the platform: it is only repeated when the call is
+idempotent (kf/send_msg with its msgid, reads); otherwise the error says `maybe_delivered`.
+
+The calls share one aiohttp session per client (channels/wechat/outbound.py) that honours
+HTTPS_PROXY / HTTP_PROXY / NO_PROXY: the platforms accept calls only from whitelisted addresses,
+which often means a proxy with a fixed egress IP.
 """
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+import aiohttp
+
 from channels.wechat import errcodes as E
 from channels.wechat.config import WeChatConfig
-from channels.wechat.http_client import ConnectFailed, KeepAliveClient, RequestFailed
+from channels.wechat.outbound import Attempt, Sessions, may_have_been_sent, read_limited, text_of
 from channels.wechat.tokens import TokenCache, TokenSource
 
 logger = logging.getLogger("channels.wechat.api")
@@ -64,6 +72,10 @@ ONE_SHOT_IDEMPOTENT = RetryPolicy(attempts=1, idempotent=True)
 
 
 _JSON_CONTENT = {"Content-Type": "application/json"}
+# the platform's answers are small JSON documents; a larger one (after decompression) is refused
+MAX_ANSWER_BYTES = 1024 * 1024
+CONNECTIONS = 100
+KEEPALIVE_S = 15.0
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -74,13 +86,14 @@ class PlatformClient:
     def __init__(self, config: WeChatConfig, tokens: TokenCache) -> None:
         self.config = config
         self.tokens = tokens
-        self._http = KeepAliveClient(timeout_s=config.api_timeout_s, limit=100)
+        self._sessions = Sessions(limit=CONNECTIONS, keepalive_s=KEEPALIVE_S, timeout_s=config.api_timeout_s,
+                                  trust_env=True)
         self.sources: Dict[str, TokenSource] = {}
         self._register_sources()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def close(self) -> None:
-        await self._http.close()
+        await self._sessions.close()
 
     # --- tokens ---------------------------------------------------------------------------------
     def _register_sources(self) -> None:
@@ -148,19 +161,20 @@ class PlatformClient:
         for attempt in range(policy.attempts):
             if attempt:
                 await asyncio.sleep(policy.delay(attempt - 1))
+            progress = Attempt()
             try:
-                data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
-                resp = await self._http.request(method, url, params=query, body=data,
-                                                headers=_JSON_CONTENT if data is not None else None)
-                text = resp.text()
-                status = resp.status
-            except ConnectFailed as exc:
-                # the connection was never made: the platform cannot have seen the request
-                last = PlatformError(api, "network", errmsg=type(exc).__name__)
-                logger.warning("platform unreachable", extra={"api": api, "attempt": attempt + 1})
-                continue
-            except (asyncio.TimeoutError, RequestFailed) as exc:
-                last = PlatformError(api, "network", errmsg=type(exc).__name__ or "timeout", maybe_delivered=True)
+                status, text = await self._exchange(method, url, query, body, progress)
+            except aiohttp.InvalidURL:
+                raise  # a configuration mistake (the API base), not the network
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # only the exception's type is kept: its text can hold the URL, with the access_token
+                if not may_have_been_sent(exc, progress):
+                    # no connection was made: the platform cannot have seen the request
+                    last = PlatformError(api, "network", errmsg=type(exc).__name__)
+                    logger.warning("platform unreachable", extra={"api": api, "attempt": attempt + 1,
+                                                                  "error": type(exc).__name__})
+                    continue
+                last = PlatformError(api, "network", errmsg=type(exc).__name__, maybe_delivered=True)
                 logger.warning("platform call failed mid-request", extra={"api": api, "attempt": attempt + 1,
                                                                          "error": type(exc).__name__})
                 if not policy.idempotent:
@@ -201,6 +215,18 @@ class PlatformClient:
             raise PlatformError(api, "permanent", errcode, errmsg)
         assert last is not None
         raise last
+
+    async def _exchange(self, method: str, url: str, query: Json, body: Optional[Json],
+                        progress: Attempt) -> Tuple[int, str]:
+        """One HTTP request: the answer's status and text (aiohttp's exceptions as they come)."""
+        session = await self._sessions.get()
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
+        async with session.request(method, url, params=query, data=data,
+                                   headers=_JSON_CONTENT if data is not None else None,
+                                   timeout=aiohttp.ClientTimeout(total=self.config.api_timeout_s),
+                                   allow_redirects=False, trace_request_ctx=progress) as resp:
+            raw = await read_limited(resp, MAX_ANSWER_BYTES)
+            return resp.status, text_of(raw, resp.charset)
 
     # --- 微信客服 ---------------------------------------------------------------------------------
     async def kf_sync_msg(self, open_kfid: str, cursor: str, token: Optional[str], limit: int = 1000) -> Json:

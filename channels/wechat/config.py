@@ -80,9 +80,6 @@ class WeChatConfig:
     api_timeout_s: float = 5.0
     outbox_max_attempts: int = 8
     outbox_poll_s: float = 0.5
-    kf_pull_gap_s: float = 0.04
-    ack_flush_wait_s: float = 0.005
-    ack_unflushed_max: int = 64
     problems: Dict[str, List[str]] = field(default_factory=dict)
 
     @classmethod
@@ -91,8 +88,7 @@ class WeChatConfig:
         config = cls(work_api_base=s.wechat_work_api_base.rstrip("/"), mp_api_base=s.wechat_mp_api_base.rstrip("/"),
                      callback_max_age_s=s.wechat_callback_max_age_s, dedup_ttl_s=s.wechat_dedup_ttl_s,
                      api_timeout_s=s.wechat_api_timeout_s, outbox_max_attempts=s.wechat_outbox_max_attempts,
-                     outbox_poll_s=s.wechat_outbox_poll_s, kf_pull_gap_s=s.wechat_kf_pull_gap_ms / 1000,
-                     ack_flush_wait_s=s.wechat_ack_flush_wait_ms / 1000, ack_unflushed_max=s.wechat_ack_unflushed_max)
+                     outbox_poll_s=s.wechat_outbox_poll_s)
 
         def complete(name: str, values: Dict[str, Optional[object]]) -> bool:
             present = {k for k, v in values.items() if v not in (None, "")}

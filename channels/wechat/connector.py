@@ -1,7 +1,7 @@
 """What every WeChat connector does with a callback: verify it (403 for forged or stale, with a log
-line), read it (400 for malformed), store what it carries, acknowledge at once (once stored:
-acknowledgement.py), and leave the answering to a background task. Nothing unverified or
-unreadable reaches Rasa.
+line), read it (400 for malformed), store what it carries, acknowledge it once the store is
+committed, and leave the answering to a background task. Nothing unverified or unreadable reaches
+Rasa.
 
 Subclasses say how their platform signs and formats callbacks (`verify_get`, `read_post`).
 """
@@ -17,7 +17,6 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.wechat.crypto import CallbackRejected, CryptoConfigError, MalformedCallback
-from channels.wechat.db import CommitWatch
 from channels.wechat.payloads import InboundMessage
 from channels.wechat.runtime import WeChatRuntime, get_runtime
 
@@ -67,12 +66,11 @@ class WeChatInput(InputChannel):
         """Verified, decrypted, parsed messages of a callback (may be empty)."""
         raise NotImplementedError
 
-    async def accept(self, messages: List[InboundMessage], commit_watch: Optional[CommitWatch] = None) -> None:
-        """Store and schedule the messages (before the acknowledgement). `commit_watch`: see db.CommitWatch."""
+    async def accept(self, messages: List[InboundMessage]) -> None:
+        """Store and schedule the messages (before the acknowledgement)."""
         from channels.wechat.pipeline import conversation_id
 
-        await self.runtime.take_in([(message, conversation_id(message)) for message in messages],
-                                   commit_watch=commit_watch)
+        await self.runtime.take_in([(message, conversation_id(message)) for message in messages])
 
     # --- shared -------------------------------------------------------------------------------------
     def _reject(self, request: Request, exc: Exception) -> HTTPResponse:
@@ -121,8 +119,12 @@ class WeChatInput(InputChannel):
                 return response.text("connector misconfigured", status=503)
             if not messages:  # nothing to store (a 微信客服 doorbell: its messages are pulled after the ack)
                 return response.text(ACK)
+            # the store is never cancelled half-way (it could leave the message marked as seen in Redis
+            # but not stored, and the platform's retry would be dropped): past the budget it goes on
+            # and answers the message when done
+            stored = runtime.spawn_tracked(self.accept(messages))
             try:
-                await runtime.acknowledgement.stored(self.name(), self.accept, messages, ACK_BUDGET_S)
+                await asyncio.wait_for(asyncio.shield(stored), ACK_BUDGET_S)
             except asyncio.TimeoutError:
                 # the database is slow right now: the store goes on and answers the message when it is
                 # done (the platform's retry is then a duplicate); if it fails, the retry stores it

@@ -3,26 +3,20 @@ stores the page's messages in the inbox: a crash repeats the page (the inbox dro
 never skips one."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam
-from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.wechat.db import Precompiled, insert_for_dialect, session as async_session
+from channels.wechat import db
 from channels.wechat.models import KfCursor, now_utc
 
 
 async def load(open_kfid: str) -> str:
-    async with async_session() as session:
-        row = await session.get(KfCursor, open_kfid)
+    async with db.session() as s:
+        row = await s.get(KfCursor, open_kfid)
         return row.cursor if row else ""
 
 
-# compiled once per dialect: it runs with every 微信客服 page
-_SAVE = Precompiled(lambda dialect: insert_for_dialect(dialect, KfCursor).values(
-    open_kfid=bindparam("kfid"), cursor=bindparam("cur"), updated_at=bindparam("at")).on_conflict_do_update(
-        index_elements=["open_kfid"], set_={"cursor": bindparam("cur"), "updated_at": bindparam("at")}))
-
-
-def save_in(conn: Connection, open_kfid: str, cursor: str) -> None:
-    """Upsert the cursor in the caller's transaction (committed with the page's messages; sent with
-    the transaction's next statement)."""
-    _SAVE.defer(conn, {"kfid": open_kfid, "cur": cursor, "at": now_utc()})
+async def save_in(s: AsyncSession, open_kfid: str, cursor: str) -> None:
+    """Upsert the cursor in the caller's transaction (committed with the page's messages)."""
+    now = now_utc()
+    await s.execute(db.insert(s, KfCursor).values(open_kfid=open_kfid, cursor=cursor, updated_at=now)
+                    .on_conflict_do_update(index_elements=["open_kfid"], set_={"cursor": cursor, "updated_at": now}))

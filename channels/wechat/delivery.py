@@ -6,15 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from types import SimpleNamespace
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 import sqlalchemy as sa
 
-from channels.wechat.db import session as async_session
-from channels.wechat import db, outbox, windows
+from channels.wechat import db, windows
 from channels.wechat.api import PlatformClient, PlatformError
-from channels.wechat.models import MassSendTask, ReplyWindow, RobotSend, WeChatGroup, now_utc
+from channels.wechat.db import session as async_session
+from channels.wechat.models import MassSendTask, RobotSend, WeChatGroup, now_utc
 from channels.wechat.outbox import IDEMPOTENT_CHANNELS
 
 logger = logging.getLogger("channels.wechat.delivery")
@@ -35,9 +34,8 @@ async def _reserve_robot_slot(chat_id: str) -> Optional[float]:
     """None if the robot may send now (the slot is taken), else seconds until a slot frees up.
     Serialised per group on PostgreSQL by locking the group's row."""
     async with async_session() as session:
-        group_lock = sa.select(WeChatGroup.chat_id).where(WeChatGroup.chat_id == chat_id)
-        if session.bind.dialect.name == "postgresql":
-            await session.execute(group_lock.with_for_update())
+        # FOR UPDATE: PostgreSQL only (SQLite has one writer at a time anyway)
+        await session.execute(sa.select(WeChatGroup.chat_id).where(WeChatGroup.chat_id == chat_id).with_for_update())
         now = now_utc()
         recent = list((await session.execute(sa.select(RobotSend.sent_at).where(
             RobotSend.chat_id == chat_id, RobotSend.sent_at > now - timedelta(seconds=60))
@@ -63,61 +61,8 @@ async def reserve_windows(rows: Sequence[Any]) -> List[Optional[str]]:
     granted (or not governed by a window), else the refusal reason."""
     if not any(windows.governed(row.channel) for row in rows):
         return [None] * len(rows)
-    return await db.run(windows.take_places, [(row.channel, row.recipient) for row in rows])
-
-
-def enqueue_and_reserve(conn, messages: Sequence[Any], claim_id: str, together_with: Sequence[Any] = ()
-                        ) -> Tuple[List[Any], List[Optional[str]], bool]:
-    """outbox.insert_claiming_first, with the claimed rows' reply-window places taken in the same
-    transaction: (claimed rows, their refusals as reserve_windows() gives them, whether any row was
-    held back)."""
-    messages = list(messages)
-    now = now_utc()
-    first = messages[0] if messages else None
-    if (conn.dialect.name == "postgresql" and first is not None and windows.governed(first.channel)
-            and (first.not_before is None or first.not_before <= now)
-            and all((m.channel, m.recipient) == (first.channel, first.recipient) for m in messages)):
-        return _enqueue_and_reserve_one_recipient(conn, messages, claim_id, together_with, now)
-    rows, held_back = outbox.insert_claiming_first(conn, messages, claim_id, together_with)
-    return rows, windows.take_places(conn, [(row.channel, row.recipient) for row in rows]), held_back
-
-
-def _queued_and_placed(dialect: str) -> Any:
-    """A reply stored claimed if nothing to its recipient is still pending or sending (else pending),
-    and if claimed, its place taken in the recipient's reply window, as one statement (PostgreSQL):
-    (row id, status, whether the place was taken, and the window's columns as they were before)."""
-    queued = outbox.claiming_insert(dialect).cte("queued")
-    placed = windows.take_if_claimed(queued).cte("placed")
-    window = ReplyWindow.__table__
-    as_it_was = sa.and_(window.c.channel == sa.bindparam("ch"), window.c.user_id == sa.bindparam("uid"))
-    return sa.select(queued.c.id, queued.c.status, placed.c.taken.is_not(None).label("placed"), window.c.message_at,
-                     window.c.message_sent, window.c.event_at, window.c.event_sent
-                     ).select_from(queued.outerjoin(placed, sa.true()).outerjoin(window, as_it_was))
-
-
-_QUEUED_AND_PLACED = db.Precompiled(_queued_and_placed)
-
-
-def _enqueue_and_reserve_one_recipient(conn, messages: List[Any], claim_id: str, together_with: Sequence[Any],
-                                       now) -> Tuple[List[Any], List[Optional[str]], bool]:
-    """enqueue_and_reserve (PostgreSQL) for replies to one person with a reply window: the first is
-    queued, claimed and its place taken by one statement (_queued_and_placed), the others stored
-    pending after it. A single reply is one round trip: the statements that go with it (marking the
-    message answered) are deferred, so they are sent in front of it, and it is the last."""
-    db.execute_all(conn, together_with)
-    first, rest = messages[0], messages[1:]
-    values = outbox.claimed_values(first, claim_id, now)
-    parameters = dict(values, **windows.take_parameters(first.channel, first.recipient, now))
-    run = _QUEUED_AND_PLACED.execute if rest else _QUEUED_AND_PLACED.execute_last
-    row_id, status, placed, message_at, message_sent, event_at, event_sent = run(conn, parameters).first()
-    for message in rest:
-        outbox.insert_later(conn, message)
-    if status != "sending":  # an earlier reply to them is still on its way: this one waits behind it
-        return [], [], True
-    window = None if message_sent is None else SimpleNamespace(
-        message_at=message_at, message_sent=message_sent, event_at=event_at, event_sent=event_sent)
-    refusal = None if placed else windows.why_not(windows.RULES[first.channel], window, now)
-    return [outbox.claimed_record(values, row_id)], [refusal], bool(rest)
+    async with db.transaction() as s:
+        return await windows.take_places(s, [(row.channel, row.recipient) for row in rows])
 
 
 async def deliver(client: PlatformClient, row: Any, refusal: Optional[str]) -> Outcome:

@@ -17,7 +17,6 @@ writer, and the platform's rates are far below what one gateway handles.
 from __future__ import annotations
 
 import logging
-import sys
 
 from sanic import Sanic, response
 
@@ -46,13 +45,8 @@ def create_app(runtime=None, name: str = "siyu_wechat_gateway") -> Sanic:
 
     @app.get("/health")
     async def health(_request):
-        acks = runtime.acknowledgement
         return response.json({"status": "ok" if runtime.started else "starting",
-                              "connectors": runtime.config.configured_names(),
-                              # callbacks acknowledged before their commit's flush finished, and those
-                              # whose commit then failed (stored again by this process)
-                              "acks": {"before_flush": acks.acked_before_flush, "unflushed": len(acks.unflushed),
-                                       "stored_again": acks.stored_again}})
+                              "connectors": runtime.config.configured_names()})
 
     return app
 
@@ -61,10 +55,6 @@ def main() -> None:
     settings = get_settings()
     args = address("Siyu WeChat gateway", settings.wechat_port)
     configure(settings.log_level, settings.log_format, process_name="wechat")
-    # database work runs on other threads (channels/wechat/db.run, and aiosqlite's off the hot path):
-    # under load such a thread would wait up to the default 5 ms for the GIL at every hand-over while
-    # the event loop holds it, and the connectors' database turns queue behind those waits
-    sys.setswitchinterval(0.0005)
     app = create_app()
     logger.info("wechat gateway on %s:%s, answers from %s", args.host, args.port, settings.rasa_url)
     serve(app, args.host, args.port)

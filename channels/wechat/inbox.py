@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Collection, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.wechat import db, workers
-from channels.wechat.db import insert_for_dialect, session as async_session
+from channels.wechat.db import session as async_session
 from channels.wechat.models import InboundMessageRow, now_utc
 from channels.wechat.payloads import InboundMessage
 
@@ -51,133 +51,54 @@ class RedisDedup:
             logger.warning("redis dedup key could not be removed", extra={"channel": channel})
 
 
-_T = InboundMessageRow.__table__
-_STORED_COLUMNS = ["channel", "dedup_key", "conversation_id", "payload", "status", "attempts", "received_at",
-                   "claimed_by", "claimed_at"]
-# INSERT that skips a row whose (channel, dedup_key) is already stored, without an error that would
-# end the transaction of the other messages (every message received is one)
-def _insert_new(dialect: str) -> Any:
-    return insert_for_dialect(dialect, InboundMessageRow).values(
-        {key: sa.bindparam(key, type_=_T.c[key].type) for key in _STORED_COLUMNS}).on_conflict_do_nothing(
-            index_elements=["channel", "dedup_key"])
+Work = Callable[[AsyncSession, List[Optional[int]]], Awaitable[Any]]
 
 
-_INSERT_NEW = db.Precompiled(_insert_new)
-
-
-def insert_new_returning_id() -> Any:
-    """_INSERT_NEW (PostgreSQL) RETURNING the new row's id (no row for a duplicate): for a statement
-    that also does a Preparation's work."""
-    return _insert_new("postgresql").returning(_T.c.id)
-
-
-class Preparation:
-    """What the transaction that stores a new message also does for it (Inbox.accept_prepared)."""
-
-    def __call__(self, conn: Connection, message: InboundMessage) -> Any:
-        """Run after the message's row is inserted, in the same transaction; what the caller gets
-        with the row id."""
-        raise NotImplementedError
-
-    def one_statement(self, message: InboundMessage
-                      ) -> Optional[Callable[[Connection, Dict[str, Any], bool], Optional[Tuple[int, Any]]]]:
-        """PostgreSQL: a function of (connection, the inbox row's values, whether it is the
-        transaction's last statement) that inserts the row and does this preparation in one
-        statement, the last one run with db.Precompiled.execute_last (a message stored on its own
-        is one round trip); it returns (row id, what __call__ would have) or None for a duplicate.
-        None: not offered for this message."""
-        return None
-
-
-# deferred with the transaction that queues the replies (nothing reads its result)
-_FINISH = db.Precompiled(lambda dialect: _T.update().where(_T.c.id == sa.bindparam("row_id")).values(
-    status=sa.bindparam("new_status"), processed_at=sa.bindparam("at"), error=sa.bindparam("why")))
-
-
-def _store(conn: Connection, items: List[Tuple[InboundMessage, str]], fresh: List[bool], status: str,
-           claimed_by: Optional[str], together_with: List[Callable[[Connection], None]],
-           prepare: Optional[Preparation]) -> List[Optional[Tuple[int, Any]]]:
+async def store(s: AsyncSession, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
+                claimed_by: Optional[str] = None) -> List[Optional[int]]:
+    """Insert the messages in the caller's transaction: each new row's id, None for a message
+    stored before (the unique (channel, dedup_key) drops it without failing the others).
+    `claimed_by`: new rows are stored already claimed by this worker, which answers them next."""
     now = now_utc()
-    rows: List[Optional[Dict[str, Any]]] = []
-    for (message, conversation_id), new in zip(items, fresh):
-        values = None
-        if new:
-            values = dict(channel=message.channel, dedup_key=message.dedup_key[:160], conversation_id=conversation_id,
-                          payload=message.to_json(), status=status, attempts=0, received_at=now, claimed_by=None,
-                          claimed_at=None)
-            if claimed_by and status == "received":
-                values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
-        rows.append(values)
-    new_ones = [n for n, values in enumerate(rows) if values is not None]
-    in_one = [prepare.one_statement(items[n][0]) for n in new_ones] if (
-        prepare is not None and conn.dialect.name == "postgresql") else []
-    if in_one and all(one is not None for one in in_one):
-        # one statement per message: a message alone is the whole transaction in one round trip.
-        # What goes with it (a 微信客服 page's cursor) is deferred, so it is sent in front
-        for step in together_with:
-            step(conn)
-        stored: List[Optional[Tuple[int, Any]]] = [None] * len(items)
-        for k, (n, one) in enumerate(zip(new_ones, in_one)):
-            stored[n] = one(conn, rows[n], k == len(new_ones) - 1)
-            if stored[n] is None:
-                logger.info("duplicate message ignored", extra={"channel": items[n][0].channel, "by": "database"})
-        return stored
-    stored = []
-    for (message, _), values in zip(items, rows):
-        if values is None:
-            stored.append(None)
-            continue
-        row_id = _INSERT_NEW.inserted_id(conn, _INSERT_NEW.execute(conn, values))
-        if row_id is None:
+    ids: List[Optional[int]] = []
+    for message, conversation_id in items:
+        key = message.dedup_key[:160]
+        values = dict(channel=message.channel, dedup_key=key, conversation_id=conversation_id,
+                      payload=message.to_json(), status=status, attempts=0, received_at=now)
+        if claimed_by and status == "received":
+            values.update(status="processing", claimed_by=claimed_by, claimed_at=now, attempts=1)
+        inserted = await s.execute(db.insert(s, InboundMessageRow).values(**values).on_conflict_do_nothing(
+            index_elements=["channel", "dedup_key"]))
+        if inserted.rowcount != 1:
             logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "database"})
-            stored.append(None)
+            ids.append(None)
             continue
-        stored.append((row_id, prepare(conn, message) if prepare else None))
-    for step in together_with:
-        step(conn)
-    return stored
+        ids.append((await s.execute(sa.select(InboundMessageRow.id).where(
+            InboundMessageRow.channel == message.channel, InboundMessageRow.dedup_key == key))).scalar_one())
+    return ids
+
+
+async def finish_in(s: AsyncSession, row_id: int, status: str, error: Optional[str] = None) -> None:
+    """Record how a row ended, in the caller's transaction (e.g. with the replies it produced)."""
+    await s.execute(sa.update(InboundMessageRow).where(InboundMessageRow.id == row_id).values(
+        status=status, processed_at=now_utc(), error=(error or None) and error[:256]))
 
 
 class Inbox:
     def __init__(self, redis_dedup: Optional[RedisDedup] = None) -> None:
         self.redis_dedup = redis_dedup
 
-    async def accept(self, message: InboundMessage, conversation_id: str, status: str = "received",
-                     claimed_by: Optional[str] = None) -> Optional[int]:
-        """The inbox row id of a new message, None for a duplicate. Raises if it could not be stored
-        (the callback then fails and the platform retries). `claimed_by`: the row is stored already
-        claimed by this worker (it answers the message right away: one transaction less)."""
-        return (await self.accept_many([(message, conversation_id)], status, claimed_by))[0]
+    async def accept(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
+                     claimed_by: Optional[str] = None, also: Optional[Work] = None,
+                     pulled: bool = False) -> Tuple[List[Optional[int]], Any]:
+        """Store (message, conversation id) pairs in one transaction: the new rows' ids (None for
+        each duplicate), and what `also(session, ids)` returned, run in the same transaction (e.g.
+        opening the senders' reply windows, or saving a 微信客服 page's cursor). Raises if nothing
+        could be stored (the callback then fails and the platform retries).
 
-    async def accept_many(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
-                          claimed_by: Optional[str] = None,
-                          together_with: Sequence[Callable[[Connection], None]] = (),
-                          pulled: bool = False) -> List[Optional[int]]:
-        """accept() for several messages (a 微信客服 page) in one transaction, committed with
-        `together_with` (functions of the connection, e.g. saving the page's cursor); None for each
-        duplicate."""
-        stored = await self.accept_prepared(items, status, claimed_by, together_with, pulled=pulled)
-        return [s[0] if s else None for s in stored]
-
-    async def accept_prepared(self, items: Sequence[Tuple[InboundMessage, str]], status: str = "received",
-                              claimed_by: Optional[str] = None,
-                              together_with: Sequence[Callable[[Connection], None]] = (),
-                              prepare: Optional[Preparation] = None, pulled: bool = False,
-                              commit_watch: Optional[db.CommitWatch] = None
-                              ) -> List[Optional[Tuple[int, Any]]]:
-        """accept_many(), also running prepare(connection, message) for each new message in the same
-        transaction (e.g. opening the sender's reply window: one commit instead of two); (row id,
-        what prepare returned) for each new message, None for each duplicate. On PostgreSQL a
-        message stored on its own goes in one statement where `prepare` offers one.
-
-        `pulled`: the messages come from a page we pulled (微信客服 sync_msg), not from a callback
-        the platform may deliver again: no Redis check. Its only repeats (a page pulled again after
-        a crash, or by a second process) are rare, and the inbox's unique key drops them in this
-        same transaction; asking Redis first would cost a round trip per message for nothing.
-
-        `commit_watch`: see db.CommitWatch (the callback's acknowledgement may go before the flush)."""
-        if not items:
-            return []
+        Platform retries are first recognised in Redis when it is configured. `pulled`: the
+        messages come from a page we pulled (微信客服 sync_msg), which the platform does not deliver
+        again: the database's unique key alone drops a repeated page."""
         fresh: List[bool] = []
         for message, _ in items:
             first = None
@@ -186,9 +107,12 @@ class Inbox:
                 if first is False:
                     logger.info("duplicate message ignored", extra={"channel": message.channel, "by": "redis"})
             fresh.append(first is not False)
+        new_items = [item for item, new in zip(items, fresh) if new]
         try:
-            return await db.run(_store, list(items), fresh, status, claimed_by, list(together_with), prepare,
-                                commit_watch=commit_watch)
+            async with db.transaction() as s:
+                stored = iter(await store(s, new_items, status, claimed_by))
+                ids = [next(stored) if new else None for new in fresh]
+                extra = await also(s, ids) if also is not None else None
         except BaseException:  # also cancelled (shutdown): the database keeps deduplicating what was stored
             # not stored: let the platform's retry through Redis next time
             if self.redis_dedup is not None and not pulled:
@@ -196,6 +120,7 @@ class Inbox:
                     if new:
                         await self.redis_dedup.forget(message.channel, message.dedup_key)
             raise
+        return ids, extra
 
     async def claim(self, row_id: int, worker: str, message: Optional[InboundMessage] = None
                     ) -> Optional[InboundMessage]:
@@ -216,14 +141,9 @@ class Inbox:
                 message = InboundMessage.from_json(payload)
             return message
 
-    @staticmethod
-    def finish_statement(row_id: int, status: str, error: Optional[str] = None) -> Tuple[db.Precompiled, Dict[str, Any]]:
-        """The statement (and its parameters) that records how a row ended."""
-        return _FINISH, {"row_id": row_id, "new_status": status, "at": now_utc(),
-                         "why": (error or None) and error[:256]}
-
     async def finish(self, row_id: int, status: str, error: Optional[str] = None) -> None:
-        await db.run(db.execute_all, [self.finish_statement(row_id, status, error)])
+        async with db.transaction() as s:
+            await finish_in(s, row_id, status, error)
 
     async def release_claims(self, worker: str) -> int:
         """At shutdown: rows this worker claimed but did not finish go back to "received", so the next

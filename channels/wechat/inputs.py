@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from sanic.request import Request
 
-from channels.wechat.db import CommitWatch, session as async_session
+from channels.wechat.db import session as async_session
 from channels.wechat import kf, replays
 from channels.wechat.connector import WeChatInput, query
 from channels.wechat.crypto import CallbackCrypto, MalformedCallback, PlaintextRefused, callback_crypto
@@ -174,12 +174,12 @@ class WeComGroupInput(EncryptedXmlInput):
         message.extra["robot_key"] = robot_key
         return [message]
 
-    async def accept(self, messages: List[InboundMessage], commit_watch: Optional[CommitWatch] = None) -> None:
+    async def accept(self, messages: List[InboundMessage]) -> None:
         for message in messages:
             robot_key = message.extra.pop("robot_key", None)
             if robot_key:
                 await remember_robot(message.account, robot_key)
-        await super().accept(messages, commit_watch)
+        await super().accept(messages)
 
 
 def _webhook_key(url) -> Optional[str]:

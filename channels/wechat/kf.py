@@ -11,7 +11,6 @@ dedup keeps that exactly-once. It remembers answered messages for the dedup hori
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -19,8 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import sqlalchemy as sa
 
-from channels.wechat.db import session as async_session
-from channels.wechat import cursors, errcodes as E, outbox
+from channels.wechat import cursors, db, errcodes as E, outbox
 from channels.wechat.api import PlatformError
 from channels.wechat.models import KfCursor
 from channels.wechat.payloads import InboundMessage
@@ -81,18 +79,9 @@ def schedule_sync(runtime, open_kfid: str, msg_token: Optional[str]) -> None:
 
 async def _scheduled_sync(runtime, open_kfid: str) -> None:
     state = runtime.kf_sync_state(open_kfid)
-    loop = asyncio.get_running_loop()
-    if state["pulled_at"] is not None:
-        # a busy account: the previous pull started moments ago. Waiting out the gap lets this pull
-        # take every message that arrives meanwhile (one platform call and one transaction for
-        # several messages: under load most pulls had found one); a quiet account never waits
-        wait = state["pulled_at"] + runtime.config.kf_pull_gap_s - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
     async with runtime.kf_lock(open_kfid):
         # from here on a new callback needs a new pull: this one may already have read past it
         state["pending"] = False
-        state["pulled_at"] = loop.time()
         token, state["token"] = state.get("token"), None
         await _pull(runtime, open_kfid, token)
 
@@ -142,14 +131,14 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
         # saved with the page's messages; the cursor after an empty page (frequent under load: one
         # pull often takes the messages of the next doorbells too) waits in memory for the next page
         # that stores something, as a restart from the older one repeats nothing and skips nothing
-        save_cursor = [functools.partial(cursors.save_in, open_kfid=open_kfid, cursor=next_cursor)] \
-            if next_cursor != cursor and (answer or ignore) else []
+        save_cursor = functools.partial(cursors.save_in, open_kfid=open_kfid, cursor=next_cursor) \
+            if next_cursor != cursor and (answer or ignore) else None
         if ignore:
             # entering the session: recorded, not answered (the cursor goes with the page's last store)
-            await runtime.inbox.accept_many(ignore, status="ignored", together_with=[] if answer else save_cursor,
-                                            pulled=True)
+            await runtime.inbox.accept(ignore, status="ignored", pulled=True,
+                                       also=None if answer or save_cursor is None else _saving(save_cursor))
         if answer:
-            accepted += await runtime.take_in(answer, together_with=save_cursor, pulled=True)
+            accepted += await runtime.take_in(answer, also=save_cursor, pulled=True)
         cursor = next_cursor
         cursors_cache[open_kfid] = cursor
         if not page.get("has_more"):
@@ -162,8 +151,14 @@ async def _pull(runtime, open_kfid: str, msg_token: Optional[str]) -> List[int]:
     return accepted
 
 
+def _saving(save_cursor):
+    async def also(s, _ids):
+        await save_cursor(s)
+    return also
+
+
 async def sync_known_accounts(runtime) -> None:
-    async with async_session() as session:
+    async with db.session() as session:
         accounts = list((await session.execute(sa.select(KfCursor.open_kfid))).scalars())
     for open_kfid in accounts:
         try:

@@ -4,23 +4,19 @@ channels/wechat/relay.py), and store the replies (keyed by the inbox row, so a m
 twice after a crash is still answered once)."""
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, Optional, Tuple
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import get_settings
 from channels import inbound_text
-from channels.wechat import db, identity, windows
+from channels.wechat import db, identity, inbox, outbox, windows
 from channels.wechat.api import PlatformError
 from channels.wechat.groups import detect
-from channels.wechat.inbox import Preparation, insert_new_returning_id
 from channels.wechat.output import reply_texts, text_messages
 from channels.wechat.payloads import InboundMessage
 from channels.wechat.relay_client import RasaNotReady
@@ -49,64 +45,15 @@ def conversation_id(message: InboundMessage) -> str:
 ONE_ON_ONE = ("wecom_kf", "mp", "mini")
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What the transaction that stored a message already did: the user's reply window is open, and
-    this is the customer behind them (None: someone not seen yet)."""
-    customer_id: Optional[int]
-
-
-class OpenWindowFindCustomer(Preparation):
-    """Run in the inbox's store transaction for each message this process answers (see
-    Inbox.accept_prepared): the user's message opens their reply window, and the customer behind
-    them is looked up, in the same commit as the message."""
-
-    def __call__(self, conn: Connection, message: InboundMessage) -> Optional[Prepared]:
-        if message.channel not in ONE_ON_ONE:
-            return None
-        return Prepared(_user_wrote(conn, message))
-
-    def one_statement(self, message: InboundMessage):
-        return functools.partial(_stored_window_opened, message) if message.channel in ONE_ON_ONE else None
-
-
-prepare = OpenWindowFindCustomer()
-
-
-def _window_kind(message: InboundMessage) -> str:
-    return "event" if message.msg_type == "event" else "message"
-
-
-def _user_wrote(conn: Connection, message: InboundMessage) -> Optional[int]:
-    """The user's message opens their reply window; the customer behind them, if known yet."""
-    windows.open_window(conn, message.channel, message.user_id, _window_kind(message),
-                        at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
-    return identity.customer_of(conn, message.channel, message.user_id)
-
-
-def _store_opening_window(kind: str, with_account: bool) -> Any:
-    """The inbox row's INSERT, the reply window opened if the row is new, and the customer looked up,
-    as one statement (PostgreSQL): (new row id, customer id or NULL), or no row for a duplicate."""
-    stored = insert_new_returning_id().cte("stored")
-    # joined, not only listed: SQLAlchemy 1.4 does not render a CTE the query does not use
-    opened = windows.open_after_insert(kind, with_account, stored).returning(sa.literal_column("1")).cte("opened")
-    customer = identity.customer_query().scalar_subquery()
-    return sa.select(stored.c.id, customer.label("customer_id")).select_from(stored.outerjoin(opened, sa.true()))
-
-
-_STORE_OPENING_WINDOW = {(kind, with_account): db.Precompiled(
-    lambda dialect, kind=kind, with_account=with_account: _store_opening_window(kind, with_account))
-    for kind in ("message", "event") for with_account in (False, True)}
-
-
-def _stored_window_opened(message: InboundMessage, conn: Connection, values: Dict[str, Any], last: bool
-                          ) -> Optional[Tuple[int, Prepared]]:
-    """OpenWindowFindCustomer's one statement (see Preparation.one_statement)."""
-    statement = _STORE_OPENING_WINDOW[(_window_kind(message), bool(message.account))]
-    run = statement.execute_last if last else statement.execute
-    row = run(conn, dict(values, ch=message.channel, uid=message.user_id, at=datetime.utcfromtimestamp(message.sent_at),
-                         account=message.account, external_id=message.user_id)).first()
-    return None if row is None else (row[0], Prepared(row[1]))
+async def user_wrote(s: AsyncSession, message: InboundMessage) -> Optional[int]:
+    """In the caller's transaction: a 1:1 user's message opens their reply window; the customer
+    behind them, if known yet (None also for group members, who have neither)."""
+    if message.channel not in ONE_ON_ONE:
+        return None
+    kind = "event" if message.msg_type == "event" else "message"
+    await windows.open_window(s, message.channel, message.user_id, kind,
+                              at=datetime.utcfromtimestamp(message.sent_at), account=message.account)
+    return await identity.customer_of(s, message.channel, message.user_id)
 
 
 class Pipeline:
@@ -115,17 +62,19 @@ class Pipeline:
         # identities this process created lately: (channel, user id) -> (customer id, when)
         self._new_customers: "OrderedDict[Tuple[str, str], Tuple[int, float]]" = OrderedDict()
 
-    async def process(self, row_id: int, message: Optional[InboundMessage] = None, claimed: bool = False,
-                      prepared: Optional[Prepared] = None) -> None:
-        """Answer an inbox row. `claimed`: stored already claimed by this process, with `message`;
-        `prepared`: what its store transaction did (prepare())."""
+    async def process(self, row_id: int, message: Optional[InboundMessage] = None,
+                      customer_id: Optional[int] = None) -> None:
+        """Answer an inbox row. `message`: the row was stored already claimed by this process, and
+        its store transaction opened the window and found `customer_id`; without it the row is
+        claimed here first."""
         rt = self.runtime
-        if not claimed or message is None:
-            message = await rt.inbox.claim(row_id, rt.worker.name, message)
+        prepared = message is not None
+        if message is None:
+            message = await rt.inbox.claim(row_id, rt.worker.name)
         if message is None:
             return  # another task or process has it, or it is done
         try:
-            if not await self._handle(row_id, message, prepared):
+            if not await self._handle(row_id, message, customer_id, prepared):
                 await rt.inbox.finish(row_id, "ignored")
         except RasaNotReady as exc:
             # nothing was answered: the sweeper offers it again later
@@ -136,14 +85,15 @@ class Pipeline:
                                                                       "channel": message.channel})
             await rt.inbox.finish(row_id, "failed", f"{type(exc).__name__}: {exc}")
 
-    async def _handle(self, row_id: int, message: InboundMessage, prepared: Optional[Prepared]) -> bool:
+    async def _handle(self, row_id: int, message: InboundMessage, customer_id: Optional[int], prepared: bool) -> bool:
         rt = self.runtime
         conversation = conversation_id(message)
-        customer_id = None
         if message.channel in ONE_ON_ONE:
-            # a row the sweeper found (nothing prepared, or prepared by a process that died) opens
-            # the window again: nothing was sent for it yet in the common case
-            customer_id = prepared.customer_id if prepared else await db.run(_user_wrote, message)
+            if not prepared:
+                # a row the sweeper found opens the window again: nothing was sent for it yet in the
+                # common case
+                async with db.transaction() as s:
+                    customer_id = await user_wrote(s, message)
             if customer_id is None:
                 customer_id = await self._new_customer(message)
         turn = self._turn(message, conversation)
@@ -155,8 +105,11 @@ class Pipeline:
         outgoing = text_messages(replies, channel=OUTBOUND_CHANNEL[message.channel], recipient=recipient,
                                  key_prefix=f"wxin{row_id}", account=message.account if message.channel == "wecom_kf"
                                  else None, conversation_id=conversation, customer_id=customer_id, mention=mention)
-        # the replies and "answered" in one commit; sent right away
-        await rt.worker.send_now(outgoing, together_with=[rt.inbox.finish_statement(row_id, "done")])
+        # the replies and "answered" in one commit; the outbox worker sends them
+        async with db.transaction() as s:
+            await outbox.enqueue_in(s, outgoing)
+            await inbox.finish_in(s, row_id, "done")
+        rt.worker.wake()
         logger.info("wechat message answered", extra={"inbound_id": row_id, "channel": message.channel,
                                                       "replies": len(outgoing)})
         return True

@@ -4,17 +4,22 @@ Waiting is safe, repeating is not: while Rasa is starting (503), cannot be reach
 refused, e.g. during a restart) or refuses the gateway's secret (403, a setup mistake) the turn has
 not been seen, so it is tried again until `ready_wait_s` and then left in the inbox for the
 sweeper; a turn that was sent but not answered in time may have been handled, so it is not
-repeated (the inbox records it as failed, for staff to see).
+repeated (the inbox records it as failed, for staff to see). "Not seen" is decided as for the
+platform calls (channels/wechat/outbound.py): a failure before the request had a connection.
+
+The relay is a local service: proxy variables meant for the platform calls do not apply to it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+import aiohttp
 
 from bot.settings import Settings, get_settings
-from channels.wechat.http_client import ConnectFailed, KeepAliveClient, RequestFailed
+from channels.wechat.outbound import Attempt, Sessions, may_have_been_sent, read_limited, text_of
 from channels.wechat.relay import TOKEN_HEADER
 
 logger = logging.getLogger("channels.wechat.relay_client")
@@ -24,6 +29,10 @@ RETRY_EVERY_S = 0.5
 # below Sanic's keep-alive timeout (5 s): an idle connection is dropped here first, never reused
 # just as the server closes it (a POST that fails that way could not be told from a lost one)
 KEEPALIVE_S = 3.0
+# connections kept alive: one per turn in flight
+CONNECTIONS = 128
+# Rasa's replies to one turn are a few messages; an answer past this is a fault
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class RasaNotReady(Exception):
@@ -41,40 +50,49 @@ class RelayClient:
         secret = s.wechat_relay_secret
         self.timeout_s = s.wechat_relay_timeout_s
         self.ready_wait_s = ready_wait_s
-        # connections kept alive: one per turn in flight
-        self._http = KeepAliveClient(
-            timeout_s=self.timeout_s, keepalive_s=KEEPALIVE_S, limit=128,
+        self._sessions = Sessions(
+            limit=CONNECTIONS, keepalive_s=KEEPALIVE_S, timeout_s=self.timeout_s, trust_env=False,
             headers={TOKEN_HEADER: secret.get_secret_value() if secret is not None else "",
                      "Content-Type": "application/json"})
         self._warned = False
 
     async def close(self) -> None:
-        await self._http.close()
+        await self._sessions.close()
+
+    async def _post(self, turn: Dict[str, Any], progress: Attempt) -> Tuple[int, bytes, Optional[str]]:
+        """One POST of the turn: the answer's status, body and charset (aiohttp's exceptions as they come)."""
+        session = await self._sessions.get()
+        async with session.post(self.url, data=json.dumps(turn).encode(),
+                                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                allow_redirects=False, trace_request_ctx=progress) as resp:
+            return resp.status, await read_limited(resp, MAX_ANSWER_BYTES), resp.charset
 
     async def answer(self, turn: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Rasa's replies to the turn (see relay.py for its fields)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_wait_s
         while True:
+            progress = Attempt()
             try:
-                resp = await self._http.request("POST", self.url, body=json.dumps(turn).encode(),
-                                               timeout_s=self.timeout_s)
-                if resp.status == 200:
-                    return resp.json()["replies"]
-                detail = resp.text()[:200]
-                if resp.status not in (403, 503):
-                    raise RelayFailed(f"rasa relay answered {resp.status}: {detail}")
+                status, body, charset = await self._post(turn, progress)
+                if status == 200:
+                    return json.loads(body)["replies"]
+                detail = text_of(body, charset)[:200]
+                if status not in (403, 503):
+                    raise RelayFailed(f"rasa relay answered {status}: {detail}")
                 # 503: loading, or the relay has no secret; 403: the two processes were given
                 # different secrets. Rasa did not see the turn: it waits for the setup to be fixed
-                reason = f"rasa relay answered {resp.status}: {detail}"
-                if resp.status == 403 and not self._warned:
+                reason = f"rasa relay answered {status}: {detail}"
+                if status == 403 and not self._warned:
                     self._warned = True
                     logger.error("the Rasa server refuses the gateway: SIYU_WECHAT_RELAY_SECRET differs "
                                  "between the two processes; messages wait in the inbox")
-            except ConnectFailed as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if may_have_been_sent(exc, progress):
+                    raise RelayFailed(f"rasa relay call failed: {type(exc).__name__}: {exc}") from exc
                 # nothing was sent
-                reason = f"rasa unreachable ({exc})"
-            except (RequestFailed, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+                reason = f"rasa unreachable ({type(exc).__name__}: {exc})"
+            except (ValueError, KeyError, TypeError) as exc:
                 raise RelayFailed(f"rasa relay call failed: {type(exc).__name__}: {exc}") from exc
             if loop.time() > deadline:
                 raise RasaNotReady(reason)

@@ -15,33 +15,15 @@ import hashlib
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from channels.wechat import db
 from channels.wechat.crypto import MalformedCallback, SignatureReused
-from channels.wechat.db import insert_for_dialect, session as async_session
+from channels.wechat.db import session as async_session
 from channels.wechat.models import CallbackNonce, now_utc
 
 # kept a little past the window (the gateway's and the database's clocks)
 EXPIRY_MARGIN = timedelta(seconds=60)
 MAX_NONCE_CHARS = 64
-
-_T = CallbackNonce.__table__
-# one statement, its own transaction (execute_last): nothing stored for a (timestamp, nonce) seen before
-_REMEMBER = db.Precompiled(lambda dialect: insert_for_dialect(dialect, CallbackNonce).values(
-    {key: sa.bindparam(key, type_=_T.c[key].type) for key in ("connector", "timestamp", "nonce", "body_sha256",
-                                                              "expires_at")}).on_conflict_do_nothing())
-
-
-def _remember(conn: Connection, values: dict) -> bool:
-    """Whether (connector, timestamp, nonce) was new (and is now stored with the body's hash)."""
-    return _REMEMBER.execute_last(conn, values).rowcount == 1
-
-
-def _seen_with(conn: Connection, connector: str, timestamp: int, nonce: str):
-    return conn.execute(sa.select(_T.c.body_sha256).where(
-        _T.c.connector == connector, _T.c.timestamp == timestamp, _T.c.nonce == nonce)).scalar()
-
 
 async def first_use_or_retry(connector: str, timestamp: int, nonce: str, body: bytes, max_age_s: int) -> None:
     """Returns if this (timestamp, nonce) is new for the connector, or was seen with this same body;
@@ -51,11 +33,17 @@ async def first_use_or_retry(connector: str, timestamp: int, nonce: str, body: b
         raise MalformedCallback("nonce too long")
     digest = hashlib.sha256(body).hexdigest()
     expires_at = datetime.utcfromtimestamp(timestamp + max_age_s) + EXPIRY_MARGIN
-    if await db.run(_remember, {"connector": connector, "timestamp": timestamp, "nonce": nonce,
-                                "body_sha256": digest, "expires_at": expires_at}):
-        return
-    # seen before (rare: a platform retry, or a replay)
-    if await db.run(_seen_with, connector, timestamp, nonce) != digest:
+    async with db.transaction() as s:
+        remembered = await s.execute(db.insert(s, CallbackNonce).values(
+            connector=connector, timestamp=timestamp, nonce=nonce, body_sha256=digest, expires_at=expires_at)
+            .on_conflict_do_nothing())
+        if remembered.rowcount == 1:
+            return
+        # seen before (rare: a platform retry, or a replay)
+        seen = (await s.execute(sa.select(CallbackNonce.body_sha256).where(
+            CallbackNonce.connector == connector, CallbackNonce.timestamp == timestamp,
+            CallbackNonce.nonce == nonce))).scalar()
+    if seen != digest:
         raise SignatureReused("signature already used with another body (same timestamp and nonce)")
 
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Coroutine, Dict, List, Optional, Sequence, Set, Tuple
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import get_settings
-from channels.wechat import db, replays, workers
-from channels.wechat.acknowledgement import Acknowledgement
+from channels.wechat import replays, workers
 from channels.wechat.api import PlatformClient
 from channels.wechat.config import WeChatConfig
 from channels.wechat.inbox import Inbox, RedisDedup
-from channels.wechat.pipeline import Pipeline, Prepared, prepare
+from channels.wechat.pipeline import Pipeline, user_wrote
 from channels.wechat.relay_client import RelayClient
 from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
 from channels.wechat.worker import OutboxWorker
@@ -49,7 +50,6 @@ class WeChatRuntime:
         self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
         self.relay = RelayClient(settings)
         self.pipeline = Pipeline(self)
-        self.acknowledgement = Acknowledgement(self)
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
@@ -94,8 +94,6 @@ class WeChatRuntime:
         await self.worker.stop()
         await self.client.close()
         await self.relay.close()
-        # the database threads finish what they were given, then close their connections
-        await asyncio.to_thread(db.close)
         if self.redis is not None:
             await self.redis.close()
 
@@ -121,29 +119,33 @@ class WeChatRuntime:
         return task
 
     async def take_in(self, items: Sequence[Tuple[Any, str]],
-                      together_with: Sequence[Callable[[Any], None]] = (), pulled: bool = False,
-                      commit_watch: Optional[db.CommitWatch] = None) -> List[int]:
-        """Store (message, conversation id) pairs to answer, already claimed by this process, with
-        their reply windows opened and their customers looked up in the same transaction (plus
-        `together_with`); then answer each new one in the background. The new rows' ids.
-        `pulled`, `commit_watch`: see Inbox.accept_prepared."""
-        stored = await self.inbox.accept_prepared(items, claimed_by=self.worker.name, together_with=together_with,
-                                                  prepare=prepare, pulled=pulled, commit_watch=commit_watch)
+                      also: Optional[Callable[[AsyncSession], Awaitable[Any]]] = None,
+                      pulled: bool = False) -> List[int]:
+        """Store (message, conversation id) pairs to answer, claimed by this process, with their
+        reply windows opened and their customers looked up in the same transaction (and `also`,
+        e.g. saving a 微信客服 page's cursor); then answer each new one in the background. The new
+        rows' ids once committed. `pulled`: see Inbox.accept."""
+
+        async def prepare(s: AsyncSession, ids: List[Optional[int]]) -> List[Optional[int]]:
+            customers = [await user_wrote(s, message) if row_id is not None else None
+                         for (message, _), row_id in zip(items, ids)]
+            if also is not None:
+                await also(s)
+            return customers
+
+        ids, customers = await self.inbox.accept(items, claimed_by=self.worker.name, also=prepare, pulled=pulled)
         accepted = []
-        for (message, conversation), new in zip(items, stored):
-            if new is not None:
-                row_id, prepared = new
+        for (message, conversation), row_id, customer_id in zip(items, ids, customers):
+            if row_id is not None:
                 accepted.append(row_id)
-                self.process(row_id, conversation, message, claimed=True, prepared=prepared)
+                self.process(row_id, conversation, message, customer_id)
         return accepted
 
-    def process(self, row_id: int, conversation_id: str, message=None, claimed: bool = False,
-                prepared: Optional[Prepared] = None) -> None:
+    def process(self, row_id: int, conversation_id: str, message=None, customer_id: Optional[int] = None) -> None:
         """Answer an inbox row in the background; one conversation's messages strictly in arrival order.
-        `claimed`: the row was stored already claimed by this worker (with its message)."""
+        `message`: the row was stored already claimed by this worker (see Pipeline.process)."""
         self._working.add(row_id)
-        task = self.spawn_tracked(self._in_order(conversation_id,
-                                                 self.pipeline.process(row_id, message, claimed, prepared)))
+        task = self.spawn_tracked(self._in_order(conversation_id, self.pipeline.process(row_id, message, customer_id)))
         task.add_done_callback(lambda _task: self._working.discard(row_id))
 
     async def _in_order(self, conversation_id: str, coro: Coroutine) -> None:

@@ -1,22 +1,21 @@
-"""The outbox sender: a background task of the WeChat gateway process. It wakes
-when this process enqueues something and polls for rows other processes enqueued; rows to
-different recipients are sent concurrently, rows to one recipient strictly in order."""
+"""The outbox sender: a background task of the WeChat gateway process. It wakes when this process
+enqueues something and polls for rows other processes enqueued (the console's staff replies, SOP
+posts); rows to different recipients are sent concurrently, rows to one recipient strictly in order.
+Each cycle claims a batch, takes the rows' reply-window places, sends them, and records the outcomes
+in one transaction."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Optional
 
-from sqlalchemy.exc import IntegrityError
-
-from channels.wechat import db, outbox
+from channels.wechat import outbox
 from channels.wechat.api import PlatformClient
-from channels.wechat.delivery import Outcome, deliver, enqueue_and_reserve, reserve_windows
+from channels.wechat.delivery import Outcome, deliver, reserve_windows
 
 logger = logging.getLogger("channels.wechat.worker")
 MAINTENANCE_EVERY_S = 30.0
@@ -38,89 +37,10 @@ class OutboxWorker:
         self._task: Optional[asyncio.Task] = None
         self._stopping = False
         self.sent = 0
-        self._settling: List[Tuple[List[outbox.Settlement], asyncio.Future]] = []
-        self._settler: Optional[asyncio.Future] = None
-        self._settling_alone: Set[asyncio.Task] = set()
-        self._riding: Set[asyncio.Future] = set()  # settles riding on the next transaction (db.ride)
 
     def wake(self) -> None:
+        """Something was queued: look at once instead of at the next poll."""
         self._wake.set()
-
-    async def send_now(self, messages: Sequence[outbox.OutgoingMessage],
-                       together_with: Sequence[Tuple[Any, Dict[str, Any]]] = ()) -> None:
-        """Queue messages (committed with `together_with`) and send those that may go at once right
-        here, without waiting for a claim cycle: queueing, claiming and taking the window places is
-        one transaction, and the outcomes are recorded together with other sends that end meanwhile.
-        Raises only if nothing was queued; after that, a failure is the outbox's to recover."""
-        try:
-            rows, refusals, held_back = await db.run(enqueue_and_reserve, messages, outbox.claim_id(self.name),
-                                                     together_with)
-        except IntegrityError:
-            # queued before (a message answered again after a crash): the outbox keeps one of each
-            await outbox.enqueue(messages, together_with)
-            self.wake()
-            return
-        try:
-            outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
-            settlements = [self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)]
-            riding = outbox.ride_sent(settlements)
-            if riding is not None:
-                # recorded with the gateway's next transaction; the caller does not wait for it
-                self._riding.add(riding)
-                riding.add_done_callback(functools.partial(self._ridden, settlements, held_back))
-                return
-            await self._settle(settlements)
-        except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
-            logger.exception("outbox direct send failed", extra={"outbox_ids": [row.id for row in rows]})
-        if held_back:
-            # the rest follow through the claim cycle, now that the first ones are settled; a row
-            # held back behind an earlier reply whose settle is still riding waits for that commit
-            self.wake()
-            if self._riding:
-                asyncio.gather(*self._riding, return_exceptions=True).add_done_callback(lambda _: self.wake())
-
-    def _ridden(self, settlements: List[outbox.Settlement], held_back: bool, riding: "asyncio.Future[None]") -> None:
-        self._riding.discard(riding)
-        if not riding.cancelled() and riding.exception() is not None:
-            # its carriers failed: recorded on its own (and if that fails too, the lease recovers it)
-            task = asyncio.ensure_future(self._settle_alone(settlements, held_back))
-            self._settling_alone.add(task)
-            task.add_done_callback(self._settling_alone.discard)
-        elif held_back:
-            self.wake()
-
-    async def _settle_alone(self, settlements: List[outbox.Settlement], held_back: bool) -> None:
-        try:
-            await self._settle(settlements)
-        except Exception:  # noqa: BLE001 - rows left "sending" are recovered after their lease
-            logger.exception("outbox settle failed", extra={"outbox_ids": [s.row.id for s in settlements]})
-        if held_back:
-            self.wake()
-
-    async def _settle(self, settlements: List[outbox.Settlement]) -> None:
-        """Record outcomes (outbox.settle_many) by group commit: those of the claim cycle and of direct
-        sends arriving while one transaction records others go into the next."""
-        if not settlements:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._settling.append((settlements, done))
-        if self._settler is None or self._settler.done():
-            self._settler = asyncio.ensure_future(self._settle_pending())
-        await done
-
-    async def _settle_pending(self) -> None:
-        while self._settling:
-            batch, self._settling = self._settling, []
-            try:
-                await outbox.settle_many([s for settlements, _ in batch for s in settlements])
-            except Exception as exc:  # noqa: BLE001 - each waiter learns it
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -136,10 +56,6 @@ class OutboxWorker:
             except asyncio.TimeoutError:
                 self._task.cancel()
             self._task = None
-        # the sends' outcomes still waiting to be recorded
-        await db.flush_riders()
-        if self._settling_alone:
-            await asyncio.wait(list(self._settling_alone), timeout=10)
 
     async def _run(self) -> None:
         logger.info("outbox worker started", extra={"worker": self.name})
@@ -172,7 +88,7 @@ class OutboxWorker:
             # the batch's reply-window reservations in one transaction
             refusals = await reserve_windows(rows)
             outcomes = await asyncio.gather(*(self._deliver(row, refusal) for row, refusal in zip(rows, refusals)))
-            await self._settle([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
+            await outbox.settle_many([self._settlement(row, outcome) for row, outcome in zip(rows, outcomes)])
         return more
 
     async def _deliver(self, row, refusal: Optional[str]) -> Outcome:

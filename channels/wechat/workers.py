@@ -21,8 +21,8 @@ from typing import Optional
 
 import sqlalchemy as sa
 
-from bot.settings import get_settings
-from channels.wechat.db import insert_for_dialect, session as async_session
+from channels.wechat import db
+from channels.wechat.db import session as async_session
 from channels.wechat.models import GatewayWorker, now_utc
 
 logger = logging.getLogger("channels.wechat.workers")
@@ -38,11 +38,9 @@ def alive_names(now) -> sa.sql.Select:
 
 async def beat(name: str) -> None:
     now = now_utc()
-    insert = insert_for_dialect("sqlite" if get_settings().is_sqlite else "postgresql", GatewayWorker)
-    async with async_session() as session:
-        await session.execute(insert.values(name=name, started_at=now, seen_at=now).on_conflict_do_update(
-            index_elements=["name"], set_={"seen_at": now}))
-        await session.commit()
+    async with db.transaction() as s:
+        await s.execute(db.insert(s, GatewayWorker).values(name=name, started_at=now, seen_at=now)
+                        .on_conflict_do_update(index_elements=["name"], set_={"seen_at": now}))
 
 
 async def gone(name: str) -> None:

@@ -43,6 +43,9 @@ class EchoAgent:
     async def parse_message(self, text: str) -> Dict:
         return {"intent": {"name": None, "confidence": 0.0}}
 
+    def turns_of(self, conversation_id: str) -> List[UserMessage]:
+        return [m for m in self.received if m.sender_id == conversation_id]
+
     async def handle(self, message: UserMessage) -> None:
         self.received.append(message)
         if self.delay_s:

@@ -235,14 +235,6 @@ async def test_answer_lost_after_delivery(wechat_db, no_redis, channel):
         await h.stop()
 
 
-async def test_a_reply_is_sent_in_the_answering_task_without_a_claim_cycle(harness):
-    await harness.runtime.worker.stop()  # no polling sender: only the direct path can send it
-    await harness.say("mp", "oDirect", "在吗")
-    await harness.wait_for(lambda: harness.deliveries("mp", "oDirect"))
-    [row] = await settled_rows(harness, recipient="oDirect")
-    assert row.status == "sent" and row.attempts == 1
-
-
 async def test_a_reply_waits_behind_an_earlier_message_to_the_same_user(harness):
     await harness.runtime.worker.stop()
     harness.platform.user_acted("mp", "oQueue")
@@ -261,48 +253,11 @@ async def test_replies_queued_twice_after_a_crash_are_sent_once(harness):
     await windows.user_acted("mp", "oTwice")
     replies = [OutgoingMessage("mp", "oTwice", "text", {"text": {"content": f"第{n}段"}},
                                idempotency_key=f"wxin-twice-{n}") for n in range(2)]
-    await harness.runtime.worker.send_now(replies)
-    await harness.runtime.worker.send_now(replies)  # the same inbox row answered again
+    first = await outbox.enqueue(replies)
+    again = await outbox.enqueue(replies)  # the same inbox row answered again
+    assert first == again
+    harness.runtime.worker.wake()
     await harness.wait_for(lambda: len(harness.deliveries("mp", "oTwice")) == 2)
     await harness.settle(1.0)
     assert [d["content"]["content"] for d in harness.deliveries("mp", "oTwice")] == ["第0段", "第1段"]
     assert [r.status for r in await rows(recipient="oTwice")] == ["sent", "sent"]
-
-
-@pytest.mark.parametrize("wechat_db", ["postgres"], indirect=True)
-async def test_a_reply_held_back_behind_a_settle_still_riding_goes_when_that_commits(harness, monkeypatch):
-    """PostgreSQL, where a sent reply's settle rides on the next transaction (db.ride): a second
-    reply to the same customer queued while that transaction is still open waits behind the first
-    ('sending' for everyone else) and is sent as soon as it commits, not at the next poll."""
-    import threading
-
-    from channels.wechat import db
-
-    h = harness
-    monkeypatch.setattr(db, "RIDE_LINGER_S", 30.0)  # the settle goes only with another transaction
-    h.runtime.worker.poll_s = 30.0
-    await h.say("kf", "wmRide", "第一句")
-    await h.wait_for(lambda: len(h.deliveries("kf", "wmRide")) == 1)
-    started, release = threading.Event(), threading.Event()
-
-    def open_transaction(conn):
-        started.set()  # the waiting settle is in front of this transaction's first statement
-        release.wait(10)
-        conn.execute(sa.text("SELECT 1"))
-
-    carrier = asyncio.ensure_future(db.run(open_transaction))
-    assert await asyncio.to_thread(started.wait, 5)
-    assert [r.status for r in await rows(recipient="wmRide")] == ["sending"] and not db._riders, \
-        "the first reply's settle is in the open transaction"
-    await h.say("kf", "wmRide", "第二句")
-
-    async def second_queued():
-        return len(await rows(recipient="wmRide")) == 2
-
-    await h.wait_for(second_queued)
-    await asyncio.sleep(0.2)
-    assert [r.status for r in await rows(recipient="wmRide")] == ["sending", "pending"]
-    assert len(h.deliveries("kf", "wmRide")) == 1, "held back behind the first reply"
-    release.set()
-    await carrier
-    await h.wait_for(lambda: len(h.deliveries("kf", "wmRide")) == 2, timeout=3)

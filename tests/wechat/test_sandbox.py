@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
-import socket
 
 import pytest
 from aiohttp import web
@@ -18,7 +16,6 @@ from channels.wechat.payloads import parse_json, parse_xml
 from channels.wechat.sandbox.app import PLATFORM, create_app
 from channels.wechat.sandbox.callbacks import CallbackSigner
 from tests.wechat.sandbox_helpers import sandbox_config
-from tests.wechat.test_http_client import data_segments_received
 
 
 @pytest.fixture
@@ -296,35 +293,3 @@ async def test_callbacks_are_retried_when_the_bot_does_not_answer_in_time():
     finally:
         await client.close()
         await bot_server.close()
-
-
-@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux's TCP_INFO")
-async def test_an_answer_arrives_in_one_segment_headers_and_body_together(sandbox):
-    # like the platform's web servers: one segment per answer, so the connector wakes up once for it
-    config = sandbox.app[PLATFORM].config
-    reader, writer = await asyncio.open_connection(sandbox.host, sandbox.port)
-    sock = writer.get_extra_info("socket")
-    body = b'{"touser": "u", "open_kfid": "k", "msgtype": "text", "text": {"content": "hi"}}'
-    requests = [
-        (f"GET /cgi-bin/gettoken?corpid={config.corp_id}&corpsecret={config.kf_secret} HTTP/1.1\r\n"
-         "Host: qyapi\r\n\r\n").encode(),
-        b"POST /cgi-bin/kf/send_msg?access_token=forged HTTP/1.1\r\nHost: qyapi\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
-        b"HEAD /cgi-bin/gettoken HTTP/1.1\r\nHost: qyapi\r\n\r\n",  # no body at all: the headers still go
-    ]
-    segments, answers = [], []
-    try:
-        for request in requests:
-            writer.write(request)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:")))
-            payload = b"" if request.startswith(b"HEAD") else await reader.readexactly(length)
-            answers.append((head.split(b"\r\n")[0], payload))
-            segments.append(data_segments_received(sock))
-    finally:
-        writer.close()
-    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"] * 3
-    assert json.loads(answers[0][1])["errcode"] == 0
-    assert json.loads(answers[1][1])["errcode"] == E.INVALID_ACCESS_TOKEN
-    assert segments == [1, 2, 3], f"data segments received after each answer: {segments}"

@@ -66,37 +66,8 @@ def _api(name: str, handler: Callable[[web.Request, Platform, Optional[Json]], A
     return route
 
 
-async def _headers_with_body(_request: web.Request, response: web.StreamResponse) -> None:
-    """The platform's answers arrive in one TCP segment, headers and body together, as a web
-    server's small responses do. aiohttp 3.9 writes them with two writes, and so two segments: each
-    one more wakeup and read for the connector (measured 4 writes per request and answer where 2
-    would do). The headers are held until the body's first write, or the end of an empty body."""
-    writer = getattr(response, "_payload_writer", None)
-    send = getattr(writer, "_write", None)
-    if send is None or response.chunked:  # another aiohttp, or a streamed body: left as it is
-        return
-    held: list = []
-    finish = writer.write_eof
-
-    def write(chunk: bytes) -> None:
-        if not held:
-            held.append(chunk)  # the headers
-            return
-        writer._write = send  # the body: with the headers, then as usual
-        send(held.pop() + chunk)
-
-    async def write_eof(chunk: bytes = b"") -> None:
-        await finish(chunk)
-        if held:  # no body was written
-            writer._write = send
-            send(held.pop())
-
-    writer._write, writer.write_eof = write, write_eof
-
-
 def create_app(config: SandboxConfig) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
-    app.on_response_prepare.append(_headers_with_body)
     platform = Platform(config)
     app[PLATFORM] = platform
     app[SENDER] = CallbackSender(config)

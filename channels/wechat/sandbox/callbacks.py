@@ -8,11 +8,13 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
+import aiohttp
+
 from channels.wechat.crypto import CallbackCrypto, callback_crypto, encrypted_xml_envelope
-from channels.wechat.http_client import HttpError, KeepAliveClient
+from channels.wechat.outbound import Sessions, read_limited, text_of
 from channels.wechat.sandbox.config import CALLBACK_PATHS, SandboxConfig
 
 
@@ -119,18 +121,32 @@ class CallbackSigner:
         return {"signature": crypto.plain_signature(ts, nonce), "timestamp": ts, "nonce": nonce, "echostr": echo}
 
 
+# the bot answers a callback with "success", "" or a short error
+MAX_ANSWER_BYTES = 64 * 1024
+# below the gateway's (Sanic's) 5 s keep-alive: a kept connection is never reused just as it closes
+KEEPALIVE_S = 3.0
+
+
 class CallbackSender:
     """POSTs callbacks to the bot like the platform: 5 s timeout, up to 3 retries of the same request.
-    Each request goes in one write, as the platform's (and any production) HTTP client sends a small
-    POST; aiohttp 3.9's client writes the headers and the body separately."""
+    The bot is called directly, never through a proxy."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.log: List[Dict[str, Any]] = []
-        self._client = KeepAliveClient(timeout_s=config.callback_timeout_s, limit=200)
+        self._sessions = Sessions(limit=200, keepalive_s=KEEPALIVE_S, timeout_s=config.callback_timeout_s,
+                                  trust_env=False)
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._sessions.close()
+
+    async def _post(self, request: SignedRequest, base: str) -> Tuple[int, str]:
+        session = await self._sessions.get()
+        async with session.post(request.url(base), data=request.body,
+                                headers={"Content-Type": request.content_type},
+                                timeout=aiohttp.ClientTimeout(total=self.config.callback_timeout_s),
+                                allow_redirects=False) as resp:
+            return resp.status, text_of(await read_limited(resp, MAX_ANSWER_BYTES), resp.charset)
 
     async def deliver(self, request: SignedRequest, bot_url: Optional[str] = None) -> Dict[str, Any]:
         base = bot_url or self.config.bot_url
@@ -141,13 +157,11 @@ class CallbackSender:
             started = time.perf_counter()
             entry: Dict[str, Any] = {"channel": request.channel, "key": request.key, "attempt": attempt + 1}
             try:
-                resp = await self._client.request("POST", request.url(base), body=request.body,
-                                                  headers={"Content-Type": request.content_type},
-                                                  timeout_s=self.config.callback_timeout_s)
-                entry.update(status=resp.status, body=resp.text()[:200])
+                status, text = await self._post(request, base)
+                entry.update(status=status, body=text[:200])
             except asyncio.TimeoutError:
                 entry.update(status=None, error="timeout")
-            except HttpError as exc:
+            except aiohttp.ClientError as exc:
                 entry.update(status=None, error=type(exc).__name__)
             entry["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
             # the Official Account shows users "该公众号暂时无法提供服务" for any answer but "" / "success"
