@@ -14,9 +14,9 @@ from actions.db.models import TicketKind
 from actions.identity import customer_for
 from actions.repositories import ticket_repository
 from actions.templates import t
+from bot.settings import get_settings
 from knowledge import ANSWER, CLARIFY, Decision, KnowledgeBase
 from knowledge.decision import DATABASE_FACT
-from bot.settings import get_settings
 
 logger = logging.getLogger("actions.knowledge")
 

@@ -22,7 +22,11 @@ from actions.db.models import TicketKind, utcnow
 from actions.identity import customer_for
 from actions.order_access import check_access, find_order_no, find_phone_tail, looks_like_order_no, pick_choice
 from actions.order_views import (
-    base_vars, eligibility, order_button_title, order_line, status_response,
+    base_vars,
+    eligibility,
+    order_button_title,
+    order_line,
+    status_response,
 )
 from actions.repositories import order_repository, ticket_repository
 from actions.templates import vocabulary

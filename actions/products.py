@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Dict, List, Optional, Text
+from typing import Dict, List, Text
 
 from rasa_sdk.events import SlotSet
 
@@ -11,7 +11,7 @@ from actions.action_base import ShopAction
 from actions.db.engine import async_session
 from actions.db.models import Product
 from actions.repositories import product_repository
-from actions.templates import fmt, join, t, vocabulary, yuan
+from actions.templates import fmt, join, vocabulary, yuan
 
 logger = logging.getLogger("actions.products")
 LOW_STOCK = 5
@@ -173,4 +173,6 @@ class ActionProductInquiry(ShopAction):
 
 
 def _refers_back(text: str) -> bool:
-    return any(w in text for w in ("这个", "这款", "那个", "那款", "它", "这件", "那件", "这条", "那条", "这双", "那双"))
+    return any(
+        w in text for w in ("这个", "这款", "那个", "那款", "它", "这件", "那件", "这条", "那条", "这双", "那双")
+    )

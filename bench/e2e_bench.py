@@ -15,8 +15,8 @@ Also measured: training time, model load time, peak memory. Results: docs/BENCHM
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.load import LoadResult, run_load  # noqa: E402
-from tests.support import IM_IDENTITY_SECRET, ProductProcess, free_port, signed, throwaway_pg_database  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from tests.support import IM_IDENTITY_SECRET, ProductProcess, free_port, signed, throwaway_pg_database  # noqa: E402
 
 PY = sys.executable
 BASELINE_RPS = 69.0  # default single-worker Rasa REST deployment measured on this machine kind
@@ -272,10 +272,12 @@ def main() -> int:
     stock = next((d for d in deployments if d.stock), None)
     if stock:
         base = summary[(stock.name, 32)]["rest"].throughput
-        lines += [f"- Same-run baseline: Rasa as it ships (`rasa run`, its SQL tracker store on SQLite, one worker, "
-                  f"REST channel, same model and actions) serves **{base:.1f} req/s** at concurrency 32; our IM channel "
-                  f"**{best32:.1f} req/s** = **{best32 / base:.2f} x** (target 1.5 x; the notes' figure for that "
-                  f"deployment on this machine kind is ~{BASELINE_RPS:.0f} req/s)."]
+        lines += [
+            f"- Same-run baseline: Rasa as it ships (`rasa run`, its SQL tracker store on SQLite, one worker, "
+            f"REST channel, same model and actions) serves **{base:.1f} req/s** at concurrency 32; our IM channel "
+            f"**{best32:.1f} req/s** = **{best32 / base:.2f} x** (target 1.5 x; the notes' figure for that "
+            f"deployment on this machine kind is ~{BASELINE_RPS:.0f} req/s)."
+        ]
     lines += [f"- Targets: p50 at concurrency 1 under 40 ms: **{p50_1:.1f} ms**; IM throughput at concurrency 32 "
               f"at least 1.5 x {BASELINE_RPS:.0f} = {1.5 * BASELINE_RPS:.0f} req/s: **{best32:.1f} req/s** "
               f"({best32 / BASELINE_RPS:.2f} x).",
@@ -283,8 +285,10 @@ def main() -> int:
               f"**{training['seconds']:.1f} s**, peak {training['peak_mb']:.0f} MB."]
     for dep in deployments:
         mem = summary[(dep.name, "memory")]
-        lines.append(f"- {dep.name}: model load + servers ready **{summary[(dep.name, 'load')]:.1f} s**; peak RSS "
-                     f"Rasa {mem.get('rasa', 0) / 2**20:.0f} MB (all workers), actions {mem.get('actions', 0) / 2**20:.0f} MB.")
+        lines.append(
+            f"- {dep.name}: model load + servers ready **{summary[(dep.name, 'load')]:.1f} s**; peak RSS "
+            f"Rasa {mem.get('rasa', 0) / 2**20:.0f} MB (all workers), actions {mem.get('actions', 0) / 2**20:.0f} MB."
+        )
     write_section("core", "\n".join(lines))
     print("\n".join(lines))
     return 0

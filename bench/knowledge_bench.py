@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 BRANDS = ["小满原创", "山雾", "知物", "木槿", "青禾", "拾光", "野森", "栖云", "半夏", "白鹿", "南风", "星河", "素言",
           "简几", "初晴", "北岸", "朴里", "橙子", "云朵", "鹿角"]
 PRODUCTS = ["连衣裙", "衬衫", "牛仔裤", "针织衫", "羽绒服", "卫衣", "T恤", "西装", "冲锋衣", "风衣", "半身裙", "打底裤",
-            "运动鞋", "小白鞋", "单鞋", "靴子", "托特包", "双肩包", "斜挎包", "钱包", "面霜", "精华", "爽肤水", "防晒霜",
-            "面膜", "口红", "粉底液", "洗面奶", "保温杯", "四件套", "收纳盒", "毛巾", "枕头", "不粘锅", "香薰蜡烛",
-            "坚果礼盒", "绿茶", "红茶", "肉脯", "饼干", "充电宝", "充电器", "数据线", "蓝牙耳机", "手机壳", "键盘", "鼠标"]
+            "运动鞋", "小白鞋", "单鞋", "靴子", "托特包", "双肩包", "斜挎包", "钱包", "面霜", "精华", "爽肤水",
+            "防晒霜", "面膜", "口红", "粉底液", "洗面奶", "保温杯", "四件套", "收纳盒", "毛巾", "枕头", "不粘锅",
+            "香薰蜡烛", "坚果礼盒", "绿茶", "红茶", "肉脯", "饼干", "充电宝", "充电器", "数据线", "蓝牙耳机", "手机壳",
+            "键盘", "鼠标"]
 TEMPLATES = [
     ("{p}怎么洗", ["{p}能机洗吗", "{p}清洗方法", "{p}脏了怎么弄"]),
     ("{p}保修多久", ["{p}坏了保修吗", "{p}质保几年", "{p}能免费修吗"]),
@@ -46,10 +47,11 @@ TEMPLATES = [
     ("{p}有什么颜色", ["{p}几个颜色", "{p}颜色怎么选", "{p}有黑色吗"]),
     ("{p}和别家有什么区别", ["{p}好在哪", "{p}优点是什么", "为什么选{p}"]),
 ]
-ANSWER_BITS = ["建议冷水手洗，不要暴晒", "一年内免费保修，人为损坏除外", "面料是百分百棉，透气亲肤", "按尺码表选平时的尺码即可",
-               "做过皮肤刺激性测试，敏感肌先在耳后试用", "第一次使用前请先阅读说明书", "附赠礼盒和手提袋",
-               "未开封保质期三年，开封后半年内用完", "深色款前几次洗涤可能有浮色", "孕期可以使用基础款",
-               "有黑白灰三色可选", "采用自有工厂生产，品控更稳定", "签收七天内可以退换", "详情页有实拍图和视频"]
+ANSWER_BITS = ["建议冷水手洗，不要暴晒", "一年内免费保修，人为损坏除外", "面料是百分百棉，透气亲肤",
+               "按尺码表选平时的尺码即可", "做过皮肤刺激性测试，敏感肌先在耳后试用", "第一次使用前请先阅读说明书",
+               "附赠礼盒和手提袋", "未开封保质期三年，开封后半年内用完", "深色款前几次洗涤可能有浮色",
+               "孕期可以使用基础款", "有黑白灰三色可选", "采用自有工厂生产，品控更稳定", "签收七天内可以退换",
+               "详情页有实拍图和视频"]
 OUT_OF_SCOPE = ["今天天气怎么样", "给我讲个笑话", "你们老板是谁", "附近有什么好吃的", "股票会涨吗", "帮我写作业",
                 "周末去哪玩", "你是男是女", "怎么减肥", "明天几点日出"]
 
@@ -180,7 +182,8 @@ def main(sizes) -> None:
              "| p50 | p99 | p99 via event loop | max |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n, similar, b, q, size_mb in rows:
-        table.append(f"| {n:,} ({similar}) | {b['rows']:,} | {b['seconds']['index']:.1f} s / {b['seconds'].get('calibration', 0):.1f} s "
+        table.append(f"| {n:,} ({similar}) | {b['rows']:,} | "
+                     f"{b['seconds']['index']:.1f} s / {b['seconds'].get('calibration', 0):.1f} s "
                      f"| {size_mb:.0f} MB | {q['load_s']:.1f} s | {q['index_mb']:.0f} MB | {q['p50_ms']:.1f} ms | "
                      f"{q['p99_ms']:.1f} ms | {q['async_p99_ms']:.1f} ms | {q['max_ms']:.1f} ms |")
     target = "met" if all(q["p99_ms"] < 15 for n, _, _, q, _ in rows if n >= 100_000) else "NOT met"
@@ -194,8 +197,8 @@ def main(sizes) -> None:
           "with the shop (USE encoder ~120 MB, pypinyin ~50 MB, jieba dictionary ~80 MB). Build = index / "
           "calibration; calibration above 5,000 entries uses a 5,000-entry sample for its held-out copy.\n\n"
           + "\n".join(table) + f"\n\nTarget p99 < 15 ms at 100,000 entries: {target}. Machine load average "
-          f"(1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} (2 cores; other services may share them, "
-          "which shows in the tails).\n")
+          f"(1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} (2 cores; other services may "
+          "share them, which shows in the tails).\n")
     write_section("knowledge-performance", md)
     print(md)
 

@@ -89,7 +89,7 @@ def write_nlu(examples, path: Path) -> None:
             if "regex" in block:
                 lines.append(f"- regex: {block['regex']}")
                 lines.append("  examples: |")
-                lines.extend(f"    {l}" for l in block["examples"].strip().splitlines())
+                lines.extend(f"    {example}" for example in block["examples"].strip().splitlines())
     for intent, texts in sorted(by_intent.items()):
         lines.append(f"- intent: {intent}")
         lines.append("  examples: |")

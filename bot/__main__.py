@@ -213,9 +213,8 @@ def cmd_run(args) -> int:
 def _wechat_sandbox_help(settings) -> str:
     who = ""
     if settings.demo:
-        from channels.wechat.sandbox.demo import link_demo_users
-
         from bot.log_format import mask_name
+        from channels.wechat.sandbox.demo import link_demo_users
 
         linked = link_demo_users()
         if linked:

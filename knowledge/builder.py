@@ -6,7 +6,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from . import calibration
 from .entries import Entry
@@ -70,7 +70,9 @@ def build_and_publish(entries: Iterable[Entry], out: Path, *, labelled: Sequence
         seconds["calibration"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     build = new_build_dir(out)
-    index.save(build, extra_manifest={**(extra_manifest or {}), "build_seconds": {k: round(v, 3) for k, v in seconds.items()}})
+    index.save(
+        build, extra_manifest={**(extra_manifest or {}), "build_seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    )
     publish(build, out)
     seconds["save"] = time.perf_counter() - t2
     logger.info("published %d entries to %s (%s)", len(index), build, {k: round(v, 2) for k, v in seconds.items()})

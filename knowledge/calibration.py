@@ -113,7 +113,9 @@ def fit_scorer(probes: Sequence[Probe], folds: int = 5, seed: int = 0) -> Tuple[
         scores = oof[pos:pos + n]
         pos += n
         order = np.argsort(-scores, kind="stable")
-        observations.append(Observation(p.expected, tuple(p.ids[i] for i in order), tuple(float(scores[i]) for i in order)))
+        observations.append(
+            Observation(p.expected, tuple(p.ids[i] for i in order), tuple(float(scores[i]) for i in order))
+        )
     return scorer, observations
 
 

@@ -88,8 +88,9 @@ def _dense_config(choice: Optional[str]) -> dict:
 
 
 def _entries_from_db():
-    from actions.db.engine import create_sync_engine
     from sqlalchemy.orm import Session
+
+    from actions.db.engine import create_sync_engine
 
     from .store import entries_for_index
 
@@ -132,8 +133,9 @@ def _search_one(kb, query: str, k: int, no_threshold: bool) -> List[dict]:
 
 # --- import (managed mode) -------------------------------------------------------------------
 def cmd_import(args) -> int:
-    from actions.db.engine import create_sync_engine
     from sqlalchemy.orm import Session
+
+    from actions.db.engine import create_sync_engine
 
     from .entries import DOC
     from .importer import read_document, read_faq
@@ -172,14 +174,17 @@ def cmd_import(args) -> int:
 def _document_files(paths) -> List[Path]:
     files: List[Path] = []
     for p in map(Path, paths):
-        files += sorted(x for x in p.rglob("*") if x.suffix.lower() in (".md", ".markdown", ".txt")) if p.is_dir() else [p]
+        files += (
+            sorted(x for x in p.rglob("*") if x.suffix.lower() in (".md", ".markdown", ".txt")) if p.is_dir() else [p]
+        )
     return files
 
 
 # --- corrections (错题本) ---------------------------------------------------------------------
 def cmd_corrections(args) -> int:
-    from actions.db.engine import create_sync_engine
     from sqlalchemy.orm import Session
+
+    from actions.db.engine import create_sync_engine
 
     from . import export, store
 
@@ -190,13 +195,15 @@ def cmd_corrections(args) -> int:
                 try:
                     c = store.add_correction(session, args.query, right_entry_id=args.right_id, new_answer=args.answer,
                                              new_question=args.question, wrong_entry_id=args.wrong_id,
-                                             intent=args.intent, conversation_id=args.conversation, staff=args.staff or "")
+                                             intent=args.intent, conversation_id=args.conversation,
+                                             staff=args.staff or "")
                 except ValueError as exc:
                     print(f"corrections add: {exc}", file=sys.stderr)
                     return 2
-                print(json.dumps({"id": c.id, "right_entry_id": c.right_entry_id, "created_entry_id": c.created_entry_id},
-                                 ensure_ascii=False))
-                print("stored; it takes effect on the next index build (python -m knowledge build --from-db)", file=sys.stderr)
+                print(json.dumps({"id": c.id, "right_entry_id": c.right_entry_id,
+                                  "created_entry_id": c.created_entry_id}, ensure_ascii=False))
+                print("stored; it takes effect on the next index build (python -m knowledge build --from-db)",
+                      file=sys.stderr)
             elif args.action == "list":
                 for c in store.corrections(session, _since(args.since)):
                     print(json.dumps({"id": c.id, "query": c.query, "wrong_entry_id": c.wrong_entry_id,

@@ -110,8 +110,11 @@ class DenseIndex:
         lsa = None
         if model == USE:
             encoder = _use_model()
-            vectors = np.vstack([encoder.encode(list(texts[i:i + ENCODE_BATCH])) for i in range(0, len(texts), ENCODE_BATCH)]
-                                ).astype(np.float32) if texts else np.zeros((0, 512), np.float32)
+            vectors = (
+                np.vstack([encoder.encode(list(texts[i:i + ENCODE_BATCH]))
+                           for i in range(0, len(texts), ENCODE_BATCH)]).astype(np.float32)
+                if texts else np.zeros((0, 512), np.float32)
+            )
         elif model == LSA:
             lsa, vectors = LsaEncoder.fit(tokens, dims, seed=seed)
         else:
@@ -173,7 +176,10 @@ def _tfidf_rows(docs: Sequence[Sequence[str]], vocab: Dict[str, int], idf: np.nd
     for tokens in docs:
         counts = Counter(t for t in tokens if t in vocab)
         cols = [vocab[t] for t in counts]
-        w = np.array([(1.0 + np.log(c)) for c in counts.values()], dtype=np.float32) * idf[cols] if cols else np.zeros(0, np.float32)
+        w = (
+            np.array([(1.0 + np.log(c)) for c in counts.values()], dtype=np.float32) * idf[cols]
+            if cols else np.zeros(0, np.float32)
+        )
         norm = float(np.linalg.norm(w)) or 1.0
         indices.extend(cols)
         data.extend((w / norm).tolist())
@@ -190,7 +196,8 @@ def _faiss_index(vectors: np.ndarray, seed: int) -> "faiss.Index":
         return index
     nlist = int(4 * np.sqrt(n))
     quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     index.train(vectors[rng.choice(n, size=min(n, nlist * 40), replace=False)])
     index.add(vectors)

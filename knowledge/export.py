@@ -45,7 +45,10 @@ def export_faq(session: Session, items: Sequence[KnowledgeCorrection], path: Pat
             ids.append(entry_id)
         if c.right_entry_id:
             extra.setdefault(c.right_entry_id, []).append(c.query)
-    rows = {r.id: r for r in session.execute(sa.select(KnowledgeEntry).where(KnowledgeEntry.id.in_(ids))).scalars()} if ids else {}
+    rows = (
+        {r.id: r for r in session.execute(sa.select(KnowledgeEntry).where(KnowledgeEntry.id.in_(ids))).scalars()}
+        if ids else {}
+    )
     written = 0
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")

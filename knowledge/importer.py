@@ -65,7 +65,8 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, List[Any]]]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         sample = fh.read(4096)
         fh.seek(0)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in sample.split("\n", 1)[0] and "," not in sample.split("\n", 1)[0]) else ","
+        first_line = sample.split("\n", 1)[0]
+        delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in first_line and "," not in first_line) else ","
         reader = csv.reader(fh, delimiter=delimiter)
         start = 1
         for row in reader:
@@ -122,7 +123,9 @@ def _entries_from_rows(name: str, rows: Iterable[Tuple[int, List[Any]]]) -> Impo
             result.errors.append(RowError(name, line, str(exc)))
             continue
         if entry.id in first_line_of:
-            result.errors.append(RowError(name, line, f"duplicate id {entry.id!r} (first at line {first_line_of[entry.id]})"))
+            result.errors.append(
+                RowError(name, line, f"duplicate id {entry.id!r} (first at line {first_line_of[entry.id]})")
+            )
             continue
         first_line_of[entry.id] = line
         result.entries.append(entry)
@@ -252,7 +255,10 @@ def read_sources(faq: Iterable[Path] = (), docs: Iterable[Path] = ()) -> ImportR
         result.extend(read_faq(Path(path)))
     for path in docs:
         path = Path(path)
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".md", ".markdown", ".txt")) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in (".md", ".markdown", ".txt"))
+            if path.is_dir() else [path]
+        )
         for file in files:
             result.extend(read_document(file))
     return result

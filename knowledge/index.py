@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -125,7 +124,8 @@ class KnowledgeIndex:
             "bm25_q": SparseIndex.build(row_words, BM25),
             "bm25_all": SparseIndex.build(full_words, BM25, max_df_ratio=0.2 if large else 1.0),
             "char": SparseIndex.build([char_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
-            "char_all": SparseIndex.build([char_ngrams(t) for t in full_texts], TFIDF, max_df_ratio=0.05 if large else 1.0),
+            "char_all": SparseIndex.build([char_ngrams(t) for t in full_texts], TFIDF,
+                                          max_df_ratio=0.05 if large else 1.0),
             "pinyin": SparseIndex.build([pinyin_ngrams(t) for t in rows], TFIDF, max_df_ratio=0.05 if large else 1.0),
         }
         dense = None
@@ -167,7 +167,9 @@ class KnowledgeIndex:
         directory = Path(directory)
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: index format {manifest.get('format')} (expected {FORMAT_VERSION}), rebuild it")
+            raise ValueError(
+                f"{directory}: index format {manifest.get('format')} (expected {FORMAT_VERSION}), rebuild it"
+            )
         with open(directory / "entries.jsonl", encoding="utf-8") as fh:
             entries = [Entry.from_json(json.loads(line)) for line in fh if line.strip()]
         fields = {name: SparseIndex.load(directory, name) for name in SPARSE_FIELDS}
@@ -197,7 +199,8 @@ class KnowledgeIndex:
         # every similarity is computed whatever the fusion uses: the scorer needs them all
         row_scores = {"bm25_q": self.fields["bm25_q"].scores(words), "char": self.fields["char"].scores(chars),
                       "pinyin": self.fields["pinyin"].scores(pinyin_ngrams(query))}
-        entry_scores = {"bm25_all": self.fields["bm25_all"].scores(words), "char_all": self.fields["char_all"].scores(chars)}
+        entry_scores = {"bm25_all": self.fields["bm25_all"].scores(words),
+                        "char_all": self.fields["char_all"].scores(chars)}
         rankings: Dict[str, List[int]] = {}
         for name, scores in row_scores.items():
             if name in retrievers:

@@ -77,7 +77,9 @@ class WordTokenizer:
         self._tk = jieba.Tokenizer()
         self._lock = threading.Lock()
         self._ready = False
-        self.dict_files: List[Path] = sorted(Path(dict_dir).glob("*.txt")) if dict_dir and Path(dict_dir).is_dir() else []
+        self.dict_files: List[Path] = (
+            sorted(Path(dict_dir).glob("*.txt")) if dict_dir and Path(dict_dir).is_dir() else []
+        )
 
     def _ensure_ready(self) -> None:
         # jieba's own lazy initialisation is not thread safe for a private instance

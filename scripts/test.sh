@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: data validation, pytest (SQLite, PostgreSQL, Redis, real model, real
+# The whole test suite: data validation, ruff, pytest (SQLite, PostgreSQL, Redis, real model, real
 # browser) and conversation tests. Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +23,9 @@ if grep -E "UserWarning" var/validate.log \
     | grep -vE "is not used in any story or rule|'empty_message' is listed in the domain file" | grep -q .; then
   grep -E "UserWarning" var/validate.log; exit 1
 fi
+
+echo "[test] ruff (style and import order: pyproject.toml)"
+$PY -m ruff check .
 
 echo "[test] pytest"
 $PY -m pytest -q "$@"

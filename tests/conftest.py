@@ -16,8 +16,15 @@ from typing import Dict, Iterator, Optional
 import pytest
 
 from tests.support import (
-    IM_IDENTITY_SECRET, PYTHON, REPO, ProductProcess as Product, create_pg_database, drop_pg_database, free_port,
+    IM_IDENTITY_SECRET,
+    PYTHON,
+    REPO,
+    ProductProcess as Product,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
 )
+
 CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("SIYU_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_TEST_URL = os.environ.get("SIYU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -141,7 +148,8 @@ def product_env(database_url: str, var_dir: Path, redis_url: Optional[str] = Non
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": database_url, "SIYU_VAR_DIR": str(var_dir), "SIYU_RASA_PORT": str(free_port()),
-        "SIYU_ACTION_PORT": str(free_port()), "SIYU_WECHAT_PORT": str(free_port()), "SIYU_DEMO": "true" if demo else "false",
+        "SIYU_ACTION_PORT": str(free_port()), "SIYU_WECHAT_PORT": str(free_port()),
+        "SIYU_DEMO": "true" if demo else "false",
         "SIYU_WORKERS": str(workers), "RASA_TELEMETRY_ENABLED": "false", "PYTHONUNBUFFERED": "1",
         "SIYU_KNOWLEDGE_INDEX_DIR": str(var_dir / "knowledge" / "index"), "SIYU_IM_IDENTITY_SECRET": IM_IDENTITY_SECRET,
     })

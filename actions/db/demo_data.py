@@ -17,8 +17,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from actions.db.models import (
-    Coupon, Customer, CustomerIdentity, LogisticsEvent, Order, OrderItem, OrderStatus, Product,
-    ProductVariant, Ticket, utcnow,
+    Coupon,
+    Customer,
+    CustomerIdentity,
+    LogisticsEvent,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Product,
+    ProductVariant,
+    Ticket,
+    utcnow,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,7 +84,9 @@ def _phone(rng: random.Random) -> str:
     return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
 
 
-def seed_customers(session: Session, people: dict, rng: random.Random, count: int = 90) -> List[Tuple[Customer, str, str]]:
+def seed_customers(
+    session: Session, people: dict, rng: random.Random, count: int = 90
+) -> List[Tuple[Customer, str, str]]:
     customers = []
     used = set()
     for i in range(count):
@@ -85,7 +96,10 @@ def seed_customers(session: Session, people: dict, rng: random.Random, count: in
                 used.add(name)
                 break
         province, city, districts = rng.choice(people["cities"])
-        address = f"{province}{city if city != province else ''}{rng.choice(districts)}{rng.choice(people['streets'])}{rng.randint(1, 999)}号{rng.randint(1, 30)}幢{rng.randint(101, 2802)}室"
+        address = (
+            f"{province}{city if city != province else ''}{rng.choice(districts)}{rng.choice(people['streets'])}"
+            f"{rng.randint(1, 999)}号{rng.randint(1, 30)}幢{rng.randint(101, 2802)}室"
+        )
         customer = Customer(
             external_id=f"C{10001 + i}", name=name, phone=_phone(rng),
             level=rng.choice(people["levels"]), points=rng.randint(0, 3000),

@@ -32,7 +32,14 @@ from actions.db.catalog_dictionary import write_catalog_dictionary
 from actions.db.engine import create_sync_engine
 from actions.db.migrate import upgrade
 from actions.db.models import (
-    Customer, CustomerIdentity, LogisticsEvent, Order, OrderItem, OrderStatus, Product, ProductVariant,
+    Customer,
+    CustomerIdentity,
+    LogisticsEvent,
+    Order,
+    OrderItem,
+    OrderStatus,
+    Product,
+    ProductVariant,
 )
 
 MAX_ROWS = 200_000

@@ -64,7 +64,7 @@ async def _groups(args) -> int:
 
 
 async def _outbox(args) -> int:
-    from channels.wechat import outbox
+    from channels.wechat.outbound import outbox
 
     if args.requeue:
         ok = await outbox.requeue(args.requeue)
@@ -77,7 +77,7 @@ async def _outbox(args) -> int:
 
 
 async def _mass(args) -> int:
-    from channels.wechat import mass_send
+    from channels.wechat.outbound import mass_send
     from channels.wechat.runtime import WeChatRuntime
 
     runtime = WeChatRuntime()

@@ -133,7 +133,7 @@ class WeChatConfig:
 
     def _check_aes_keys(self) -> None:
         """A wrong EncodingAESKey would reject every callback: switch the connector off and say why."""
-        from channels.wechat.crypto import CryptoConfigError, decode_aes_key
+        from channels.wechat.inbound.crypto import CryptoConfigError, decode_aes_key
 
         checks = (("wecom_kf", "kf", self.kf and self.kf.callback.aes_key, "SIYU_WECHAT_KF_AES_KEY"),
                   ("mp", "mp", self.mp and self.mp.callback.aes_key, "SIYU_WECHAT_MP_AES_KEY"),

@@ -33,7 +33,7 @@ async def _unused_on_new_message(_message) -> None:
 
 def create_app(runtime=None, name: str = "siyu_wechat_gateway") -> Sanic:
     """The connectors' routes on a Sanic app; `runtime` is shared by them (a fresh one by default)."""
-    from channels.wechat.inputs import MiniProgramInput, OfficialAccountInput, WeComGroupInput, WeComKfInput
+    from channels.wechat.inbound.connectors import MiniProgramInput, OfficialAccountInput, WeComGroupInput, WeComKfInput
     from channels.wechat.runtime import WeChatRuntime
 
     runtime = runtime or WeChatRuntime()

@@ -57,7 +57,7 @@ class GatewayWorker(Base):
 
 class CallbackNonce(Base):
     """A plaintext-mode callback's (timestamp, nonce) with a hash of its body, kept while its
-    timestamp is accepted (channels/wechat/replays.py): its signature is never good for another body."""
+    timestamp is accepted (channels/wechat/inbound/replays.py): its signature is never good for another body."""
 
     __tablename__ = "wechat_callback_nonces"
     __table_args__ = (sa.Index("ix_wechat_callback_nonces_expires_at", "expires_at"),)

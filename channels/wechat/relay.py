@@ -24,7 +24,7 @@ from sanic.response import HTTPResponse
 
 from bot.settings import get_settings
 from channels.multi_request import split_requests
-from channels.wechat.output import ReplyCollector
+from channels.wechat.conversation.replies import ReplyCollector
 
 logger = logging.getLogger("channels.wechat.relay")
 TOKEN_HEADER = "X-Siyu-Relay-Token"

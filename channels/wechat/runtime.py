@@ -12,14 +12,15 @@ from typing import Any, Awaitable, Callable, Coroutine, Dict, List, Optional, Se
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import get_settings
-from channels.wechat import replays, workers
-from channels.wechat.api import PlatformClient
+from channels.wechat import workers
 from channels.wechat.config import WeChatConfig
-from channels.wechat.inbox import Inbox, RedisDedup
-from channels.wechat.pipeline import Pipeline, user_wrote
-from channels.wechat.relay_client import RelayClient
-from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache
-from channels.wechat.worker import OutboxWorker
+from channels.wechat.conversation.pipeline import Pipeline, user_wrote
+from channels.wechat.conversation.relay_client import RelayClient
+from channels.wechat.inbound import replays
+from channels.wechat.inbound.inbox import Inbox, RedisDedup
+from channels.wechat.outbound.platform import PlatformClient
+from channels.wechat.outbound.tokens import MemoryTokenCache, RedisTokenCache
+from channels.wechat.outbound.worker import OutboxWorker
 
 logger = logging.getLogger("channels.wechat")
 # how often unanswered inbox rows are looked for (claims of a gateway that died are taken over
@@ -61,12 +62,14 @@ class WeChatRuntime:
         self._working: Set[int] = set()
         self.heartbeat = workers.Heartbeat(self.worker.name)
         self._sweeper: Optional[asyncio.Task] = None
+        self._stopping = asyncio.Event()
         self.started = False
 
     async def start(self) -> None:
         if self.started:
             return
         self.started = True
+        self._stopping.clear()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_MESSAGES)
         self.config.report()
         if not self.config.any_configured():
@@ -80,8 +83,14 @@ class WeChatRuntime:
         if not self.started:
             return
         self.started = False
+        self._stopping.set()
         if self._sweeper:
-            self._sweeper.cancel()
+            # the sweep under way finishes (cancelled inside a database call, it could leave its
+            # connection checked out)
+            try:
+                await asyncio.wait_for(self._sweeper, 10)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - cancelled by wait_for, or it failed
+                pass
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             # messages in flight finish (or stay in the inbox for the next start)
@@ -168,7 +177,7 @@ class WeChatRuntime:
         return self._kf_sync_states.setdefault(open_kfid, {"pending": False, "token": None, "pulled_at": None})
 
     async def _sweep_forever(self) -> None:
-        from channels.wechat import kf
+        from channels.wechat.inbound import kf
 
         first = True
         pruned_at = None
@@ -191,7 +200,10 @@ class WeChatRuntime:
             except Exception:  # noqa: BLE001
                 logger.exception("wechat sweep failed")
             first = False
-            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), SWEEP_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
 
 
 def _log_failure(task: asyncio.Task) -> None:
@@ -208,9 +220,3 @@ def get_runtime() -> WeChatRuntime:
     if _runtime is None:
         _runtime = WeChatRuntime()
     return _runtime
-
-
-def reset_runtime() -> None:
-    """For tests that change the settings."""
-    global _runtime
-    _runtime = None

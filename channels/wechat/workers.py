@@ -65,6 +65,7 @@ class Heartbeat:
     def __init__(self, name: str) -> None:
         self.name = name
         self._task: Optional[asyncio.Task] = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         try:
@@ -74,8 +75,12 @@ class Heartbeat:
         self._task = asyncio.create_task(self._beat_forever(), name="wechat-heartbeat")
 
     async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_EVERY_S)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 await beat(self.name)
             except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeat
@@ -83,11 +88,10 @@ class Heartbeat:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # a beat under way finishes (cancelled inside a database call, it could leave its
+            # connection checked out)
+            self._stopping.set()
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
             await gone(self.name)

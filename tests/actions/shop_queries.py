@@ -9,7 +9,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from actions.db.engine import create_sync_engine
 from actions.db.models import (
-    AuditEvent, Customer, CustomerIdentity, Order, OrderVerification, Product, Ticket, VerificationGuard, utcnow,
+    AuditEvent,
+    Customer,
+    CustomerIdentity,
+    Order,
+    OrderVerification,
+    Product,
+    Ticket,
+    VerificationGuard,
+    utcnow,
 )
 
 

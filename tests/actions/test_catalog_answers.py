@@ -1,11 +1,6 @@
 """Product and promotion answers come from the live database, never from templates."""
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import select
-
-from actions.db.models import Coupon, utcnow
 from actions.products import ActionProductInquiry
 from actions.promotions import ActionPromotion
 from actions.repositories import product_repository

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from actions.customer_care import ActionComplaint, ActionRequestHuman
-from actions.db.models import Checkin, ConsentEvent, Ticket
+from actions.db.models import ConsentEvent, Ticket
 from actions.membership import ActionCheckin, ActionUnsubscribe
 from actions.shop_policies import ActionShopPolicy
 from tests.actions import shop_queries as q

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from actions.db.demo_data import is_empty
 from actions.db.engine import create_sync_engine
-from actions.db.importer import import_rows, read_rows, run_import
-from actions.db.models import Customer, CustomerIdentity, Order, OrderStatus, Product, ProductVariant
+from actions.db.importer import run_import
+from actions.db.models import CustomerIdentity, Order, OrderStatus, Product, ProductVariant
 
 
 def count(model, **where):

@@ -2,9 +2,6 @@
 Redis lock store when REDIS_URL is set."""
 from __future__ import annotations
 
-import asyncio
-import os
-
 from rasa.core.lock_store import InMemoryLockStore, RedisLockStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, SessionStarted, UserUttered

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.log_format import JsonFormatter, MaskPersonalData, mask_text
-from bot.settings import Settings, ShopConfig, load_shop_config, masked_url, DEFAULT_SHOP_FILE
+from bot.settings import DEFAULT_SHOP_FILE, Settings, ShopConfig, load_shop_config, masked_url
 
 
 def test_shop_file_is_loaded_and_validated(tmp_path):

@@ -3,7 +3,6 @@ IM channel's push (callback) mode."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 
@@ -11,8 +10,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Product, _create_pg_database, _drop_pg_database, free_port, port_open, product_env, seed, \
-    unavailable
+from tests.conftest import (
+    Product,
+    _create_pg_database,
+    _drop_pg_database,
+    free_port,
+    port_open,
+    product_env,
+    seed,
+    unavailable,
+)
 from tests.support import signed
 
 pytestmark = pytest.mark.model

@@ -6,15 +6,13 @@ server the PostgreSQL cases skip with the reason, except under CI=true, where th
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Iterator
 
 import pytest
-from sqlalchemy.orm import Session
-
 from kb_testdata import REPO, SMALL_FAQ, write_faq
+from sqlalchemy.orm import Session
 
 DEMO_FAQ = REPO / "knowledge" / "demo" / "faq.csv"
 PG_URL = os.environ.get("KNOWLEDGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

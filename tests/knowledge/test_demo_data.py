@@ -22,7 +22,9 @@ def test_demo_faq_is_complete_and_clean():
     assert any(e.valid_to and e.valid_to < NOW for e in entries)
     assert any(e.valid_to and e.valid_to > NOW for e in entries)
     categories = {e.category for e in entries}
-    assert {"女装", "男装", "鞋包", "美妆护肤", "家居日用", "零食茶饮", "数码配件", "会员", "售后", "物流"} <= categories
+    assert {
+        "女装", "男装", "鞋包", "美妆护肤", "家居日用", "零食茶饮", "数码配件", "会员", "售后", "物流"
+    } <= categories
 
 
 def test_demo_faq_agrees_with_the_shop_config():

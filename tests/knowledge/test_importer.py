@@ -1,11 +1,10 @@
 from datetime import datetime
 
 import pytest
+from kb_testdata import HEADER, write_faq
 
 from knowledge.entries import stable_id
 from knowledge.importer import read_document, read_faq, read_sources
-
-from kb_testdata import HEADER, write_faq
 
 
 def test_bad_rows_are_reported_with_line_numbers_and_the_rest_imported(tmp_path):
@@ -34,7 +33,8 @@ def test_line_numbers_count_multiline_cells(tmp_path):
 
 def test_optional_columns_unknown_columns_bom_and_similar_splitting(tmp_path):
     path = tmp_path / "faq.csv"
-    path.write_text("\ufeffquestion,answer,备注,similar\n能开票吗,可以,内部备注, 怎么开发票 | 发票怎么开 |能开票吗｜要发票\n",
+    path.write_text("\ufeffquestion,answer,备注,similar\n"
+                    "能开票吗,可以,内部备注, 怎么开发票 | 发票怎么开 |能开票吗｜要发票\n",
                     encoding="utf-8")
     (entry,) = read_faq(path).entries
     assert entry.id == stable_id("能开票吗")
@@ -84,7 +84,8 @@ def test_markdown_is_split_into_passages_with_heading_paths(tmp_path):
                    "```\n# 不是标题\n```\n\n## 鞋子\n\n脚长 235mm 选 37。\n", encoding="utf-8")
     result = read_document(doc)
     assert [(e.id, e.heading) for e in result.entries] == [
-        ("doc:size-guide#1", "尺码指南"), ("doc:size-guide#2", "尺码指南 > 女装上衣"), ("doc:size-guide#3", "尺码指南 > 鞋子")]
+        ("doc:size-guide#1", "尺码指南"), ("doc:size-guide#2", "尺码指南 > 女装上衣"),
+        ("doc:size-guide#3", "尺码指南 > 鞋子")]
     assert "# 不是标题" in result.entries[1].answer
     assert result.entries[2].source == "size-guide.md > 尺码指南 > 鞋子"
     assert all(e.kind == "doc" for e in result.entries)

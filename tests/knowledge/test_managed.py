@@ -8,15 +8,13 @@ import sys
 import pytest
 import sqlalchemy as sa
 import yaml
-
 from kb_testdata import REPO, SMALL_FAQ, write_faq
 
-from knowledge import ANSWER, KnowledgeBase
+from knowledge import ANSWER, KnowledgeBase, store
 from knowledge.builder import build_and_publish
 from knowledge.export import export_faq, export_nlu
 from knowledge.importer import read_document, read_faq
 from knowledge.models import KnowledgeCorrection, KnowledgeEntry
-from knowledge import store
 
 
 def _count(session):
@@ -54,7 +52,8 @@ def test_prune_removes_entries_missing_from_the_sheet_but_keeps_corrections(sess
 
 def test_document_reimport_replaces_all_old_passages(session_factory, tmp_path):
     doc = tmp_path / "care.md"
-    doc.write_text("# 保养\n\n## 真丝\n\n冷水手洗。\n\n## 羊毛\n\n平铺晾干。\n\n## 皮具\n\n避免暴晒。\n", encoding="utf-8")
+    doc.write_text("# 保养\n\n## 真丝\n\n冷水手洗。\n\n## 羊毛\n\n平铺晾干。\n\n## 皮具\n\n避免暴晒。\n",
+                   encoding="utf-8")
     with session_factory() as s, s.begin():
         store.replace_documents(s, read_document(doc).entries, origin="care.md")
     doc.write_text("# 保养\n\n## 真丝\n\n只能干洗。\n", encoding="utf-8")
@@ -83,9 +82,13 @@ def test_correction_round_trip(session_factory, small_faq, tmp_path):
     assert before.answer is None or before.answer.id != "R2"  # the bot does not know it yet
 
     with session_factory() as s, s.begin():
-        c = store.add_correction(s, query, right_entry_id="R2", wrong_entry_id=before.answer.id if before.answer else None,
+        c = store.add_correction(s, query, right_entry_id="R2",
+                                 wrong_entry_id=before.answer.id if before.answer else None,
                                  intent="return_refund", conversation_id="conv-1", staff="小王")
         new = store.add_correction(s, "你们支持以旧换新吗", new_answer="暂不支持以旧换新。", intent="chitchat")
+        # what the CLI reports back to the operator: the right entry, or the entry the new answer created
+        assert c.right_entry_id == "R2" and c.created_entry_id is None
+        assert new.right_entry_id is None and new.created_entry_id == "corr-2"
     with session_factory() as s:
         stored = s.execute(sa.select(KnowledgeCorrection).order_by(KnowledgeCorrection.id)).scalars().all()
         assert [x.query for x in stored] == [query, "你们支持以旧换新吗"]

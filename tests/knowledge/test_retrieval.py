@@ -4,9 +4,9 @@ from datetime import datetime
 import pytest
 
 from knowledge import ANSWER, CLARIFY, DECLINE, KnowledgeBase, asks_database_fact
-from knowledge.guard import mentions_price
 from knowledge.builder import build_and_publish
 from knowledge.decision import CLOSE_CANDIDATES, DATABASE_FACT, EXACT_MATCH, NO_MATCH
+from knowledge.guard import mentions_price
 from knowledge.importer import read_faq
 
 NOW = datetime(2026, 11, 21, 12, 0)

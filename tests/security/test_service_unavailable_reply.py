@@ -12,8 +12,15 @@ from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.core.nlg.response import TemplatedNaturalLanguageGenerator
 from rasa.shared.core.constants import ACTION_LISTEN_NAME, REQUESTED_SLOT
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import (ActionExecuted, ActiveLoop, BotUttered, FollowupAction, SessionStarted, SlotSet,
-                                     UserUttered)
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
+    BotUttered,
+    FollowupAction,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig

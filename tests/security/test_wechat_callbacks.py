@@ -16,9 +16,8 @@ from typing import Dict
 import pytest
 import sqlalchemy as sa
 
-from channels.wechat.crypto import sha1_signature
+from channels.wechat.inbound.crypto import sha1_signature
 from channels.wechat.sandbox.callbacks import CallbackSigner, SignedRequest, xml_document
-from tests.wechat.conftest import harness, no_redis, postgres_db, sqlite_db, wechat_db  # noqa: F401 (fixtures)
 from tests.wechat.harness import Harness, fresh_env
 from tests.wechat.processes import GatewayProcess, gateway_env
 
@@ -195,8 +194,8 @@ async def test_plaintext_mode_a_seen_nonce_stays_refused_across_a_restart_and_in
 
 
 async def test_expired_nonces_are_forgotten(wechat_db, no_redis):
-    from channels.wechat import replays
-    from channels.wechat.crypto import SignatureReused
+    from channels.wechat.inbound import replays
+    from channels.wechat.inbound.crypto import SignatureReused
 
     now = int(time.time())
     await replays.first_use_or_retry("wechat_mp", now - 3600, "1", b"<xml>old</xml>", 300)

@@ -16,10 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from channels.wechat.sandbox.callbacks import CallbackSigner
-from tests.wechat.conftest import no_redis, postgres_db, sqlite_db, wechat_db  # noqa: F401 (fixtures)
 from tests.wechat.harness import fresh_env
-from tests.wechat.processes import (GatewayProcess, RelayServer, base_url, gateway_env, platform_of,
-                                    start_sandbox)
+from tests.wechat.processes import GatewayProcess, RelayServer, base_url, gateway_env, platform_of, start_sandbox
 
 ANSWERED_WITHIN_S = 30.0
 

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from actions.db.engine import async_session
 from channels.wechat.models import InboundMessageRow
-from tests.wechat.conftest import harness, no_redis, postgres_db, sqlite_db, wechat_db  # noqa: F401 (fixtures)
 
 REJECTED = ("wechat kf cursor rejected by the platform; pulling the account again from the start of its "
             "retained messages")
@@ -36,7 +35,7 @@ async def _reset_platform_cursors(h) -> None:
 
 async def test_a_rejected_cursor_is_reset_and_the_backlog_pulled_again_without_answering_twice(harness, caplog):
     h = harness
-    caplog.set_level(logging.INFO, logger="channels.wechat.kf")
+    caplog.set_level(logging.INFO, logger="channels.wechat.inbound.kf")
     for user, text in (("wmAnn", "我的订单到哪了"), ("wmBen", "怎么退货")):
         await h.say("kf", user, text)
         await h.wait_for(lambda: h.deliveries("kf", user))
@@ -66,7 +65,7 @@ async def test_on_the_replay_messages_older_than_the_dedup_horizon_are_not_answe
     """The inbox forgets answered messages after SIYU_WECHAT_DEDUP_TTL_S; the platform may retain
     them longer. Such a message cannot be told from a new one, so the replay skips it."""
     h = harness
-    caplog.set_level(logging.INFO, logger="channels.wechat.kf")
+    caplog.set_level(logging.INFO, logger="channels.wechat.inbound.kf")
     h.runtime.config.dedup_ttl_s = 3600
     for user, text in (("wmOld", "上周的问题"), ("wmRecent", "刚才的问题")):
         await h.say("kf", user, text)

@@ -9,14 +9,14 @@ import uuid
 from typing import Iterator
 
 import pytest
+
 # importing Rasa's channel module switches the process to uvloop's event loop policy, whose
 # get_event_loop() pytest-asyncio cannot use; import it once here and restore the default policy
-import rasa.core.channels.channel  # noqa: F401,E402
+import rasa.core.channels.channel  # noqa: F401
+
+from tests.conftest import REDIS_TEST_URL, _create_pg_database, _drop_pg_database, port_open, unavailable, use_database
 
 asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-
-from tests.conftest import (REDIS_TEST_URL, _create_pg_database, _drop_pg_database, port_open, unavailable,
-                            use_database)
 
 
 def _migrate(url: str) -> None:

@@ -25,7 +25,6 @@ from channels.wechat.sandbox.config import sandbox_credentials
 from tests.conftest import free_port
 from tests.wechat.sandbox_helpers import config_from_env
 
-
 RELAY_SECRET = "harness-relay-secret"
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from channels.wechat.crypto import sha1_signature
+from channels.wechat.inbound.crypto import sha1_signature
 from channels.wechat.sandbox.callbacks import CallbackSigner
 from tests.wechat.harness import Harness, fresh_env
 
@@ -70,7 +70,7 @@ async def test_mini_enter_session_opens_the_window_without_a_reply(account_harne
         assert (await r.json())["callback"]["delivered"]
     await h.settle(0.5)
     assert h.agent.received == [] and h.deliveries("mini", "oEnter") == []
-    from channels.wechat import sender
+    from channels.wechat.outbound import sender
 
     result = await sender.send_to_customer("mini:oEnter", ["欢迎光临，有什么可以帮您？"], runtime=h.runtime)
     assert result.accepted, "entering the session allows 2 messages within a minute"

@@ -160,7 +160,8 @@ async def test_a_gateway_killed_right_after_an_ack_loses_nothing(slow_pg, tmp_pa
     try:
         deadline = time.monotonic() + 60
         while not port_open("127.0.0.1", port):
-            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-2000:]
+            log_tail = (tmp_path / "gateway.log").read_text()[-2000:]
+            assert gateway.poll() is None and time.monotonic() < deadline, log_tail
             await asyncio.sleep(0.2)
 
         async def deliver(http, user: str, msg_id: int):

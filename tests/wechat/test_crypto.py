@@ -10,10 +10,17 @@ import time
 import pytest
 from wechatpy.crypto.base import BasePrpCrypto
 
-from channels.wechat import crypto as wc
-from channels.wechat.crypto import (CallbackCrypto, CryptoConfigError, ForgedSignature, MalformedCallback,
-                                    StaleTimestamp, WrongReceiver, sha1_signature)
-from channels.wechat.payloads import parse_json, parse_xml
+from channels.wechat.inbound import crypto as wc
+from channels.wechat.inbound.crypto import (
+    CallbackCrypto,
+    CryptoConfigError,
+    ForgedSignature,
+    MalformedCallback,
+    StaleTimestamp,
+    WrongReceiver,
+    sha1_signature,
+)
+from channels.wechat.inbound.payloads import parse_json, parse_xml
 from tests.wechat import reference_crypto as ref
 
 # Tencent's sample (WXBizMsgCrypt demos and the WeCom "加解密方案说明" page)

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from actions.db.engine import async_session
-from channels.wechat import mass_send, sender
 from channels.wechat.models import MassSendTask, OutboxMessage, WeChatGroup
+from channels.wechat.outbound import mass_send, sender
 from channels.wechat.sandbox.callbacks import CallbackSigner
 
 

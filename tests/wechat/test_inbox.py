@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from channels.wechat import cursors
 from channels.wechat.db import session as async_session
-from channels.wechat.inbox import Inbox, RedisDedup
+from channels.wechat.inbound import cursors
+from channels.wechat.inbound.inbox import Inbox, RedisDedup
+from channels.wechat.inbound.payloads import InboundMessage
 from channels.wechat.models import InboundMessageRow
-from channels.wechat.payloads import InboundMessage
 
 
 def kf_message(msgid: str, user: str = "wmUser", text: str = "发货了吗") -> tuple:
@@ -79,7 +79,7 @@ async def test_shutdown_hands_back_only_its_own_unfinished_claims(wechat_db, no_
 async def test_a_row_not_claimed_is_missed_only_after_a_while_and_reads_back_whole(wechat_db, no_redis):
     from datetime import timedelta
 
-    from channels.wechat import inbox as inbox_module
+    from channels.wechat.inbound import inbox as inbox_module
     from channels.wechat.models import now_utc
 
     inbox = Inbox()

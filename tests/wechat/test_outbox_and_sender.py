@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from actions.db.engine import async_session
-from channels.wechat import errcodes as E, outbox, sender, windows
 from channels.wechat.models import OutboxMessage, ReplyWindow, WeChatGroup, now_utc
-from channels.wechat.outbox import OutgoingMessage
-from channels.wechat.worker import OutboxWorker
+from channels.wechat.outbound import errcodes as E, outbox, sender, windows
+from channels.wechat.outbound.outbox import OutgoingMessage
+from channels.wechat.outbound.worker import OutboxWorker
 from tests.wechat.harness import Harness, fresh_env
 
 

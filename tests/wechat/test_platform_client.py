@@ -1,4 +1,4 @@
-"""The platform client (channels/wechat/api.py) over real HTTP: against the sandbox for tokens,
+"""The platform client (channels/wechat/outbound/platform.py) over real HTTP: against the sandbox for tokens,
 retries and late answers; against raw servers for broken and oversized answers; through real
 proxies for the proxy variables of the environment. What each failure tells the caller is the
 point: nothing sent (retried), or maybe delivered (repeated only when the call is idempotent)."""
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import http.server
-import json
 import logging
 import socket
 import struct
@@ -19,15 +18,22 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from channels.wechat import errcodes as E
-from channels.wechat.api import MAX_ANSWER_BYTES, READ, PlatformClient, PlatformError, RetryPolicy
 from channels.wechat.config import AccountConfig, CallbackSecrets, KfConfig, WeChatConfig
+from channels.wechat.outbound import errcodes as E
+from channels.wechat.outbound.platform import MAX_ANSWER_BYTES, READ, PlatformClient, PlatformError, RetryPolicy
+from channels.wechat.outbound.tokens import MemoryTokenCache
 from channels.wechat.sandbox.app import PLATFORM, create_app
 from channels.wechat.sandbox.config import SandboxConfig
-from channels.wechat.tokens import MemoryTokenCache
 from tests.support import free_port
-from tests.wechat.http_servers import (ForwardProxy, RawServer, TunnelProxy, answering, json_answer, served,
-                                       tls_server_context)
+from tests.wechat.http_servers import (
+    ForwardProxy,
+    RawServer,
+    TunnelProxy,
+    answering,
+    json_answer,
+    served,
+    tls_server_context,
+)
 from tests.wechat.sandbox_helpers import sandbox_config
 
 OK = json_answer(b'{"errcode": 0, "errmsg": "ok"}')
@@ -136,7 +142,7 @@ async def test_an_answer_later_than_the_timeout_may_have_delivered_the_call(sand
 async def test_a_refused_connection_was_not_sent_and_is_retried(no_proxy_variables, caplog):
     client = client_for(f"http://127.0.0.1:{free_port()}")
     try:
-        with caplog.at_level(logging.WARNING, logger="channels.wechat.api"):
+        with caplog.at_level(logging.WARNING, logger="channels.wechat.outbound.platform"):
             with pytest.raises(PlatformError) as refused:
                 await robot_send(client, RETRY_3)
         assert refused.value.kind == "network" and not refused.value.maybe_delivered
@@ -151,7 +157,7 @@ async def test_an_unreachable_proxy_means_not_sent(no_proxy_variables, caplog):
     async with RawServer(answering(OK)) as platform:
         client = client_for(platform.url)
         try:
-            with caplog.at_level(logging.WARNING, logger="channels.wechat.api"):
+            with caplog.at_level(logging.WARNING, logger="channels.wechat.outbound.platform"):
                 with pytest.raises(PlatformError) as refused:
                     await robot_send(client, RETRY_3)
         finally:
@@ -166,7 +172,7 @@ async def test_a_proxy_that_never_opens_the_tunnel_times_out_as_not_sent(no_prox
         no_proxy_variables.setenv("HTTPS_PROXY", proxy.url)
         client = client_for("https://qyapi.example.invalid", timeout_s=0.3)
         try:
-            with caplog.at_level(logging.WARNING, logger="channels.wechat.api"):
+            with caplog.at_level(logging.WARNING, logger="channels.wechat.outbound.platform"):
                 with pytest.raises(PlatformError) as hung:
                     await robot_send(client, RETRY_3)
         finally:

@@ -7,10 +7,10 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from bot.settings import get_settings
+from channels.wechat.conversation.relay_client import RelayClient
 from channels.wechat.db import session as async_session
 from channels.wechat.models import InboundMessageRow
 from channels.wechat.relay import TOKEN_HEADER
-from channels.wechat.relay_client import RelayClient
 from tests.conftest import free_port
 from tests.wechat.harness import RELAY_SECRET
 
@@ -41,7 +41,8 @@ async def test_relay_rejects_malformed_turns_with_a_reason(harness):
            b'{"conversation_id": "mp:x", "channel": "mp", "text": "", "message_id": "1"}',
            b'{"conversation_id": "mp:x", "channel": "mp", "text": "hi", "message_id": "1", "metadata": [1]}']
     for body in bad:
-        async with h.http.post(h.bot_url + RELAY, data=body, headers=dict(auth, **{"Content-Type": "application/json"})) as r:
+        headers = dict(auth, **{"Content-Type": "application/json"})
+        async with h.http.post(h.bot_url + RELAY, data=body, headers=headers) as r:
             assert r.status == 400, body
             assert (await r.json())["error"]
     assert h.agent.received == []
@@ -97,8 +98,8 @@ async def _when(rows_coro, condition):
 async def test_a_gateway_with_the_wrong_secret_keeps_messages_until_the_setup_is_fixed(harness):
     h = harness
     right = h.runtime.relay
-    h.runtime.relay = RelayClient(get_settings().model_copy(update={"wechat_relay_secret": SecretStr("not-the-secret")}),
-                                  ready_wait_s=0.6)
+    wrong = get_settings().model_copy(update={"wechat_relay_secret": SecretStr("not-the-secret")})
+    h.runtime.relay = RelayClient(wrong, ready_wait_s=0.6)
     await h.say("mp", "oWrongSecret", "发货要多久")
     [(row_id, _, error)] = await h.wait_for(
         lambda: _when(inbound("oWrongSecret"), lambda rows: rows and rows[0][1] == "received" and rows[0][2]))

@@ -1,4 +1,4 @@
-"""The gateway's relay client (channels/wechat/relay_client.py) over real HTTP against small local
+"""The gateway's relay client (channels/wechat/conversation/relay_client.py) over real HTTP against small local
 servers: a turn Rasa has not seen is asked again while the wait lasts; a turn that went out and
 was not answered properly is never repeated; proxy variables do not apply to the local relay."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.settings import get_settings
+from channels.wechat.conversation.relay_client import PATH, RasaNotReady, RelayClient, RelayFailed
 from channels.wechat.relay import TOKEN_HEADER
-from channels.wechat.relay_client import PATH, RasaNotReady, RelayClient, RelayFailed
 from tests.support import free_port
 from tests.wechat.http_servers import ForwardProxy, RawServer, answering, served
 

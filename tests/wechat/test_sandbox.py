@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.wechat import errcodes as E
-from channels.wechat.crypto import CallbackCrypto
-from channels.wechat.payloads import parse_json, parse_xml
+from channels.wechat.inbound.crypto import CallbackCrypto
+from channels.wechat.inbound.payloads import parse_json, parse_xml
+from channels.wechat.outbound import errcodes as E
 from channels.wechat.sandbox.app import PLATFORM, create_app
 from channels.wechat.sandbox.callbacks import CallbackSigner
 from tests.wechat.sandbox_helpers import sandbox_config
@@ -60,7 +60,8 @@ async def test_token_expiry_gives_42001_and_wrong_token_40014(sandbox):
     assert (await post(sandbox, "/cgi-bin/kf/sync_msg", body, access_token=token))["errcode"] == 0
     sandbox.app[PLATFORM].advance(7201)
     assert (await post(sandbox, "/cgi-bin/kf/sync_msg", body, access_token=token))["errcode"] == E.ACCESS_TOKEN_EXPIRED
-    assert (await post(sandbox, "/cgi-bin/kf/sync_msg", body, access_token="forged"))["errcode"] == E.INVALID_ACCESS_TOKEN
+    answer = await post(sandbox, "/cgi-bin/kf/sync_msg", body, access_token="forged")
+    assert answer["errcode"] == E.INVALID_ACCESS_TOKEN
     fresh = await kf_token(sandbox)
     assert fresh != token
 
@@ -164,7 +165,8 @@ async def test_mini_program_cannot_use_the_official_account_token(sandbox):
     assert (await post(sandbox, "/cgi-bin/message/custom/send", msg, access_token=mini))["errcode"] == 0
     assert platform.deliveries[-1]["channel"] == "mini"
     wecom = await kf_token(sandbox)
-    assert (await post(sandbox, "/cgi-bin/message/custom/send", msg, access_token=wecom))["errcode"] == E.INVALID_CREDENTIAL
+    answer = await post(sandbox, "/cgi-bin/message/custom/send", msg, access_token=wecom)
+    assert answer["errcode"] == E.INVALID_CREDENTIAL
 
 
 async def test_robot_rate_limit_and_content_checks(sandbox):
@@ -293,3 +295,23 @@ async def test_callbacks_are_retried_when_the_bot_does_not_answer_in_time():
     finally:
         await client.close()
         await bot_server.close()
+
+
+def test_product_code_never_imports_the_sandbox():
+    """The sandbox fakes the platform for tests and `run --sandbox` only: the run command may start
+    it, nothing else of the product may depend on it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    importers = []
+    for folder in ("actions", "bot", "channels", "knowledge"):
+        for path in (root / folder).rglob("*.py"):
+            if "sandbox" in path.parts or path == root / "bot" / "__main__.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                if any(name.startswith("channels.wechat.sandbox") for name in names):
+                    importers.append(str(path.relative_to(root)))
+    assert importers == []

@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from actions.db.engine import async_session
 from actions.db.models import Customer, CustomerIdentity
 from actions.identity import customer_for
-from channels.wechat import identity, windows
-from channels.wechat.groups import detect
+from channels.wechat.conversation import identity
+from channels.wechat.conversation.addressing import detect
 from channels.wechat.models import now_utc
-from channels.wechat.splitting import split_text, utf8_len
+from channels.wechat.outbound import windows
+from channels.wechat.outbound.splitting import split_text, utf8_len
 
 
 # --- splitting -----------------------------------------------------------------------------------

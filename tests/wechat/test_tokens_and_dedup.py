@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from channels.wechat.inbox import RedisDedup
-from channels.wechat.tokens import MemoryTokenCache, RedisTokenCache, TokenSource, cache_lifetime
+from channels.wechat.inbound.inbox import RedisDedup
+from channels.wechat.outbound.tokens import MemoryTokenCache, RedisTokenCache, TokenSource, cache_lifetime
 from tests.wechat.harness import Harness, fresh_env
 
 
@@ -124,8 +124,8 @@ async def test_redis_unreachable_falls_back_to_the_database():
 @pytest.mark.redis
 async def test_connectors_with_redis_answer_three_identical_deliveries_once(wechat_db, redis_client, monkeypatch):
     client, prefix = redis_client
-    from tests.conftest import REDIS_TEST_URL
     from channels.wechat.sandbox.callbacks import CallbackSigner
+    from tests.conftest import REDIS_TEST_URL
 
     monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
     h = await Harness(fresh_env(), redis_prefix=prefix).start()
@@ -152,9 +152,9 @@ async def test_a_callback_stored_too_slowly_is_still_answered_exactly_once(wecha
     and retries. The store is not cut off half-way (which left the message marked as seen in Redis
     but not stored, so the retry was dropped and the customer never got an answer)."""
     client, prefix = redis_client
-    from tests.conftest import REDIS_TEST_URL
-    from channels.wechat import connector
+    from channels.wechat.inbound import callback as connector
     from channels.wechat.sandbox.callbacks import CallbackSigner
+    from tests.conftest import REDIS_TEST_URL
 
     monkeypatch.setenv("REDIS_URL", REDIS_TEST_URL)
     monkeypatch.setattr(connector, "ACK_BUDGET_S", 0.0001)

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from alembic import context
 
+# every model module must be imported so autogenerate sees its tables
+import actions.db.models  # noqa: F401
+import channels.wechat.models  # noqa: F401  (wechat_* tables, migration 0003)
+import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
 from actions.db.engine import create_sync_engine
 from actions.db.models import Base
 from bot.settings import Settings
-
-# every model module must be imported so autogenerate sees its tables
-import actions.db.models  # noqa: F401
-import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
-import channels.wechat.models  # noqa: F401  (wechat_* tables, migration 0003)
 
 target_metadata = Base.metadata
 

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from channels.wechat.crypto import CallbackCrypto, callback_crypto, encrypted_xml_envelope
-from channels.wechat.outbound import Sessions, read_limited, text_of
+from channels.wechat.inbound.crypto import CallbackCrypto, callback_crypto, encrypted_xml_envelope
+from channels.wechat.outbound.http import Sessions, read_limited, text_of
 from channels.wechat.sandbox.config import CALLBACK_PATHS, SandboxConfig
 
 

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 from bot.settings import Settings, get_settings
 
-# the connectors' webhook paths on the WeChat gateway (channels/wechat/inputs.py, gateway.py)
+# the connectors' webhook paths on the WeChat gateway (channels/wechat/inbound/connectors.py, gateway.py)
 CALLBACK_PATHS = {
     "kf": "/webhooks/wecom_kf/webhook",
     "mp": "/webhooks/wechat_mp/webhook",

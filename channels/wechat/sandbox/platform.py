@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from channels.wechat import errcodes as E
+from channels.wechat.outbound import errcodes as E
 from channels.wechat.sandbox.config import SandboxConfig
 
 Json = Dict[str, Any]
@@ -393,7 +393,8 @@ class Platform:
             return err(E.INVALID_WEBHOOK_KEY, "invalid webhook url")
         msgtype = body.get("msgtype")
         content = body.get(msgtype) if isinstance(msgtype, str) else None
-        if msgtype not in ("text", "markdown", "image", "news", "file", "template_card") or not isinstance(content, dict):
+        if (msgtype not in ("text", "markdown", "image", "news", "file", "template_card")
+                or not isinstance(content, dict)):
             return err(E.INVALID_MSGTYPE, "invalid message type")
         problem = self._robot_content(msgtype, content)
         if problem:
@@ -538,4 +539,5 @@ class Platform:
             dropped = last_minute >= self.config.app_per_member_minute or len(sends) > self.config.app_per_member_hour
             self.deliver("staff", user, msgtype, body.get(msgtype), dropped=dropped)
         invalid = [u for u in users if u not in valid]
-        return {"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(invalid), "msgid": "sbxapp" + secrets.token_hex(8)}
+        return {"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(invalid),
+                "msgid": "sbxapp" + secrets.token_hex(8)}

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
-from channels.wechat.crypto import MalformedCallback
+from channels.wechat.inbound.crypto import MalformedCallback
 
 # The largest legitimate callback (2048-byte text, encrypted and base64'd, plus envelope) is ~4 KB;
 # anything far beyond is not from the platform.

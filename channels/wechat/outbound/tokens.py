@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, Optional, Protocol, Tuple
 
-logger = logging.getLogger("channels.wechat.tokens")
+logger = logging.getLogger("channels.wechat.outbound.tokens")
 
 # (token, lifetime in seconds) from the platform's token endpoint
 Fetch = Callable[[], Awaitable[Tuple[str, int]]]

@@ -45,7 +45,7 @@ class PlaintextRefused(CallbackRejected):
 
 
 class SignatureReused(CallbackRejected):
-    """Plaintext mode: a (timestamp, nonce) already seen with another body (channels/wechat/replays.py)."""
+    """Plaintext mode: a (timestamp, nonce) already seen with another body (channels/wechat/inbound/replays.py)."""
 
 
 class MalformedCallback(ValueError):
@@ -118,7 +118,7 @@ class CallbackCrypto:
     def verify_plain(self, signature: Optional[str], timestamp: Optional[str], nonce: Optional[str],
                      now: Optional[float] = None) -> int:
         """Plaintext mode (Official Account / mini-program): sha1(token, timestamp, nonce); the
-        timestamp. It does not cover the body: see channels/wechat/replays.py."""
+        timestamp. It does not cover the body: see channels/wechat/inbound/replays.py."""
         value = check_fresh(timestamp, self.max_age_s, now)
         if not signatures_match(sha1_signature(self.token, str(timestamp), str(nonce or "")), signature):
             raise ForgedSignature("signature does not match")

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from channels.wechat import db
-from channels.wechat.crypto import MalformedCallback, SignatureReused
 from channels.wechat.db import session as async_session
+from channels.wechat.inbound.crypto import MalformedCallback, SignatureReused
 from channels.wechat.models import CallbackNonce, now_utc
 
 # kept a little past the window (the gateway's and the database's clocks)

@@ -16,18 +16,14 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from channels.wechat.crypto import CallbackRejected, CryptoConfigError, MalformedCallback
-from channels.wechat.payloads import InboundMessage
+from channels.wechat.inbound.crypto import CallbackRejected, CryptoConfigError, MalformedCallback
+from channels.wechat.inbound.payloads import InboundMessage
 from channels.wechat.runtime import WeChatRuntime, get_runtime
 
 logger = logging.getLogger("channels.wechat")
 ACK = "success"
 # the platform waits 5 s before retrying; a callback is answered well within that
 ACK_BUDGET_S = 1.0
-
-
-class NotConfigured(Exception):
-    pass
 
 
 def query(request: Request, name: str) -> Optional[str]:
@@ -53,7 +49,7 @@ class WeChatInput(InputChannel):
         return self._runtime or get_runtime()
 
     def get_output_channel(self) -> Optional[OutputChannel]:
-        # proactive messages use channels.wechat.sender (it checks windows and quotas); Rasa's
+        # proactive messages use channels.wechat.outbound.sender (it checks windows and quotas); Rasa's
         # trigger_intent output is not routed here
         return None
 
@@ -68,7 +64,7 @@ class WeChatInput(InputChannel):
 
     async def accept(self, messages: List[InboundMessage]) -> None:
         """Store and schedule the messages (before the acknowledgement)."""
-        from channels.wechat.pipeline import conversation_id
+        from channels.wechat.conversation.pipeline import conversation_id
 
         await self.runtime.take_in([(message, conversation_id(message)) for message in messages])
 

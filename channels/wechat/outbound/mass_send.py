@@ -11,10 +11,10 @@ from typing import Optional
 import sqlalchemy as sa
 
 from channels.wechat.db import session as async_session
-from channels.wechat.api import PlatformClient, PlatformError
 from channels.wechat.models import MassSendTask, now_utc
+from channels.wechat.outbound.platform import PlatformClient, PlatformError
 
-logger = logging.getLogger("channels.wechat.mass_send")
+logger = logging.getLogger("channels.wechat.outbound.mass_send")
 SENT, NOT_A_FRIEND, ALREADY_RECEIVED = 1, 2, 3
 MAX_REMINDERS_PER_DAY = 3
 

@@ -10,13 +10,14 @@ from typing import Any, List, Optional, Sequence
 
 import sqlalchemy as sa
 
-from channels.wechat import db, windows
-from channels.wechat.api import PlatformClient, PlatformError
+from channels.wechat import db
 from channels.wechat.db import session as async_session
 from channels.wechat.models import MassSendTask, RobotSend, WeChatGroup, now_utc
-from channels.wechat.outbox import IDEMPOTENT_CHANNELS
+from channels.wechat.outbound import windows
+from channels.wechat.outbound.outbox import IDEMPOTENT_CHANNELS
+from channels.wechat.outbound.platform import PlatformClient, PlatformError
 
-logger = logging.getLogger("channels.wechat.delivery")
+logger = logging.getLogger("channels.wechat.outbound.delivery")
 ROBOT_PER_MINUTE = 20
 RATE_LIMIT_RETRY_S = 60.0
 
@@ -122,7 +123,8 @@ def _failure(row: Any, exc: PlatformError) -> Outcome:
 
 async def _record_mass_task(row: Any, answer: dict) -> None:
     async with async_session() as session:
-        task = (await session.execute(sa.select(MassSendTask).where(MassSendTask.outbox_id == row.id))).scalars().first()
+        task = (await session.execute(sa.select(MassSendTask).where(MassSendTask.outbox_id == row.id))
+                ).scalars().first()
         if task is None:
             task = MassSendTask(outbox_id=row.id, sender=row.account or "", chat_ids=row.body.get("chat_id_list", []),
                                 status="created", results={}, reminders=0)

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Text
 
 from rasa.core.channels.channel import OutputChannel
 
-from channels.wechat.outbox import OutgoingMessage
-from channels.wechat.splitting import TEXT_LIMIT_BYTES, split_text
+from channels.wechat.outbound.outbox import OutgoingMessage
+from channels.wechat.outbound.splitting import TEXT_LIMIT_BYTES, split_text
 
 
 class ReplyCollector(OutputChannel):

@@ -11,7 +11,7 @@ by the platform and is retried. One that failed after (the connection broke, the
 was cut or too large) may have been executed by the platform: it is only repeated when the call is
 idempotent (kf/send_msg with its msgid, reads); otherwise the error says `maybe_delivered`.
 
-The calls share one aiohttp session per client (channels/wechat/outbound.py) that honours
+The calls share one aiohttp session per client (channels/wechat/outbound/http.py) that honours
 HTTPS_PROXY / HTTP_PROXY / NO_PROXY: the platforms accept calls only from whitelisted addresses,
 which often means a proxy with a fixed egress IP.
 """
@@ -26,12 +26,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 
-from channels.wechat import errcodes as E
 from channels.wechat.config import WeChatConfig
-from channels.wechat.outbound import Attempt, Sessions, may_have_been_sent, read_limited, text_of
-from channels.wechat.tokens import TokenCache, TokenSource
+from channels.wechat.outbound import errcodes as E
+from channels.wechat.outbound.http import Attempt, Sessions, may_have_been_sent, read_limited, text_of
+from channels.wechat.outbound.tokens import TokenCache, TokenSource
 
-logger = logging.getLogger("channels.wechat.api")
+logger = logging.getLogger("channels.wechat.outbound.platform")
 Json = Dict[str, Any]
 
 
@@ -98,7 +98,8 @@ class PlatformClient:
     # --- tokens ---------------------------------------------------------------------------------
     def _register_sources(self) -> None:
         c = self.config
-        wecom = {"kf": c.kf and (c.kf.corp_id, c.kf.secret), "contact": c.contact and (c.contact.corp_id, c.contact.secret),
+        wecom = {"kf": c.kf and (c.kf.corp_id, c.kf.secret),
+                 "contact": c.contact and (c.contact.corp_id, c.contact.secret),
                  "app": c.app and (c.app.corp_id, c.app.secret)}
         for kind, creds in wecom.items():
             if creds:

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.wechat import db, workers
 from channels.wechat.db import session as async_session
+from channels.wechat.inbound.payloads import InboundMessage
 from channels.wechat.models import InboundMessageRow, now_utc
-from channels.wechat.payloads import InboundMessage
 
-logger = logging.getLogger("channels.wechat.inbox")
+logger = logging.getLogger("channels.wechat.inbound.inbox")
 # a row stored unclaimed is left to the process that stored it for this long
 MISSED_AFTER = timedelta(seconds=15)
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actions.db.models import Customer, CustomerIdentity
 from channels.wechat import db
 
-logger = logging.getLogger("channels.wechat.identity")
+logger = logging.getLogger("channels.wechat.conversation.identity")
 NEW_CUSTOMER_NAME = "微信用户"
 
 

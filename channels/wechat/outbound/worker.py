@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Optional
 
-from channels.wechat import outbox
-from channels.wechat.api import PlatformClient
-from channels.wechat.delivery import Outcome, deliver, reserve_windows
+from channels.wechat.outbound import outbox
+from channels.wechat.outbound.delivery import Outcome, deliver, reserve_windows
+from channels.wechat.outbound.platform import PlatformClient
 
-logger = logging.getLogger("channels.wechat.worker")
+logger = logging.getLogger("channels.wechat.outbound.worker")
 MAINTENANCE_EVERY_S = 30.0
 
 

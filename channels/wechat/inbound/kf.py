@@ -18,13 +18,15 @@ from typing import Any, Dict, List, Optional
 
 import sqlalchemy as sa
 
-from channels.wechat import cursors, db, errcodes as E, outbox
-from channels.wechat.api import PlatformError
+from channels.wechat import db
+from channels.wechat.conversation.pipeline import conversation_id
+from channels.wechat.inbound import cursors
+from channels.wechat.inbound.payloads import InboundMessage
 from channels.wechat.models import KfCursor
-from channels.wechat.payloads import InboundMessage
-from channels.wechat.pipeline import conversation_id
+from channels.wechat.outbound import errcodes as E, outbox
+from channels.wechat.outbound.platform import PlatformError
 
-logger = logging.getLogger("channels.wechat.kf")
+logger = logging.getLogger("channels.wechat.inbound.kf")
 CHANNEL = "wecom_kf"
 # origin of a message in sync_msg: 3 the WeChat user, 4 a system event, 5 a servicer in the WeCom client
 FROM_CUSTOMER, SYSTEM_EVENT = 3, 4

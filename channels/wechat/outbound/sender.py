@@ -22,15 +22,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import sqlalchemy as sa
 
-from channels.wechat.db import session as async_session
 from actions.db.models import CustomerIdentity
-from channels.wechat import windows
+from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, ReplyWindow, RobotSend, WeChatGroup, now_utc
-from channels.wechat.outbox import OutgoingMessage, enqueue, new_key
-from channels.wechat.splitting import MARKDOWN_LIMIT_BYTES, TEXT_LIMIT_BYTES, split_text
-from channels.wechat.windows import REASON_TEXT, RULES
+from channels.wechat.outbound import windows
+from channels.wechat.outbound.outbox import OutgoingMessage, enqueue, new_key
+from channels.wechat.outbound.splitting import MARKDOWN_LIMIT_BYTES, TEXT_LIMIT_BYTES, split_text
+from channels.wechat.outbound.windows import REASON_TEXT, RULES
 
-logger = logging.getLogger("channels.wechat.sender")
+logger = logging.getLogger("channels.wechat.outbound.sender")
 CUSTOMER_CHANNELS = ("wecom_kf", "mp", "mini")
 Message = Union[str, Dict[str, Any]]
 
@@ -175,7 +175,7 @@ async def send_to_group(chat_id: str, messages: Sequence[Message], *, mode: Opti
             backlog = (await session.execute(sa.select(sa.func.count()).select_from(RobotSend).where(
                 RobotSend.chat_id == chat_id, RobotSend.sent_at > now_utc() - timedelta(seconds=60)))).scalar() or 0
             backlog += await _queued(session, "robot", chat_id)
-    # the session is closed before enqueueing (one session at a time per task, see channels/wechat/db.py)
+    # the session is closed before enqueueing: a task holds one session at a time
     if mode == "robot":
         if not group.robot_key:
             return SendResult.refused("no_robot", channel="robot")
@@ -231,7 +231,7 @@ def _robot_messages(chat_id: str, messages: Sequence[Message], mention: Optional
 async def send_mass(owner_userid: str, chat_ids: List[str], text: str, *, attachments: Optional[List[Dict]] = None,
                     key: Optional[str] = None, runtime=None) -> SendResult:
     """A mass-send task to the owner's customer groups; it reaches them when the owner confirms in
-    WeCom (track it with channels.wechat.mass_send)."""
+    WeCom (track it with channels.wechat.outbound.mass_send)."""
     runtime = runtime or _runtime()
     if not runtime.config.contact:
         return SendResult.refused("not_configured", channel="mass_send")

@@ -14,14 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import get_settings
 from channels import inbound_text
-from channels.wechat import db, identity, inbox, outbox, windows
-from channels.wechat.api import PlatformError
-from channels.wechat.groups import detect
-from channels.wechat.output import reply_texts, text_messages
-from channels.wechat.payloads import InboundMessage
-from channels.wechat.relay_client import RasaNotReady
+from channels.wechat import db
+from channels.wechat.conversation import identity
+from channels.wechat.conversation.addressing import detect
+from channels.wechat.conversation.relay_client import RasaNotReady
+from channels.wechat.conversation.replies import reply_texts, text_messages
+from channels.wechat.inbound import inbox
+from channels.wechat.inbound.payloads import InboundMessage
+from channels.wechat.outbound import outbox, windows
+from channels.wechat.outbound.platform import PlatformError
 
-logger = logging.getLogger("channels.wechat.pipeline")
+logger = logging.getLogger("channels.wechat.conversation.pipeline")
 # the channel name an outbox row uses for replies to a conversation of this connector
 OUTBOUND_CHANNEL = {"wecom_kf": "wecom_kf", "mp": "mp", "mini": "mini", "group": "robot"}
 # Official Account follow: greet the new follower (the follow opens a short reply window)

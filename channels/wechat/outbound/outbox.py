@@ -26,7 +26,7 @@ from channels.wechat import db
 from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, now_utc
 
-logger = logging.getLogger("channels.wechat.outbox")
+logger = logging.getLogger("channels.wechat.outbound.outbox")
 
 ACTIVE = ("pending", "sending")
 SETTLED = ("sent", "refused", "failed", "unknown")

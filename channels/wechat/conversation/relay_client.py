@@ -5,7 +5,7 @@ refused, e.g. during a restart) or refuses the gateway's secret (403, a setup mi
 not been seen, so it is tried again until `ready_wait_s` and then left in the inbox for the
 sweeper; a turn that was sent but not answered in time may have been handled, so it is not
 repeated (the inbox records it as failed, for staff to see). "Not seen" is decided as for the
-platform calls (channels/wechat/outbound.py): a failure before the request had a connection.
+platform calls (channels/wechat/outbound/http.py): a failure before the request had a connection.
 
 The relay is a local service: proxy variables meant for the platform calls do not apply to it.
 """
@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import aiohttp
 
 from bot.settings import Settings, get_settings
-from channels.wechat.outbound import Attempt, Sessions, may_have_been_sent, read_limited, text_of
+from channels.wechat.outbound.http import Attempt, Sessions, may_have_been_sent, read_limited, text_of
 from channels.wechat.relay import TOKEN_HEADER
 
-logger = logging.getLogger("channels.wechat.relay_client")
+logger = logging.getLogger("channels.wechat.conversation.relay_client")
 PATH = "/webhooks/wechat_relay/webhook"
 READY_WAIT_S = 120.0
 RETRY_EVERY_S = 0.5

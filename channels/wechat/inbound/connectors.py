@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from sanic.request import Request
 
 from channels.wechat.db import session as async_session
-from channels.wechat import kf, replays
-from channels.wechat.connector import WeChatInput, query
-from channels.wechat.crypto import CallbackCrypto, MalformedCallback, PlaintextRefused, callback_crypto
+from channels.wechat.inbound import kf, replays
+from channels.wechat.inbound.callback import WeChatInput, query
+from channels.wechat.inbound.crypto import CallbackCrypto, MalformedCallback, PlaintextRefused, callback_crypto
+from channels.wechat.inbound.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
 from channels.wechat.models import WeChatGroup, now_utc
-from channels.wechat.payloads import InboundMessage, event_dedup_key, int_field, parse_json, parse_xml, required
 
 
 class EncryptedXmlInput(WeChatInput):
