@@ -112,7 +112,7 @@ async def test_a_plaintext_callback_is_refused_while_an_encoding_aes_key_is_conf
         status, _ = await _post(h, h.bot_url, own, query, _plain_body(h, channel, message))
         assert status == 403, message["Content"]
 
-    await h.settle()
+    await h.quiet()
     assert _stored_for("oVictim") == 0, "nothing of a refused callback is stored"
     assert _turns_of(h, channel, "oVictim") == [] and h.deliveries(channel, "oVictim") == []
     assert len(_rejections(caplog, 403)) == len(attempts), "each refusal is logged"
@@ -149,7 +149,7 @@ async def test_plaintext_mode_a_seen_timestamp_and_nonce_are_good_for_their_own_
     # the same body again is the platform's retry: accepted, and not answered a second time
     assert await _post(h, h.bot_url, genuine, genuine.query, genuine.body) == (200, "success")
 
-    await h.settle()
+    await h.quiet()
     assert _stored_for("oVictim") == 0 and _turns_of(h, channel, "oVictim") == []
     assert _texts_to(h, channel, "oCustomer") == ["收到：查一下物流"]
     assert _turns_of(h, channel, "oCustomer") == ["查一下物流"]
@@ -188,7 +188,7 @@ async def test_plaintext_mode_a_seen_nonce_stays_refused_across_a_restart_and_in
     await h.restart_bot()
     assert (await _post(h, h.bot_url, genuine, forged_query, forged))[0] == 403
 
-    await h.settle()
+    await h.quiet()
     assert _stored_for("oVictim") == 0 and h.deliveries("mp", "oVictim") == []
     assert _texts_to(h, "mp", "oCustomer") == ["收到：发票怎么开"]
 

@@ -131,7 +131,7 @@ async def test_a_live_gateway_keeps_its_claim_however_long_rasa_takes(wechat_db,
         assert result["callback"]["delivered"]
         await h.wait_for(lambda: h.deliveries("mp", "oPatient"), timeout=30)
         await h.wait_for(lambda: _inbound(wechat_db, "oPatient") == [("done", 1)], timeout=30)
-        await h.settle(1.0)
+        await h.quiet()
         assert [m.sender_id for m in h.agent.received] == ["mp:oPatient"], "relayed once: nobody took the claim"
         assert len(h.deliveries("mp", "oPatient")) == 1
     finally:

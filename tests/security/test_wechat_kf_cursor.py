@@ -45,7 +45,7 @@ async def test_a_rejected_cursor_is_reset_and_the_backlog_pulled_again_without_a
 
     await h.say("kf", "wmDan", "在吗")
     await h.wait_for(lambda: h.deliveries("kf", "wmDan") and h.deliveries("kf", "wmCat"), timeout=15)
-    await h.settle(1.0)
+    await h.quiet()
     assert _texts(h, "wmAnn") == ["收到：我的订单到哪了"] and _texts(h, "wmBen") == ["收到：怎么退货"], "not again"
     assert _texts(h, "wmCat") == ["收到：有优惠券吗"] and _texts(h, "wmDan") == ["收到：在吗"]
     assert _turns(h) == ["wecom_kf:wmAnn", "wecom_kf:wmBen", "wecom_kf:wmCat", "wecom_kf:wmDan"]
@@ -56,7 +56,7 @@ async def test_a_rejected_cursor_is_reset_and_the_backlog_pulled_again_without_a
     # the new cursor is the platform's again: the next message goes without another reset
     await h.say("kf", "wmEve", "谢谢")
     await h.wait_for(lambda: h.deliveries("kf", "wmEve"))
-    await h.settle()
+    await h.quiet()
     assert len(_warnings(caplog, REJECTED)) == 1 and _texts(h, "wmEve") == ["收到：谢谢"]
     assert len(h.agent.received) == 5
 
@@ -80,7 +80,7 @@ async def test_on_the_replay_messages_older_than_the_dedup_horizon_are_not_answe
     await _reset_platform_cursors(h)
     await h.say("kf", "wmNew", "新问题")
     await h.wait_for(lambda: h.deliveries("kf", "wmNew"))
-    await h.settle(1.0)
+    await h.quiet()
     assert _texts(h, "wmOld") == ["收到：上周的问题"], "answered once, not again on the replay"
     assert _texts(h, "wmRecent") == ["收到：刚才的问题"] and _texts(h, "wmNew") == ["收到：新问题"]
     replayed = _warnings(caplog, "wechat kf account pulled again after a cursor reset")

@@ -11,12 +11,14 @@ import uuid
 from typing import Dict, List, Optional
 
 import aiohttp
+import sqlalchemy as sa
 from aiohttp.test_utils import TestServer
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
 from bot.settings import reset_settings_cache
 from channels.wechat.config import WeChatConfig
+from channels.wechat.db import session as async_session
 from channels.wechat.gateway import create_app as create_gateway_app
 from channels.wechat.relay import WeChatRelayInput
 from channels.wechat.runtime import WeChatRuntime
@@ -149,9 +151,24 @@ class Harness:
                 raise AssertionError("condition not met in time")
             await asyncio.sleep(interval)
 
-    async def settle(self, seconds: float = 0.5) -> None:
-        """Let background work finish (used before asserting that nothing more arrives)."""
-        await asyncio.sleep(seconds)
+    async def quiet(self, timeout: float = 15.0) -> None:
+        """Wait until the gateway has nothing left to do (before asserting that nothing more
+        arrives): no background task of the runtime running, every inbox row answered or given up,
+        every outbox row due now settled."""
+        from channels.wechat.models import InboundMessageRow, OutboxMessage, now_utc
+
+        async def idle() -> bool:
+            if any(not task.done() for task in self.runtime._tasks):
+                return False
+            async with async_session() as session:
+                unanswered = (await session.execute(sa.select(sa.func.count()).select_from(InboundMessageRow).where(
+                    InboundMessageRow.status.in_(("received", "processing"))))).scalar()
+                unsent = (await session.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.status.in_(("pending", "sending")), OutboxMessage.next_attempt_at <= now_utc()
+                ))).scalar()
+            return unanswered == 0 and unsent == 0
+
+        await self.wait_for(idle, timeout, interval=0.1)
 
 
 def fresh_env(**overrides) -> Dict[str, str]:

@@ -28,7 +28,7 @@ async def test_message_is_answered_through_custom_send(account_harness, channel)
     attempts = result["callback"]["attempts"]
     assert result["callback"]["delivered"] and attempts[0]["body"] == "success"
     await h.wait_for(lambda: h.deliveries(channel, user))
-    await h.settle()
+    await h.quiet()
     assert [d["content"]["content"] for d in h.deliveries(channel, user)] == ["收到：这个有优惠吗"]
     assert h.agent.received[0].sender_id == f"{channel}:{user}"
 
@@ -68,7 +68,7 @@ async def test_mini_enter_session_opens_the_window_without_a_reply(account_harne
     async with h.http.post(h.sandbox_url + "/sandbox/event", json={
             "channel": "mini", "user": "oEnter", "event": "user_enter_tempsession", "wait": True}) as r:
         assert (await r.json())["callback"]["delivered"]
-    await h.settle(0.5)
+    await h.quiet()
     assert h.agent.received == [] and h.deliveries("mini", "oEnter") == []
     from channels.wechat.outbound import sender
 
@@ -88,7 +88,7 @@ async def test_duplicate_event_is_handled_once(account_harness):
         async with h.http.post(signed.url(h.bot_url), data=signed.body) as r:
             assert r.status == 200
     await h.wait_for(lambda: h.deliveries("mp", "oTwice"))
-    await h.settle(1.0)
+    await h.quiet()
     assert len(h.agent.received) == 1 and len(h.deliveries("mp", "oTwice")) == 1
 
 
@@ -102,7 +102,7 @@ async def test_replayed_message_is_not_answered_again(account_harness):
     replay = CallbackSigner(h.platform.config).account_message("mp", message)
     async with h.http.post(replay.url(h.bot_url), data=replay.body) as r:
         assert r.status == 200
-    await h.settle(1.0)
+    await h.quiet()
     assert len(h.deliveries("mp", "oReplay")) == 1
 
 
@@ -131,5 +131,5 @@ async def test_forged_stale_and_malformed_are_rejected(account_harness):
                 assert r.status == 400, body
     async with h.http.post(h.bot_url + good.path, params=dict(good.query), data=b"x" * 100_000) as r:
         assert r.status == 400
-    await h.settle()
+    await h.quiet()
     assert h.agent.received == []

@@ -28,7 +28,7 @@ async def test_a_customer_message_is_answered_once_through_kf_send_msg(harness):
     result = await harness.say("kf", "wmAlice", "我的订单到哪了")
     assert result["callback"]["delivered"]
     replies = await harness.wait_for(lambda: harness.deliveries("kf", "wmAlice"))
-    await harness.settle()
+    await harness.quiet()
     assert [d["content"]["content"] for d in harness.deliveries("kf", "wmAlice")] == ["收到：我的订单到哪了"]
     assert replies[0]["msgid"], "sent with an idempotency msgid"
     received = harness.agent.received[0]
@@ -50,7 +50,7 @@ async def test_callback_delivered_three_times_gives_one_reply(harness):
         async with harness.http.post(signed.url(harness.bot_url), data=signed.body) as r:
             assert r.status == 200 and await r.text() == "success"
     await harness.wait_for(lambda: harness.deliveries("kf", "wmBob"))
-    await harness.settle(1.0)
+    await harness.quiet()
     assert len(harness.deliveries("kf", "wmBob")) == 1
     assert len(harness.agent.received) == 1
 
@@ -71,7 +71,7 @@ async def test_forged_and_stale_callbacks_are_rejected_and_never_reach_rasa(harn
         assert r.status == 400
     async with harness.http.post(url, params=signed.query, data=b"") as r:
         assert r.status == 400
-    await harness.settle()
+    await harness.quiet()
     assert harness.agent.received == []
     assert harness.deliveries("kf") == []
 
@@ -85,7 +85,7 @@ async def test_restart_neither_skips_nor_repeats(harness):
         harness.platform.kf_user_message("wmCarol", text)
     await harness.restart_bot()
     await harness.wait_for(lambda: len(harness.deliveries("kf", "wmCarol")) >= 3, timeout=15)
-    await harness.settle(1.0)
+    await harness.quiet()
     texts = [d["content"]["content"] for d in harness.deliveries("kf", "wmCarol")]
     assert texts == ["收到：第一条", "收到：第二条", "收到：第三条"]
     async with async_session() as session:
@@ -108,7 +108,7 @@ async def test_a_new_users_messages_on_one_page_make_one_customer_and_one_unioni
     harness.platform.kf_user_message("wmErin", "你好")
     await harness.say("kf", "wmErin", "怎么开发票")
     await harness.wait_for(lambda: len(harness.deliveries("kf", "wmErin")) >= 2)
-    await harness.settle()
+    await harness.quiet()
     assert [d["content"]["content"] for d in harness.deliveries("kf", "wmErin")] == ["收到：你好", "收到：怎么开发票"]
     lookups = [r for r in harness.platform.requests if r["api"] == "kf/customer/batchget"]
     assert len(lookups) == 1

@@ -38,7 +38,7 @@ async def test_platform_5xx_then_success_is_sent_once(harness):
     harness.platform.add_fault("kf/send_msg", "http_500", times=2)
     await harness.say("kf", "wmRetry", "在吗")
     await harness.wait_for(lambda: harness.deliveries("kf", "wmRetry"), timeout=20)
-    await harness.settle(1.0)
+    await harness.quiet()
     assert len(harness.deliveries("kf", "wmRetry")) == 1
     [row] = await rows(recipient="wmRetry")
     assert row.status == "sent" and row.attempts == 3
@@ -73,7 +73,7 @@ async def test_restart_resumes_pending_sends_exactly_once(harness):
                                           idempotency_key=f"pending-{n}") for n in range(3)])
     await harness.restart_bot()
     await harness.wait_for(lambda: len(harness.deliveries("mp", "oPending")) == 3)
-    await harness.settle(1.0)
+    await harness.quiet()
     assert [d["content"]["content"] for d in harness.deliveries("mp", "oPending")] == ["第0条", "第1条", "第2条"]
 
 
@@ -98,7 +98,7 @@ async def test_interrupted_sends_after_a_crash(harness):
     assert await outbox.recover_interrupted() == {"resent": 1, "unknown": 1}
     harness.runtime.worker.wake()
     await harness.wait_for(lambda: [r for r in harness.platform.requests if r["api"] == "kf/send_msg"][1:])
-    await harness.settle(1.0)
+    await harness.quiet()
     assert len(harness.deliveries("kf", "wmCrash")) == 1
     assert harness.deliveries("mp", "oCrash") == []
     [unknown] = await rows(recipient="oCrash")
@@ -110,7 +110,7 @@ async def test_long_reply_is_split_at_the_byte_limit_in_order(harness):
     sentence = "这是一段很长的回答，用来确认按句子切分。"
     await harness.say("kf", "wmLong", sentence * 100)
     await harness.wait_for(lambda: len(harness.deliveries("kf", "wmLong")) >= 2)
-    await harness.settle(1.0)
+    await harness.quiet()
     parts = [d["content"]["content"] for d in harness.deliveries("kf", "wmLong")]
     assert all(len(p.encode()) <= 2048 for p in parts)
     assert "".join(parts) == "收到：" + sentence * 100
@@ -156,7 +156,7 @@ async def test_same_key_is_sent_once(harness):
     again = await sender.send_to_customer("mini:oKey", ["优惠券到账了"], key="coupon-42", runtime=harness.runtime)
     assert first.outbox_ids == again.outbox_ids
     await harness.wait_for(lambda: len(harness.deliveries("mini", "oKey")) == 2)
-    await harness.settle()
+    await harness.quiet()
     assert len(harness.deliveries("mini", "oKey")) == 2
 
 
@@ -168,7 +168,12 @@ async def test_robot_posts_respect_20_per_minute(harness):
     result = await sender.send_to_group("wrRate", [f"第{n}条" for n in range(25)], runtime=harness.runtime)
     assert result.accepted and result.reason == "rate_limited" and len(result.outbox_ids) == 25
     await harness.wait_for(lambda: len(harness.deliveries("group", "wrRate")) == 20)
-    await harness.settle(1.0)
+
+    async def next_one_deferred():
+        waiting = await rows(recipient="wrRate", status="pending")
+        return waiting if waiting and waiting[0].last_error == "rate_limited" else None
+
+    await harness.wait_for(next_one_deferred)
     assert len(harness.deliveries("group", "wrRate")) == 20
     assert not [r for r in harness.platform.requests if r["errcode"] == E.ROBOT_RATE_LIMIT], \
         "our own budget keeps us under the platform's limit"
@@ -241,8 +246,12 @@ async def test_a_reply_waits_behind_an_earlier_message_to_the_same_user(harness)
     await windows.user_acted("mp", "oQueue")
     await outbox.enqueue([OutgoingMessage("mp", "oQueue", "text", {"text": {"content": "您的订单已发货"}})])
     await harness.say("mp", "oQueue", "好的")
-    await harness.settle(0.5)
-    assert not harness.deliveries("mp", "oQueue"), "the reply is held back behind the pending notice"
+
+    async def reply_queued():
+        return len(await rows(recipient="oQueue", status="pending")) == 2
+
+    await harness.wait_for(reply_queued)
+    assert not harness.deliveries("mp", "oQueue")
     harness.runtime.worker.start()
     await harness.wait_for(lambda: len(harness.deliveries("mp", "oQueue")) == 2)
     assert [d["content"]["content"] for d in harness.deliveries("mp", "oQueue")] == ["您的订单已发货", "收到：好的"]
@@ -258,6 +267,6 @@ async def test_replies_queued_twice_after_a_crash_are_sent_once(harness):
     assert first == again
     harness.runtime.worker.wake()
     await harness.wait_for(lambda: len(harness.deliveries("mp", "oTwice")) == 2)
-    await harness.settle(1.0)
+    await harness.quiet()
     assert [d["content"]["content"] for d in harness.deliveries("mp", "oTwice")] == ["第0段", "第1段"]
     assert [r.status for r in await rows(recipient="oTwice")] == ["sent", "sent"]

@@ -65,7 +65,7 @@ async def test_a_message_waits_while_rasa_loads_and_is_answered_once_it_is_ready
     h.agent.ready = True
     await h.runtime.pipeline.process(row_id)
     await h.wait_for(lambda: h.deliveries("mp", "oLoading"))
-    await h.settle(0.5)
+    await h.quiet()
     assert len(h.deliveries("mp", "oLoading")) == 1 and (await inbound("oLoading"))[0][1] == "done"
 
 
@@ -86,7 +86,7 @@ async def test_a_turn_rasa_took_but_did_not_answer_in_time_is_not_repeated(harne
     await h.say("mp", "oSlow", "发货要多久")
     rows = await h.wait_for(lambda: _when(inbound("oSlow"), lambda rows: rows and rows[0][1] == "failed"), timeout=5)
     assert "TimeoutError" in rows[0][2]
-    await h.settle(1.5)
+    await h.quiet()
     assert len(h.agent.received) == 1 and h.deliveries("mp", "oSlow") == []
 
 

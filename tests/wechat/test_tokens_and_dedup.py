@@ -138,7 +138,7 @@ async def test_connectors_with_redis_answer_three_identical_deliveries_once(wech
         answers = await asyncio.gather(*(h.http.post(signed.url(h.bot_url), data=signed.body) for _ in range(3)))
         assert [a.status for a in answers] == [200, 200, 200]
         await h.wait_for(lambda: h.deliveries("mp", "oRedis"))
-        await h.settle(1.0)
+        await h.quiet()
         assert len(h.deliveries("mp", "oRedis")) == 1
         assert await client.exists(f"{prefix}wechat:dedup:mp:998877")
         assert await client.exists(f"{prefix}wechat:token:mp:{h.platform.config.mp_app_id}")
@@ -166,11 +166,11 @@ async def test_a_callback_stored_too_slowly_is_still_answered_exactly_once(wecha
         signed = CallbackSigner(h.platform.config).account_message("mp", message)
         first = await h.http.post(signed.url(h.bot_url), data=signed.body)
         assert first.status == 503, "over the budget: the platform is asked to retry"
-        await h.settle(0.3)
+        await h.quiet()
         retry = await h.http.post(signed.url(h.bot_url), data=signed.body)
         assert retry.status in (200, 503)
         await h.wait_for(lambda: h.deliveries("mp", "oSlow"))
-        await h.settle(1.0)
+        await h.quiet()
         assert len(h.deliveries("mp", "oSlow")) == 1
         assert len(h.agent.received) == 1
     finally:
