@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -67,8 +69,10 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
     if engine is None:
         _ensure_sqlite_dir(url)
         kwargs = {"future": True}
+        # pools large enough for a busy WeChat gateway (up to 64 messages at once): past the pool
+        # size each extra connection is opened and closed again per checkout
         if url.startswith("postgresql"):
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
+            kwargs.update(pool_size=20, max_overflow=10, pool_pre_ping=True,
                           connect_args={"timeout": settings.action_io_timeout,
                                         "command_timeout": settings.action_io_timeout})
         else:
@@ -80,7 +84,7 @@ def get_async_engine(settings: Optional[Settings] = None) -> AsyncEngine:
             # no rollback when a connection goes back to the pool: a session has already ended its
             # transaction (commit, or rollback on close), so it would be one more trip through the
             # driver's thread per session for nothing
-            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=5, pool_reset_on_return=None,
+            kwargs.update(poolclass=AsyncAdaptedQueuePool, pool_size=10, max_overflow=10, pool_reset_on_return=None,
                           connect_args={"timeout": settings.action_io_timeout})
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
@@ -102,3 +106,38 @@ async def async_session(settings: Optional[Settings] = None) -> AsyncIterator[As
     factory = sessionmaker(get_async_engine(settings), class_=AsyncSession, expire_on_commit=False)
     async with factory() as session:
         yield session
+
+
+_sqlite_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def transaction(settings: Optional[Settings] = None) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction: committed when the block ends, rolled back if it raises.
+
+    SQLite has one writer at a time and makes the others poll with growing sleeps: this process's
+    transactions queue for it (an asyncio lock per event loop) instead of polling."""
+    settings = settings or get_settings()
+    if settings.is_sqlite:
+        lock: Any = _sqlite_writers.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    else:
+        lock = contextlib.nullcontext()
+    async with lock:
+        async with async_session(settings) as s:
+            async with s.begin():
+                yield s
+
+
+async def in_transaction(work: Callable[[AsyncSession], Awaitable[T]], attempts: int = 3) -> T:
+    """`work` in a transaction, run again when SQLite reports the database locked by another
+    process (a read-then-write transaction whose snapshot another process's commit made stale)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction() as s:
+                return await work(s)
+        except OperationalError as exc:
+            if attempt == attempts or "locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")

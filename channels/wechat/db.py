@@ -1,28 +1,20 @@
-"""Database access of the WeChat gateway: SQLAlchemy async sessions on the product's engine
-(actions/db/engine.py: asyncpg on PostgreSQL, aiosqlite on SQLite), one transaction per unit of
-work. Exactly-once comes from unique keys and conditional UPDATEs (a row changes state only from
-the state the caller saw), so it holds across processes sharing the database.
+"""Database access of the gateway: async SQLAlchemy sessions on the shop's database, one ordinary
+transaction per unit of work. Exactly-once comes from unique keys and conditional UPDATEs (a row
+changes state only from the state the caller saw), so it holds across processes sharing the
+database. Transactions queue for SQLite's single writer (actions.db.engine.transaction).
 
 Never hold a transaction across a platform API call or a turn of Rasa.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, AsyncIterator
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions.db.engine import async_session
+from actions.db.engine import async_session, transaction
 
 session = async_session
-
-
-@contextlib.asynccontextmanager
-async def transaction() -> AsyncIterator[AsyncSession]:
-    """A session in a transaction: committed when the block ends, rolled back if it raises."""
-    async with async_session() as s:
-        async with s.begin():
-            yield s
+__all__ = ["session", "transaction", "insert"]
 
 
 def insert(s: AsyncSession, model: Any) -> Any:
