@@ -9,6 +9,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.action_base import ShopAction
+from actions.customer_care import hand_over_too
 from actions.db.engine import async_session
 from actions.db.models import Customer, Order, TicketKind
 from actions.identity import customer_for
@@ -111,4 +112,7 @@ async def submit_after_sales(session, dispatcher: CollectingDispatcher, tracker:
     variables.update(return_reason=reason, return_address=shop.return_address)
     response = {"refund": "utter_refund_created", "repair": "utter_repair_created"}.get(kind, "utter_return_created")
     dispatcher.utter_message(response=response, **variables)
+    if kind != TicketKind.repair.value and order.paid_fen > shop.desk.refund_handoff_above_yuan * 100:
+        # a large refund: a person checks it too
+        return await hand_over_too(dispatcher, tracker, "refund_amount", ticket_no=ticket.ticket_no)
     return []

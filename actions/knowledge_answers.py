@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Text
 from rasa_sdk.events import FollowupAction, SlotSet
 
 from actions.action_base import ShopAction
+from actions.customer_care import NOT_UNDERSTOOD, hand_over, not_understood
 from actions.db.engine import async_session
 from actions.db.models import TicketKind
 from actions.identity import customer_for
@@ -64,13 +65,15 @@ async def answer_from_knowledge(dispatcher, tracker, decision: Decision, on_noth
         return [SlotSet("order_task", "status"), FollowupAction("order_form")]
     if decision.escalate and escalate_when_unsure:
         return await _ask_a_colleague(dispatcher, tracker, decision)
+    if on_nothing in NOT_UNDERSTOOD:
+        return await not_understood(dispatcher, tracker, on_nothing)
     dispatcher.utter_message(response=on_nothing)
     return []
 
 
 async def _ask_a_colleague(dispatcher, tracker, decision: Decision) -> List[Dict[Text, Any]]:
-    """The knowledge base has something related but is not sure: a colleague answers (the ticket is
-    the hook the escalation desk picks up)."""
+    """The knowledge base has something related but is not sure: a colleague answers (a ticket with
+    the candidates, and the conversation in the desk's queue)."""
     shop = get_settings().shop
     async with async_session() as session:
         customer = await customer_for(session, tracker.sender_id)
@@ -81,10 +84,11 @@ async def _ask_a_colleague(dispatcher, tracker, decision: Decision) -> List[Dict
             detail=f"{decision.query}\ncandidates: {candidates}")
     logger.info("knowledge question handed to a colleague", extra={"conversation": tracker.sender_id,
                                                                    "ticket_no": ticket.ticket_no})
+    await hand_over(tracker, "unsure", ticket_no=ticket.ticket_no)
     hours = shop.business_hours
     dispatcher.utter_message(response="utter_kb_ask_colleague", ticket_no=ticket.ticket_no,
                              business_hours=f"{hours.start:%H:%M}-{hours.end:%H:%M}")
-    return []
+    return [SlotSet("handoff_queued", True)]
 
 
 class ActionKnowledgeAnswer(ShopAction):

@@ -17,6 +17,7 @@ from rasa_sdk.forms import FormValidationAction
 from actions import order_access, order_verification
 from actions.action_base import ShopAction
 from actions.after_sales import submit_after_sales
+from actions.customer_care import hand_over_too
 from actions.db.engine import async_session
 from actions.db.models import TicketKind, utcnow
 from actions.identity import customer_for
@@ -39,6 +40,8 @@ ESCAPE_INTENTS = {"deny", "request_human", "complaint", "unsubscribe", "goodbye"
                   "thanks", "chitchat", "product_inquiry", "promotion", "invoice", "payment", "shipping_policy",
                   "checkin"}
 ADDRESS_MARKERS = re.compile(r"[省市区县镇乡村路街道巷弄号栋幢楼室单元]|小区|花园|大厦|公寓")
+# status answers that mean something went wrong with the delivery
+LOGISTICS_EXCEPTIONS = {"utter_order_status_shipped_stalled", "utter_order_status_paid_overdue"}
 AFTER_SALES_KINDS = [TicketKind.return_goods.value, TicketKind.refund.value, TicketKind.exchange.value,
                      TicketKind.repair.value]
 TASK_INTENT = {"status": "order_status", "cancel": "cancel_order", "change": "change_order",
@@ -326,6 +329,9 @@ class ActionOrderTask(ShopAction):
                 tickets = await ticket_repository.for_order(session, order.id, kinds=AFTER_SALES_KINDS)
                 response, variables = status_response(order, shop, now, tickets)
                 dispatcher.utter_message(response=response, **variables)
+                if response in LOGISTICS_EXCEPTIONS:
+                    # a stalled parcel or an overdue shipment: a person follows up with the carrier
+                    return events + await hand_over_too(dispatcher, tracker, "logistics_exception")
                 return events
             if not allowed:
                 variables = base_vars(order)

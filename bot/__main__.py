@@ -48,7 +48,71 @@ def cmd_seed_demo(_args) -> int:
         else:
             print("[siyu] database already has a catalog: demo data not created")
     engine.dispose()
+    made = asyncio.run(_demo_staff())
+    if made:
+        print(f"[siyu] demo staff created: {', '.join(made)}")
     return 0
+
+
+async def _demo_staff():
+    from actions.db.engine import dispose_async_engines, in_transaction
+    from desk.canned import ensure_demo_canned
+    from desk.staff import ensure_demo_staff
+
+    try:
+        password = get_settings().demo_staff_password.get_secret_value()
+        await in_transaction(ensure_demo_canned)
+        return await in_transaction(lambda s: ensure_demo_staff(s, password))
+    finally:
+        await dispose_async_engines()
+
+
+def cmd_staff(args) -> int:
+    """Staff accounts of the console: add (password prompted), disable / enable, list."""
+    import getpass
+
+    from actions.db.engine import dispose_async_engines, in_transaction
+    from desk import staff
+
+    async def run() -> int:
+        try:
+            if args.action == "list":
+                async def show(s):
+                    for user in await staff.listing(s):
+                        state = "disabled" if user.disabled else user.presence
+                        print(f"{user.username}\t{user.role}\t{user.display_name}\t{state}")
+                await in_transaction(show)
+                return 0
+            if not args.name:
+                print("a user name is needed")
+                return 2
+            if args.action == "add":
+                password = os.environ.get("SIYU_NEW_STAFF_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+                if not os.environ.get("SIYU_NEW_STAFF_PASSWORD") and getpass.getpass("again: ") != password:
+                    print("the passwords differ")
+                    return 2
+                await in_transaction(lambda s: staff.add(s, args.name, password, args.role,
+                                                         display_name=args.display_name or "",
+                                                         actor=f"cli:{args.by}"))
+                print(f"[siyu] staff {args.name} added ({args.role})")
+            elif args.action in ("disable", "enable"):
+                await in_transaction(lambda s: staff.set_disabled(s, args.name, args.action == "disable",
+                                                                  f"cli:{args.by}"))
+                print(f"[siyu] staff {args.name} {args.action}d")
+            elif args.action == "password":
+                password = (os.environ.get("SIYU_NEW_STAFF_PASSWORD")
+                            or getpass.getpass(f"new password for {args.name}: "))
+                await in_transaction(lambda s: staff.set_password(s, args.name, password, f"cli:{args.by}"))
+                print(f"[siyu] password of {args.name} changed (their sessions ended)")
+            return 0
+        except staff.StaffError as exc:
+            print(f"[siyu] {exc}")
+            return 2
+        finally:
+            await dispose_async_engines()
+
+    cmd_migrate(args)
+    return asyncio.run(run())
 
 
 def prepare_knowledge(demo: bool) -> None:
@@ -84,8 +148,12 @@ def prepare_knowledge(demo: bool) -> None:
 
 def cmd_train(args) -> int:
     from bot.training import fingerprint, model_path, train_command
+    from desk.corrections import export_nlu
 
     settings = get_settings()
+    added = export_nlu(settings)
+    if added:
+        print(f"[siyu] {added} NLU examples from the desk's 错题本 (corrections) join the training data")
     fp = fingerprint()
     target = model_path(settings, fp)
     if target.exists() and not args.force:
@@ -186,8 +254,16 @@ def cmd_run(args) -> int:
         say(f"no model at {model}: run without --no-train")
         return 1
     url = f"http://{settings.host}:{settings.rasa_port}/webhooks/im/"
-    children = [actions_child(settings, sys.executable), rasa_child(settings, model, sys.executable)]
-    ready = f"ready: open {url} to chat with {settings.shop.name}'s assistant (Ctrl-C stops)"
+    from bot.launcher import console_child
+
+    # the console first: the Rasa server pulls its model from it
+    children = [console_child(settings, sys.executable, model), actions_child(settings, sys.executable),
+                rasa_child(settings, model, sys.executable)]
+    ready = (f"ready: open {url} to chat with {settings.shop.name}'s assistant (Ctrl-C stops)\n"
+             f"support console: http://{settings.local_host}:{settings.console_port}/desk/")
+    if settings.demo:
+        ready += (" (demo staff agent1 / agent2 agents, lead supervisor, moderator; password: "
+                  "SIYU_DEMO_STAFF_PASSWORD, default siyu-demo)")
     # --- WeChat gateway (issue 3): started when a connector is configured ---
     from channels.wechat.config import WeChatConfig
 
@@ -252,6 +328,14 @@ def main(argv=None) -> int:
                               help="unlock: an order number (SY…) or client:<address>")
     verification.add_argument("--by", default=os.environ.get("USER", "staff"), help="who lifts it (audit log)")
     verification.set_defaults(func=cmd_verification)
+    staff = sub.add_parser("staff", help="console staff: add NAME --role ROLE (password prompted), disable / enable "
+                                         "NAME, password NAME, list")
+    staff.add_argument("action", choices=["add", "disable", "enable", "password", "list"])
+    staff.add_argument("name", nargs="?", default="")
+    staff.add_argument("--role", default="agent", choices=["agent", "supervisor", "moderator", "admin"])
+    staff.add_argument("--display-name", default="")
+    staff.add_argument("--by", default=os.environ.get("USER", "admin"), help="who does it (audit log)")
+    staff.set_defaults(func=cmd_staff)
     args = parser.parse_args(argv)
     from bot.log_format import configure
 

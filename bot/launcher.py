@@ -9,6 +9,7 @@ child that keeps crashing stops the product (then a service manager may restart 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -104,6 +105,8 @@ class Child:
 # Rasa reads the action server's secret from its environment when it loads endpoints.yml, so the
 # secret itself is never written to disk
 ACTION_SECRET_HEADER = {"Authorization": "Bearer ${SIYU_ACTION_SECRET}"}
+# how often each Rasa worker asks the console whether another model was switched in
+MODEL_PULL_S = 10
 
 
 def write_endpoints(settings: Settings) -> Path:
@@ -113,6 +116,9 @@ def write_endpoints(settings: Settings) -> Path:
         "action_endpoint": {"url": url, "headers": ACTION_SECRET_HEADER, "enable_selective_domain": True},
         "tracker_store": {"type": "bot.stores.SiyuTrackerStore"},
         "lock_store": {"type": "bot.stores.SiyuLockStore"},
+        # the model a supervisor switched in from the console (desk/training.py), pulled by Rasa
+        "models": {"url": f"http://{settings.local_host}:{settings.console_port}/models/current",
+                   "token": "${SIYU_MODEL_SERVER_TOKEN}", "wait_time_between_pulls": MODEL_PULL_S},
     }
     if not settings.rasa_speedups:
         # Rasa as it ships (for comparisons): its own SQL tracker store, the whole domain to every action
@@ -127,7 +133,8 @@ def write_endpoints(settings: Settings) -> Path:
 def child_env(settings: Settings) -> Dict[str, str]:
     env = {"PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "SIYU_WECHAT_RELAY_SECRET": _run_secret(settings.wechat_relay_secret, "relay")}
+           "SIYU_WECHAT_RELAY_SECRET": _run_secret(settings.wechat_relay_secret, "relay"),
+           "SIYU_DESK_BRIDGE_SECRET": _run_secret(settings.desk_bridge_secret, "desk_bridge")}
     if settings.demo:
         env["SIYU_DEMO"] = "true"
     return env
@@ -136,14 +143,18 @@ def child_env(settings: Settings) -> Dict[str, str]:
 _run_secrets: Dict[str, str] = {}
 
 
-def _run_secret(configured: Optional[SecretStr], name: str) -> str:
+def _run_secret(configured: Optional[SecretStr], name: str, fernet: bool = False) -> str:
     """A secret two children share: the configured one, or a new one made once for this start
     (every child, and every restart of it, gets the same from here). `relay`: the WeChat gateway
     shows it to the Rasa server's relay channel; `action`: the Rasa server shows it to the action
-    server."""
+    server; `desk_bridge`: the console shows it to the Rasa server; `console`: the console's cookie
+    key (`fernet`: 32 url-safe base64 bytes)."""
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()
-    return _run_secrets.setdefault(name, secrets.token_urlsafe(32))
+    if name not in _run_secrets:
+        _run_secrets[name] = (base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() if fernet
+                              else secrets.token_urlsafe(32))
+    return _run_secrets[name]
 
 
 def rasa_child(settings: Settings, model: Path, python: str) -> Child:
@@ -151,6 +162,7 @@ def rasa_child(settings: Settings, model: Path, python: str) -> Child:
     env = child_env(settings)
     env["SANIC_WORKERS"] = str(workers)
     env["SIYU_ACTION_SECRET"] = _run_secret(settings.action_secret, "action")
+    env["SIYU_MODEL_SERVER_TOKEN"] = _run_secret(None, "model_server")
     # bot.rasa_server also with rasa_speedups off: it installs the speed-ups only when they are on, and
     # always the reply customers get while the action server is down
     argv = [python, "-m", "bot.rasa_server", "run", "--model", str(model), "--endpoints",
@@ -164,6 +176,17 @@ def actions_child(settings: Settings, python: str) -> Child:
     env = child_env(settings)
     env["SIYU_ACTION_SECRET"] = _run_secret(settings.action_secret, "action")
     return Child("actions", [python, "-m", "actions.server"], f"http://{settings.host}:{settings.action_port}/health",
+                 env)
+
+
+def console_child(settings: Settings, python: str, model: Path) -> Child:
+    """The support console (console/): staff pages and JSON API on SIYU_CONSOLE_PORT, and the model
+    server the Rasa server pulls its model from (started before it)."""
+    env = child_env(settings)
+    env["SIYU_CONSOLE_SECRET"] = _run_secret(settings.console_secret, "console", fernet=True)
+    env["SIYU_MODEL_SERVER_TOKEN"] = _run_secret(None, "model_server")
+    env["SIYU_ACTIVE_MODEL"] = str(model)
+    return Child("console", [python, "-m", "console"], f"http://{settings.local_host}:{settings.console_port}/health",
                  env)
 
 

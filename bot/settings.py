@@ -80,6 +80,26 @@ class OrderRules(BaseModel):
     verification: VerificationRules = Field(default_factory=VerificationRules)
 
 
+class ServiceTargets(BaseModel):
+    """SLA targets of the desk, in business minutes."""
+
+    first_response_minutes: int = Field(3, ge=1)
+    next_response_minutes: int = Field(5, ge=1)
+    resolution_minutes: int = Field(120, ge=1)
+
+
+class DeskRules(BaseModel):
+    """When the assistant hands a conversation to staff, and how the wait is announced (desk/)."""
+
+    # customers of these levels are handed on at the first misunderstanding and rank higher
+    vip_levels: List[str] = Field(default_factory=lambda: ["金卡会员", "黑卡会员"])
+    # a refund request above this amount (yuan) goes to a person
+    refund_handoff_above_yuan: int = Field(500, ge=0)
+    # minutes one waiting customer adds to the announced wait, per online agent
+    minutes_per_customer: int = Field(3, ge=1)
+    targets: ServiceTargets = Field(default_factory=ServiceTargets)
+
+
 class ShopConfig(BaseModel):
     name: str = "小满生活馆"
     bot_name: str = "AI 豆"
@@ -101,6 +121,7 @@ class ShopConfig(BaseModel):
     policies: Dict[str, PolicyAnswers] = Field(default_factory=dict)
     checkin: CheckinRules = Field(default_factory=CheckinRules)
     orders: OrderRules = Field(default_factory=OrderRules)
+    desk: DeskRules = Field(default_factory=DeskRules)
 
     @field_validator("policies")
     @classmethod
@@ -229,6 +250,19 @@ class Settings(BaseSettings):
     # a relayed turn taking longer than this is given up (recorded as failed, not repeated)
     wechat_relay_timeout_s: float = Field(60.0, gt=0)
     # --- end WeChat ----------------------------------------------------------------------------
+
+    # --- support console and escalation desk (console/, desk/) ----------------------------------
+    console_port: int = 5008
+    # encrypts the console's session cookies (32 url-safe base64 bytes, e.g. from
+    # `python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())"`);
+    # `python -m bot run` makes one per start when unset (staff then log in again after a restart)
+    console_secret: Optional[SecretStr] = None
+    # the console tells the Rasa server when a person takes or hands back a conversation
+    desk_bridge_secret: Optional[SecretStr] = None
+    # demo staff (agent1, agent2, lead, moderator) get this password in demo mode
+    demo_staff_password: SecretStr = SecretStr("siyu-demo")
+    # behind a TLS-terminating proxy: mark session cookies Secure
+    console_secure_cookies: bool = False
 
     @model_validator(mode="after")
     def _derived_paths(self) -> "Settings":

@@ -16,17 +16,30 @@ STORIES = REPO_ROOT / "bot" / "data"
 NLU = REPO_ROOT / "nlu_data"
 
 
-def training_inputs() -> List[Path]:
+def corrections_data(settings: Optional[Settings] = None) -> Optional[Path]:
+    """NLU examples from the desk's 错题本 (desk/corrections.py exports them before training)."""
+    from bot.settings import get_settings
+    from desk.corrections import corrections_file
+
+    path = corrections_file(settings or get_settings())
+    return path if path.exists() else None
+
+
+def training_inputs(settings: Optional[Settings] = None) -> List[Path]:
     files: List[Path] = [CONFIG]
     for folder in (DOMAIN, STORIES, NLU):
         files.extend(sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".txt")))
+    extra = corrections_data(settings)
+    if extra is not None:
+        files.append(extra)
     return files
 
 
 def fingerprint(files: Optional[Iterable[Path]] = None) -> str:
     digest = hashlib.sha256()
     for path in files or training_inputs():
-        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        name = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else f"corrections/{path.name}"
+        digest.update(name.encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
@@ -38,6 +51,7 @@ def model_path(settings: Settings, fp: Optional[str] = None) -> Path:
 
 
 def train_command(settings: Settings, fp: str, python: str) -> List[str]:
+    extra = corrections_data(settings)
+    data = [str(NLU), str(STORIES)] + ([str(extra)] if extra is not None else [])
     return [python, "-m", "rasa", "train", "--config", str(CONFIG), "--domain", str(DOMAIN),
-            "--data", str(NLU), str(STORIES), "--out", str(settings.model_dir),
-            "--fixed-model-name", f"siyu-{fp}"]
+            "--data", *data, "--out", str(settings.model_dir), "--fixed-model-name", f"siyu-{fp}"]

@@ -71,6 +71,7 @@ class KnowledgeIndex:
                  dense: Optional[DenseIndex], tokenizer: WordTokenizer, config: Dict, thresholds: Dict,
                  manifest: Optional[Dict] = None) -> None:
         self.entries = entries
+        self._questions: Optional[Dict[str, List[int]]] = None
         self.row_start = row_start  # rows of entry i: row_start[i] .. row_start[i+1]
         self.row_entry = np.repeat(np.arange(len(entries), dtype=np.int32), np.diff(row_start))
         self.fields = fields
@@ -269,6 +270,22 @@ class KnowledgeIndex:
         if not total:
             return 0.0
         return sum(w * signals[name] for name, w in weights.items() if name in signals) / total
+
+    def same_question(self, query: str, now: datetime) -> Optional[Hit]:
+        """The one valid entry whose question or 相似问 is this very question (punctuation and case
+        aside): a question the shop wrote down, or staff corrected, is answered from its entry."""
+        if self._questions is None:
+            questions: Dict[str, List[int]] = {}
+            for i, entry in enumerate(self.entries):
+                for text in (entry.question, *entry.similar):
+                    key = compact(text)
+                    if key and i not in questions.setdefault(key, []):
+                        questions[key].append(i)
+            self._questions = questions
+        found = [i for i in self._questions.get(compact(query), ()) if self.entries[i].is_valid_at(now)]
+        if len(found) != 1:
+            return None
+        return Hit(self.entries[found[0]], 1.0, 1.0, {"same_question": 1.0}, exact=True)
 
     def _exact_hits(self, query: str, now: datetime) -> List[Hit]:
         found: List[int] = []

@@ -165,5 +165,9 @@ class KnowledgeBase:
             return Decision(DECLINE, NO_INDEX, query=text, escalate=True)
         version, index = loaded
         fact = asks_database_fact(text)
-        hits = [] if fact else index.search(text, k=3, now=now or self._now())
+        when = now or self._now()
+        hits = [] if fact else index.search(text, k=3, now=when)
+        same = None if fact else index.same_question(text, when)
+        if same is not None:
+            hits = [same] + [h for h in hits if h.entry.id != same.entry.id and not h.exact]
         return decide(text, hits, index.thresholds, fact=fact, index_version=version)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian's Chromium for the browser tests (Playwright cannot download browsers offline).
+# Debian's Chromium for the browser tests (Playwright cannot download browsers offline), with
+# fonts-noto-cjk so screenshots of the Chinese pages show text instead of boxes.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1 || [[ -x /usr/bin/chromium ]]; then
   exit 0
@@ -11,4 +12,4 @@ fi
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 echo "[setup] installing Chromium from Debian's packages"
 $SUDO apt-get update -qq >/dev/null
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null

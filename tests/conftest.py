@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 import pytest
+import yaml
 
 from tests.support import (
     IM_IDENTITY_SECRET,
@@ -149,7 +150,7 @@ def product_env(database_url: str, var_dir: Path, redis_url: Optional[str] = Non
     env.update({
         "DATABASE_URL": database_url, "SIYU_VAR_DIR": str(var_dir), "SIYU_RASA_PORT": str(free_port()),
         "SIYU_ACTION_PORT": str(free_port()), "SIYU_WECHAT_PORT": str(free_port()),
-        "SIYU_DEMO": "true" if demo else "false",
+        "SIYU_CONSOLE_PORT": str(free_port()), "SIYU_DEMO": "true" if demo else "false",
         "SIYU_WORKERS": str(workers), "RASA_TELEMETRY_ENABLED": "false", "PYTHONUNBUFFERED": "1",
         "SIYU_KNOWLEDGE_INDEX_DIR": str(var_dir / "knowledge" / "index"), "SIYU_IM_IDENTITY_SECRET": IM_IDENTITY_SECRET,
     })
@@ -188,3 +189,46 @@ def pytest_sessionfinish(session, exitstatus):
         queue.put((None, lambda: core._STOP_RUNNING_SENTINEL))
     if leaked:
         print(f"\nWARNING: {len(leaked)} aiosqlite connection(s) were left open by tests and have been stopped")
+
+
+# --- business hours: a test must not depend on the time of day it runs at -----------------------
+
+
+def write_shop_file(tmp_path: Path, **shop_changes) -> Path:
+    from bot.settings import DEFAULT_SHOP_FILE
+
+    data = yaml.safe_load(DEFAULT_SHOP_FILE.read_text(encoding="utf-8"))
+    data["shop"].update(shop_changes)
+    path = tmp_path / "shop.yml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _use_shop_file(path: Path) -> Iterator[Path]:
+    from bot.settings import reset_settings_cache
+
+    before = os.environ.get("SIYU_SHOP_FILE")
+    os.environ["SIYU_SHOP_FILE"] = str(path)
+    reset_settings_cache()
+    yield path
+    if before is None:
+        os.environ.pop("SIYU_SHOP_FILE", None)
+    else:
+        os.environ["SIYU_SHOP_FILE"] = before
+    reset_settings_cache()
+
+
+ALWAYS = {"start": "00:00", "end": "23:59:59", "days": [1, 2, 3, 4, 5, 6, 7]}
+NEVER = {"start": "09:00", "end": "18:00", "days": []}
+
+
+@pytest.fixture
+def open_hours(tmp_path) -> Iterator[Path]:
+    """Staff are at work around the clock."""
+    yield from _use_shop_file(write_shop_file(tmp_path, business_hours=ALWAYS))
+
+
+@pytest.fixture
+def closed_hours(tmp_path) -> Iterator[Path]:
+    """Staff are never at work."""
+    yield from _use_shop_file(write_shop_file(tmp_path, business_hours=NEVER))

@@ -127,6 +127,11 @@ class ProductProcess:
         return f"http://127.0.0.1:{self.env.get('SIYU_WECHAT_PORT', '5006')}"
 
     @property
+    def console_url(self) -> str:
+        """The support console (staff pages under /desk/, JSON API under /api/)."""
+        return f"http://127.0.0.1:{self.env.get('SIYU_CONSOLE_PORT', '5008')}"
+
+    @property
     def database_url(self) -> str:
         return self.env["DATABASE_URL"]
 

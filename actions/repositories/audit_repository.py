@@ -15,12 +15,13 @@ logger = logging.getLogger("actions.audit")
 
 
 def record(session: AsyncSession, actor: str, action: str, subject: str, detail: Optional[Dict[str, Any]] = None,
-           at: Optional[datetime] = None) -> AuditEvent:
-    """Add an audit row to the caller's transaction (committed with the decision it records)."""
+           at: Optional[datetime] = None, level: int = logging.WARNING) -> AuditEvent:
+    """Add an audit row to the caller's transaction (committed with the decision it records). The
+    log line is a warning for security decisions; routine staff steps pass level=logging.INFO."""
     event = AuditEvent(at=at or utcnow(), actor=actor[:128], action=action[:64], subject=subject[:160],
                        detail=detail or {})
     session.add(event)
-    logger.warning("audit: %s", action, extra={"actor": actor, "subject": subject, "detail": detail or {}})
+    logger.log(level, "audit: %s", action, extra={"actor": actor, "subject": subject, "detail": detail or {}})
     return event
 
 

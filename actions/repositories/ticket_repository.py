@@ -22,16 +22,26 @@ def _new_ticket_no(now: datetime) -> str:
 
 async def create(session: AsyncSession, *, kind: str, customer_id: Optional[int], order_id: Optional[int],
                  conversation_id: str, reason: str = "", detail: str = "") -> Ticket:
+    """A new ticket, committed."""
+    ticket = await create_in(session, kind=kind, customer_id=customer_id, order_id=order_id,
+                             conversation_id=conversation_id, reason=reason, detail=detail)
+    await session.commit()
+    return ticket
+
+
+async def create_in(session: AsyncSession, *, kind: str, customer_id: Optional[int], order_id: Optional[int],
+                    conversation_id: str, reason: str = "", detail: str = "") -> Ticket:
+    """A new ticket in the caller's transaction (committed with it)."""
     for _ in range(5):
         ticket = Ticket(ticket_no=_new_ticket_no(utcnow()), kind=kind, customer_id=customer_id,
                         order_id=order_id, conversation_id=conversation_id, reason=reason[:256],
                         detail=detail, status=TicketStatus.open.value)
-        session.add(ticket)
         try:
-            await session.commit()
+            async with session.begin_nested():
+                session.add(ticket)
             return ticket
         except IntegrityError:  # ticket number collision: draw again
-            await session.rollback()
+            continue
     raise RuntimeError("could not allocate a ticket number")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from actions.orders import ActionAskOrderId, ActionOrderTask, ValidateOrderForm
+from bot.settings import get_settings
 from tests.actions import shop_queries as q
 from tests.actions.helpers import responses, run, slot_events, tracker
 
@@ -146,8 +147,12 @@ async def test_delivered_order_inside_the_window_gets_a_return_ticket(shop_db):
     t = tracker(q.sender_of(order), "尺码不合适", slots={"order_id": order.order_no, "order_task": "return",
                                                      "return_reason": "尺码不合适", "task_allowed": True,
                                                      "after_sales_kind": "return"})
-    messages, _ = await run(ActionOrderTask(), t)
-    assert responses(messages) == ["utter_return_created"]
+    messages, events = await run(ActionOrderTask(), t)
+    large = order.paid_fen > get_settings().shop.desk.refund_handoff_above_yuan * 100
+    # a large refund is also followed up by a person (the desk's queue)
+    assert responses(messages)[0] == "utter_return_created"
+    assert (responses(messages)[1:] != []) == large
+    assert (slot_events(events).get("handoff_queued") is True) == large
     ticket_no = messages[0]["ticket_no"]
     tickets = q.tickets_of(order.order_no)
     assert [t.ticket_no for t in tickets] == [ticket_no]

@@ -45,3 +45,22 @@ def test_field_set_accuracy_meets_the_bar(agent):
     accuracy = sum(p == e for p, (_, e) in zip(predicted, examples)) / len(examples)
     print(f"\nfield-set intent accuracy: {accuracy:.3f}")
     assert accuracy >= 0.88
+
+
+@pytest.mark.parametrize("text,intent,reason", [
+    ("你们这什么破店，气死我了", "complaint", "anger"),
+    ("再不退款我就打12315投诉你们", "complaint", "dispute"),
+    ("急死了，今天必须给我发货", "request_human", "urgency"),
+    ("转人工，十万火急", "request_human", "urgency"),
+])
+def test_anger_disputes_and_urgency_go_to_a_person(agent, text, intent, reason):
+    parsed = asyncio.run(agent.parse_message(text))
+    assert parsed["intent"]["name"] == intent
+    assert {"entity": "handoff_reason", "value": reason} in [
+        {"entity": e["entity"], "value": e["value"]} for e in parsed["entities"]]
+
+
+@pytest.mark.parametrize("text", ["垃圾袋有货吗", "滚筒洗衣机有优惠吗", "我的订单到哪了"])
+def test_everyday_words_are_not_escalation(agent, text):
+    parsed = asyncio.run(agent.parse_message(text))
+    assert all(e["entity"] != "handoff_reason" for e in parsed["entities"])

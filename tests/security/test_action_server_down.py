@@ -136,10 +136,14 @@ def test_rasa_reads_the_secret_from_its_environment_not_from_the_endpoints_file(
     from bot.settings import Settings
 
     monkeypatch.setenv("SIYU_ACTION_SECRET", "s3cret-from-the-environment")
+    monkeypatch.setenv("SIYU_MODEL_SERVER_TOKEN", "t0ken-from-the-environment")
     for path in (write_endpoints(Settings(var_dir=tmp_path, rasa_speedups=speedups)), REPO / "bot" / "endpoints.yml"):
-        assert "s3cret" not in path.read_text()
+        assert "s3cret" not in path.read_text() and "t0ken" not in path.read_text()
         endpoint = read_endpoint_config(str(path), "action_endpoint")
         assert endpoint.headers == {"Authorization": "Bearer s3cret-from-the-environment"}, path
+        models = read_endpoint_config(str(path), "models")
+        if models is not None:  # the run's endpoints: Rasa pulls the active model from the console
+            assert models.token == "t0ken-from-the-environment"
 
 
 def test_an_action_server_started_without_a_secret_refuses_to_start(tmp_path):

@@ -106,6 +106,9 @@ async def _call(client: PlatformClient, row: Any) -> dict:
         return await client.app_message_send(row.recipient, row.msgtype, content)
     if row.channel == "mass_send":
         return await client.add_msg_template(dict(row.body, chat_type="group", sender=row.account))
+    if row.channel == "kf_state":
+        return await client.kf_service_state_trans(row.account or "", row.recipient, int(content["service_state"]),
+                                                   content.get("servicer_userid"))
     raise PlatformError(row.channel, "permanent", errmsg=f"unknown channel {row.channel}")
 
 
@@ -118,6 +121,10 @@ def _failure(row: Any, exc: PlatformError) -> Outcome:
         return Outcome("unknown", exc.errcode, f"{exc.errmsg}: the platform may have delivered it")
     if exc.kind in ("network", "transient"):
         return Outcome("retry", exc.errcode, exc.errmsg or exc.kind)
+    if exc.failure_reason:
+        # e.g. 95018: a servicer took the 微信客服 session over, or it ended; the platform's text kept for support
+        return Outcome("failed", exc.errcode, f"{exc.failure_reason}；平台返回：{exc.errmsg}" if exc.errmsg
+                       else exc.failure_reason)
     return Outcome("failed", exc.errcode, exc.errmsg or exc.kind)
 
 

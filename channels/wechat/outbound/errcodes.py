@@ -25,6 +25,12 @@ INVALID_WEBHOOK_KEY = 93000
 KF_INVALID_OPEN_KFID = 95000  # unconfirmed
 KF_SEND_LIMIT = 95001  # 微信客服: over 5 messages, or outside 48 h of the user's last message
 KF_INVALID_MSG_TOKEN = 95007
+# 微信客服 kf/service_state/trans: the move is not allowed from the session's current state ("不允许这个状态
+# 转换"; unconfirmed: the project's notes name no code for it, this one is the support desk's assumption)
+KF_INVALID_STATE_TRANSITION = 95016
+# 微信客服 kf/send_msg: the session is not in state 0 or 1 (waiting in the pool, taken by a servicer in the
+# WeCom client, or ended); the real errmsg is "send msg session status invalid"
+KF_SESSION_STATE_INVALID = 95018
 ROBOT_RATE_LIMIT = 130101  # group robot: over 20 messages per minute
 
 # kf/sync_msg: the cursor is not (any longer) known to the platform, e.g. after a reset on its side
@@ -39,6 +45,12 @@ REFUSAL_REASONS = {
     OUT_OF_WINDOW: "out_of_window",
     OVER_QUOTA: "over_quota",
     KF_SEND_LIMIT: "out_of_window_or_over_quota",
+}
+# permanent for the message: failed at once with this text for staff, not retried (when the session
+# allows sending again, a servicer has answered or the customer has started over: the message is stale)
+FAILURE_REASONS = {
+    KF_SESSION_STATE_INVALID: "会话状态不允许发送（客服已在企业微信中接待或会话已结束）",
+    KF_INVALID_STATE_TRANSITION: "不允许这个会话状态变更",
 }
 EMPTY_CONTENT = 44004
 INVALID_AGENTID = 40056

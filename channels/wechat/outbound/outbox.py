@@ -83,10 +83,13 @@ def claim_id(worker: str) -> str:
 
 
 _EARLIER = aliased(OutboxMessage)
-# something earlier to the same recipient is still pending or sending: replies go out in order
+# something earlier to the same recipient is still pending or sending: replies go out in order (and
+# a 微信客服 session is moved, channel kf_state, only after the replies queued before the move)
 _BLOCKED = sa.select(_EARLIER.id).where(
-    _EARLIER.channel == OutboxMessage.channel, _EARLIER.recipient == OutboxMessage.recipient,
-    _EARLIER.id < OutboxMessage.id, _EARLIER.status.in_(ACTIVE)).exists()
+    sa.or_(_EARLIER.channel == OutboxMessage.channel,
+           sa.and_(OutboxMessage.channel == "kf_state", _EARLIER.channel == "wecom_kf")),
+    _EARLIER.recipient == OutboxMessage.recipient, _EARLIER.id < OutboxMessage.id,
+    _EARLIER.status.in_(ACTIVE)).exists()
 
 
 async def claim(worker: str, limit: int = 32) -> Tuple[List[OutboxMessage], bool]:

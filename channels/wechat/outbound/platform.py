@@ -52,6 +52,11 @@ class PlatformError(Exception):
     def refusal_reason(self) -> Optional[str]:
         return E.REFUSAL_REASONS.get(self.errcode) if self.errcode is not None else None
 
+    @property
+    def failure_reason(self) -> Optional[str]:
+        """The text for staff of a known permanent failure (E.FAILURE_REASONS), else None."""
+        return E.FAILURE_REASONS.get(self.errcode) if self.errcode is not None else None
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -70,6 +75,11 @@ READ = RetryPolicy(attempts=3, idempotent=True)
 ONE_SHOT = RetryPolicy(attempts=1)
 ONE_SHOT_IDEMPOTENT = RetryPolicy(attempts=1, idempotent=True)
 
+
+# 微信客服 session states (kf/service_state): new (the customer wrote), the API's assistant, waiting in the
+# pool, a servicer in the WeCom client (servicer_userid), ended. kf/send_msg works in NEW and BOT only.
+KF_NEW, KF_BOT, KF_POOL, KF_HUMAN, KF_ENDED = 0, 1, 2, 3, 4
+KF_SENDABLE_STATES = frozenset({KF_NEW, KF_BOT})
 
 _JSON_CONTENT = {"Content-Type": "application/json"}
 # the platform's answers are small JSON documents; a larger one (after decompression) is refused
@@ -248,6 +258,24 @@ class PlatformClient:
                                self.config.work_api_base + "/cgi-bin/kf/customer/batchget", kind="kf",
                                body={"external_userid_list": external_userids, "need_enter_session_context": 0})
         return {c["external_userid"]: c["unionid"] for c in data.get("customer_list", []) if c.get("unionid")}
+
+    async def kf_service_state_get(self, open_kfid: str, external_userid: str) -> Json:
+        """The session's state: {"service_state": 0-4, "servicer_userid": in state 3}."""
+        return await self.call("kf/service_state/get", "POST",
+                               self.config.work_api_base + "/cgi-bin/kf/service_state/get", kind="kf",
+                               body={"open_kfid": open_kfid, "external_userid": external_userid}, policy=READ)
+
+    async def kf_service_state_trans(self, open_kfid: str, external_userid: str, service_state: int,
+                                     servicer_userid: Optional[str] = None, policy: RetryPolicy = ONE_SHOT) -> Json:
+        """Move the session (servicer_userid required for state 3); the answer carries `msg_code` when
+        moving to 3 or 4. Not repeated by default: a repeated move can fail (4 -> 4) although the first
+        one happened; after an error kf_service_state_get tells where the session is."""
+        body: Json = {"open_kfid": open_kfid, "external_userid": external_userid, "service_state": service_state}
+        if servicer_userid:
+            body["servicer_userid"] = servicer_userid
+        return await self.call("kf/service_state/trans", "POST",
+                               self.config.work_api_base + "/cgi-bin/kf/service_state/trans", kind="kf",
+                               body=body, policy=policy)
 
     # --- Official Account / mini-program --------------------------------------------------------------
     async def custom_send(self, kind: str, touser: str, msgtype: str, content: Json,

@@ -70,6 +70,22 @@ def _runtime():
     return get_runtime()
 
 
+class _NoWorker:
+    def wake(self) -> None:
+        """The gateway's outbox worker polls for rows other processes enqueued."""
+
+
+class OutboxOnly:
+    """The runtime a process other than the gateway (the console) sends with: the connectors'
+    config to choose a channel; the gateway's worker sends the rows at its next poll."""
+
+    def __init__(self, config=None) -> None:
+        from channels.wechat.config import WeChatConfig
+
+        self.config = config or WeChatConfig.from_settings()
+        self.worker = _NoWorker()
+
+
 def _configured(runtime, channel: str) -> bool:
     config = runtime.config
     return bool({"wecom_kf": config.kf, "mp": config.mp, "mini": config.mini, "robot": True,
@@ -117,9 +133,23 @@ async def _identities(session, target: Union[int, str]) -> Tuple[Optional[int], 
     return customer_id, [(c, u) for c, u in rows.all()]
 
 
+async def _with_staff(session, customer_id: Optional[int], identities: List[Tuple[str, str]]) -> bool:
+    """Whether a person is handling (or about to handle) one of the customer's conversations."""
+    from desk.models import ASSIGNED, QUEUED, DeskConversation
+
+    ids = [f"{c}:{u}" for c, u in identities]
+    match = DeskConversation.conversation_id.in_(ids)
+    if customer_id is not None:
+        match = sa.or_(match, DeskConversation.customer_id == customer_id)
+    found = await session.execute(sa.select(DeskConversation.id).where(
+        match, DeskConversation.state.in_((QUEUED, ASSIGNED))).limit(1))
+    return found.first() is not None
+
+
 async def send_to_customer(target: Union[int, str], messages: Sequence[Message], *, key: Optional[str] = None,
-                           runtime=None) -> SendResult:
-    """Send text to a customer (customer id, or a conversation id like "wecom_kf:wmXXXX")."""
+                           runtime=None, proactive: bool = False) -> SendResult:
+    """Send text to a customer (customer id, or a conversation id like "wecom_kf:wmXXXX").
+    `proactive` (marketing, SOP, nudges): refused while staff handle the customer (with_staff)."""
     runtime = runtime or _runtime()
     texts = _texts(messages, TEXT_LIMIT_BYTES)
     if not texts:
@@ -129,6 +159,8 @@ async def send_to_customer(target: Union[int, str], messages: Sequence[Message],
         if not identities:
             reason = "unknown_customer" if customer_id is None and not isinstance(target, str) else "no_channel"
             return SendResult.refused(reason)
+        if proactive and await _with_staff(session, customer_id, identities):
+            return SendResult.refused("with_staff")
         candidates, reasons = [], []
         for channel, user in identities:
             if not _configured(runtime, channel):
@@ -265,3 +297,25 @@ async def notify_staff(userids: List[str], text: str, *, key: Optional[str] = No
     ids = await enqueue(outgoing)
     runtime.worker.wake()
     return SendResult(True, "app", ids)
+
+
+async def set_kf_session_state(conversation_id: str, service_state: int, *, key: str, runtime=None) -> SendResult:
+    """Move a 微信客服 session (kf/service_state/trans) through the outbox, after the replies queued
+    before it: the desk ends the session (4) when staff end a conversation, so the customer's next
+    message starts a new one that the API (and the bot) may answer."""
+    runtime = runtime or _runtime()
+    channel, _, user = conversation_id.partition(":")
+    if channel != "wecom_kf" or not user:
+        return SendResult.refused("no_channel")
+    if not runtime.config.kf:
+        return SendResult.refused("not_configured", channel="wecom_kf")
+    async with async_session() as session:
+        window = await session.get(ReplyWindow, ("wecom_kf", user))
+    if window is None or not window.account:
+        return SendResult.refused("unknown_customer", "the customer has not written to a 微信客服 account")
+    ids = await enqueue([OutgoingMessage(channel="kf_state", recipient=user, msgtype="service_state",
+                                         body={"service_state": {"service_state": service_state}},
+                                         account=window.account, conversation_id=conversation_id,
+                                         idempotency_key=_keys(key, 1)[0])])
+    runtime.worker.wake()
+    return SendResult(True, "kf_state", ids)

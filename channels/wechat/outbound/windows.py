@@ -33,6 +33,7 @@ REASON_TEXT = {
     "unknown_customer": "no such customer",
     "no_channel": "the customer has no WeChat identity the shop can message",
     "not_configured": "the connector is not configured",
+    "with_staff": "a person is handling this customer at the desk: no proactive messages meanwhile",
 }
 
 

@@ -1,7 +1,8 @@
 """The sandbox as an aiohttp app: the platform's API routes (same paths, parameters and answers as
 qyapi.weixin.qq.com and api.weixin.qq.com), and a control API under /sandbox/ that plays the users
-(send a message, follow, @ the robot), the group owner (confirm a mass send) and the test harness
-(inject faults, expire tokens, move the clock, read what was delivered)."""
+(send a message, follow, @ the robot), the group owner (confirm a mass send), the servicers in the
+WeCom client (take or end a 微信客服 session) and the test harness (inject faults, expire tokens, move
+the clock, read what was delivered)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from channels.wechat.sandbox.callbacks import CallbackSender, CallbackSigner
 from channels.wechat.sandbox.config import SandboxConfig
-from channels.wechat.sandbox.platform import Json, Platform
+from channels.wechat.sandbox.platform import Json, KfSession, Platform
 
 logger = logging.getLogger("channels.wechat.sandbox")
 
@@ -97,6 +98,12 @@ def create_app(config: SandboxConfig) -> web.Application:
     async def kf_batchget(request, p, body):
         return p.kf_customer_batchget(body)
 
+    async def kf_state_get(request, p, body):
+        return p.kf_service_state_get(body)
+
+    async def kf_state_trans(request, p, body):
+        return p.kf_service_state_trans(body)
+
     async def custom_send(request, p, body):
         token = p.tokens[request.query["access_token"]]
         return p.custom_send(token.kind, body)
@@ -131,6 +138,8 @@ def create_app(config: SandboxConfig) -> web.Application:
     r.add_post("/cgi-bin/kf/sync_msg", _api("kf/sync_msg", kf_sync, ("kf",)))
     r.add_post("/cgi-bin/kf/send_msg", _api("kf/send_msg", kf_send, ("kf",)))
     r.add_post("/cgi-bin/kf/customer/batchget", _api("kf/customer/batchget", kf_batchget, ("kf",)))
+    r.add_post("/cgi-bin/kf/service_state/get", _api("kf/service_state/get", kf_state_get, ("kf",)))
+    r.add_post("/cgi-bin/kf/service_state/trans", _api("kf/service_state/trans", kf_state_trans, ("kf",)))
     r.add_post("/cgi-bin/message/custom/send", _api("message/custom/send", custom_send, ("mp", "mini")))
     r.add_get("/cgi-bin/user/info", _api("user/info", user_info, ("mp",), needs_body=False))
     r.add_post("/cgi-bin/webhook/send", _api("webhook/send", robot))
@@ -277,6 +286,26 @@ def create_app(config: SandboxConfig) -> web.Application:
         """The platform forgets the 微信客服 cursors it issued (as after a reset on its side)."""
         return web.json_response({"epoch": platform.reset_kf_cursors()})
 
+    async def kf_service_state(request: web.Request) -> web.Response:
+        """A servicer acts in the WeCom client (any state, without the API's transition rules):
+        POST {"user": external_userid, "service_state": 0-4, "servicer_userid": staff userid for 3};
+        GET ?user= reads the state."""
+        if request.method == "GET":
+            user = request.query.get("user") or ""
+            if ("kf", user) not in platform.users:
+                return web.json_response({"error": "unknown 微信客服 customer"}, status=404)
+            session = platform.kf_sessions.get((config.open_kfid, user)) or KfSession()
+        else:
+            body = await _json_body(request) or {}
+            try:
+                session = platform.set_kf_state(str(body.get("user") or ""), int(body.get("service_state")),
+                                                str(body.get("servicer_userid") or ""))
+            except (TypeError, ValueError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            user = str(body["user"])
+        return web.json_response({"open_kfid": config.open_kfid, "external_userid": user,
+                                  "service_state": session.state, "servicer_userid": session.servicer_userid})
+
     async def reset(request: web.Request) -> web.Response:
         platform.deliveries.clear()
         platform.requests.clear()
@@ -300,6 +329,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     r.add_post("/sandbox/mass/confirm", confirm_mass)
     r.add_post("/sandbox/verify", verify)
     r.add_post("/sandbox/kf/reset_cursors", reset_kf_cursors)
+    r.add_route("*", "/sandbox/kf/service_state", kf_service_state)
     r.add_post("/sandbox/reset", reset)
     r.add_get("/sandbox/health", health)
     return app

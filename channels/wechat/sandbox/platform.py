@@ -1,6 +1,7 @@
 """The fake platform's state and rules: tokens, users and their reply windows, the 微信客服 message
-log, every send API with its limits and real error codes, group robots, mass-send tasks and app
-messages. Pure logic (no HTTP): app.py maps routes onto these methods; tests can call them too.
+log and session states, every send API with its limits and real error codes, group robots,
+mass-send tasks and app messages. Pure logic (no HTTP): app.py maps routes onto these methods;
+tests can call them too.
 
 Everything the platform "delivered" to a user, a group or a staff member is recorded in
 `deliveries`, so tests can assert that each reply arrived exactly once.
@@ -50,6 +51,29 @@ class Window:
     event_sent: int = 0
 
 
+# 微信客服 session states (service_state): new, the API's assistant, waiting in the pool, a servicer
+# (in the WeCom client), ended (or never started)
+KF_NEW, KF_BOT, KF_POOL, KF_HUMAN, KF_ENDED = 0, 1, 2, 3, 4
+# the moves kf/service_state/trans allows (WeCom's 分配客服会话 document); 3 -> 3 hands the session to
+# another servicer; an ended session cannot be moved through the API (the customer's next message reopens it)
+KF_TRANSITIONS = {
+    KF_NEW: {KF_BOT, KF_POOL, KF_HUMAN, KF_ENDED},
+    KF_BOT: {KF_POOL, KF_HUMAN, KF_ENDED},
+    KF_POOL: {KF_HUMAN, KF_ENDED},
+    KF_HUMAN: {KF_POOL, KF_HUMAN, KF_ENDED},
+    KF_ENDED: set(),
+}
+
+
+@dataclass
+class KfSession:
+    """One customer's session with one 微信客服 account."""
+
+    state: int = KF_ENDED
+    servicer_userid: str = ""
+    msg_code: str = ""  # the last code issued for a welcome / closing event message
+
+
 @dataclass
 class Group:
     chat_id: str
@@ -87,6 +111,9 @@ class Platform:
         self.kf_cursor_epoch = 0
         self.kf_msg_tokens: Dict[str, float] = {}  # sync token -> expiry
         self.kf_msgids: Dict[str, Json] = {}  # msgid -> the delivery it produced (idempotency)
+        # (open_kfid, external_userid) -> session; none until the customer first writes (state 4, "not started").
+        # Not modelled: the platform ending a session by itself 48 h after the customer's last message
+        self.kf_sessions: Dict[Tuple[str, str], KfSession] = {}
         self.deliveries: List[Json] = []
         self.requests: List[Json] = []
         self.groups: Dict[str, Group] = {}
@@ -211,6 +238,8 @@ class Platform:
         window = self.windows[(channel, user_id)]
         if kind == "message":
             window.opened_at, window.sent = self.now(), 0
+            if channel == "kf":
+                self._kf_customer_wrote(self.config.open_kfid, user_id)
         else:
             window.event_opened_at, window.event_sent = self.now(), 0
 
@@ -256,6 +285,67 @@ class Platform:
                                                   "external_userid": external_userid, "scene": "sandbox"}}
         self.kf_log.append(message)
         return message, self._kf_msg_token()
+
+    def _kf_customer_wrote(self, open_kfid: str, external_userid: str) -> None:
+        """A customer message opens a session (state 0) unless one is going on."""
+        session = self.kf_sessions.setdefault((open_kfid, external_userid), KfSession())
+        if session.state == KF_ENDED:
+            session.state, session.servicer_userid = KF_NEW, ""
+
+    def _kf_session_problem(self, body: Json) -> Optional[Json]:
+        if body.get("open_kfid") != self.config.open_kfid:
+            return err(E.KF_INVALID_OPEN_KFID, "invalid open_kfid")
+        user = body.get("external_userid")
+        if not isinstance(user, str) or ("kf", user) not in self.users:
+            return err(E.INVALID_PARAMETER, "invalid external_userid")
+        return None
+
+    def kf_service_state_get(self, body: Json) -> Json:
+        problem = self._kf_session_problem(body)
+        if problem:
+            return problem
+        session = self.kf_sessions.get((body["open_kfid"], body["external_userid"])) or KfSession()
+        answer: Json = {"errcode": 0, "errmsg": "ok", "service_state": session.state}
+        if session.state == KF_HUMAN:
+            answer["servicer_userid"] = session.servicer_userid
+        return answer
+
+    def kf_service_state_trans(self, body: Json) -> Json:
+        problem = self._kf_session_problem(body)
+        if problem:
+            return problem
+        target, servicer = body.get("service_state"), body.get("servicer_userid") or ""
+        if isinstance(target, bool) or not isinstance(target, int) or target not in KF_TRANSITIONS:
+            return err(E.INVALID_PARAMETER, "invalid service_state")
+        if target == KF_HUMAN and servicer not in self.config.staff:
+            # the platform's own code for a servicer who is not a 接待人员 of the account is unconfirmed
+            return err(E.INVALID_PARAMETER, "invalid servicer_userid")
+        key = (body["open_kfid"], body["external_userid"])
+        session = self.kf_sessions.get(key) or KfSession()
+        same_servicer = target == KF_HUMAN and session.state == KF_HUMAN and servicer == session.servicer_userid
+        if target not in KF_TRANSITIONS[session.state] or same_servicer:
+            return err(E.KF_INVALID_STATE_TRANSITION, f"service_state {session.state} -> {target} not allowed")
+        self.kf_sessions[key] = session
+        session.state, session.servicer_userid = target, servicer if target == KF_HUMAN else ""
+        answer: Json = {"errcode": 0, "errmsg": "ok"}
+        if target in (KF_HUMAN, KF_ENDED):
+            session.msg_code = "sbxcode" + secrets.token_hex(12)
+            answer["msg_code"] = session.msg_code
+        return answer
+
+    def set_kf_state(self, external_userid: str, state: int, servicer_userid: str = "") -> KfSession:
+        """What staff do in the WeCom client (take a session from the pool, answer an ended one, end
+        it): any state, without the API's transition rules. ValueError for an unknown customer, state
+        or servicer."""
+        if ("kf", external_userid) not in self.users:
+            raise ValueError(f"unknown 微信客服 customer {external_userid}")
+        if state not in KF_TRANSITIONS:
+            raise ValueError(f"service_state must be 0-4, not {state}")
+        if state == KF_HUMAN and servicer_userid not in self.config.staff:
+            raise ValueError(f"state 3 needs a servicer_userid among the staff {self.config.staff}")
+        session = self.kf_sessions.setdefault((self.config.open_kfid, external_userid), KfSession())
+        session.state, session.servicer_userid = state, servicer_userid if state == KF_HUMAN else ""
+        return session
 
     def _kf_msg_token(self) -> str:
         token = "ENC" + secrets.token_urlsafe(30)
@@ -322,6 +412,10 @@ class Platform:
                                              "msgmenu", "location"))
         if problem:
             return problem
+        session = self.kf_sessions.get((open_kfid, touser))
+        # only in state 0 or 1 (a session that never started is refused by the window rule, 95001)
+        if session is not None and session.state not in (KF_NEW, KF_BOT):
+            return err(E.KF_SESSION_STATE_INVALID, "send msg session status invalid")
         refused = self.reserve_window("kf", touser)
         if refused:
             return refused
@@ -329,6 +423,8 @@ class Platform:
         msgtype = body["msgtype"]
         self.kf_msgids[msgid] = self.deliver("kf", touser, msgtype, body.get(msgtype), msgid=msgid,
                                              account=open_kfid)
+        if session is not None and session.state == KF_NEW:
+            session.state = KF_BOT  # the API answered: the session is the assistant's
         return {"errcode": 0, "errmsg": "ok", "msgid": msgid}
 
     def kf_customer_batchget(self, body: Json) -> Json:
