@@ -6,7 +6,8 @@ Target (same run): "With 10 agents connected and 1,000 open conversations: hando
 console p95 < 2 s; staff reply delivered to the sandbox p95 < 2 s; queue page server time p95 < 300 ms;
 bot-path latency for other customers unchanged within noise (same-run comparison with the console idle)."
 
-Each round has two phases in alternating order: idle (no agent connected, no handoff) and busy (10
+Each round has two phases in alternating order with the same customers: idle (no agent connected;
+handoffs wait in the queue) and busy (10
 agents logged in, each with the live stream open and the queue list reloaded the way console/static/
 desk.js does it: after live events that change the lists, at most once a second, and every 30 s;
 customers asking for a person at a fixed rate on the web IM and 微信客服; an agent claims each
@@ -312,13 +313,14 @@ class Bench:
         phase = Phase(busy)
         cpu_before = cpu_seconds(self.product)
         phase.started = time.perf_counter()
-        loads = [self.open_loop(BOT_RATE, seconds, lambda i: self.ask_bot(phase, f"q{tag}n{i}", TEXTS[i % len(TEXTS)]))]
         if busy:
             for agent in self.agents:
                 agent.seen.clear()
             await asyncio.gather(*(agent.open_workspace(phase) for agent in self.agents))
             await asyncio.wait_for(asyncio.gather(*(agent.hello.wait() for agent in self.agents)), timeout=15)
-            loads.append(self.open_loop(HANDOFF_RATE, seconds, lambda i: self.ask_for_person(phase, i, tag)))
+        # the customers are the same in both phases (those asking for a person too): only the staff differ
+        loads = [self.open_loop(BOT_RATE, seconds, lambda i: self.ask_bot(phase, f"q{tag}n{i}", TEXTS[i % len(TEXTS)])),
+                 self.open_loop(HANDOFF_RATE, seconds, lambda i: self.ask_for_person(phase, i, tag))]
         await asyncio.gather(*loads)
         deadline = time.monotonic() + WAIT_S
         while busy and time.monotonic() < deadline and not self.settled(phase):
@@ -457,14 +459,14 @@ def report(idle: List[Dict], busy: List[Dict], args, deployment: str) -> str:
         f"sandbox, which runs in the benchmark process with the load generator, on the same 2 cores. The database "
         f"holds {OPEN_QUEUED + OPEN_ASSIGNED:,} open desk conversations before the start ({OPEN_QUEUED} queued, "
         f"{OPEN_ASSIGNED} held by the agents; made with `desk.handoff.request` / `desk.queue.claim`, queued over the "
-        f"last 8 hours). Each round runs two phases of {args.seconds:g} s in alternating order, both with web IM FAQ "
-        f"questions from other customers at {BOT_RATE:g}/s (open loop, a new customer each): **idle** (no agent "
-        f"connected, no handoff) and **busy**: {len(AGENTS)} agents logged in, each with the workspace open as "
-        "console/static/desk.js keeps it (`/desk/`, staff list, queue list, the live stream `/api/desk/stream`; "
-        "the queue list reloaded after live events that change lists, at most once a second, and every 30 s), "
-        "and customers asking for a "
-        f"person (\"转人工\") at {HANDOFF_RATE:g}/s, every {KF_EVERY}th on 微信客服; an agent opens, claims and "
-        f"answers each 微信客服 handoff. {args.rounds} round{'s' if args.rounds > 1 else ''}; medians of the "
+        f"last 8 hours). Each round runs two phases of {args.seconds:g} s in alternating order with the same "
+        f"customers: web IM FAQ questions from other customers at {BOT_RATE:g}/s (open loop, a new customer each) "
+        f"and customers asking for a person (\"转人工\") at {HANDOFF_RATE:g}/s, every {KF_EVERY}th on 微信客服. "
+        f"**idle**: no agent connected (the handoffs wait in the queue); **busy**: {len(AGENTS)} agents logged in, "
+        "each with the workspace open as console/static/desk.js keeps it (`/desk/`, staff list, queue list, the "
+        "live stream `/api/desk/stream`; the queue list reloaded after live events that change lists, at most "
+        "once a second, and every 30 s); an agent opens, claims and answers each 微信客服 handoff. "
+        f"{args.rounds} round{'s' if args.rounds > 1 else ''}; medians of the "
         "rounds; samples are totals. Handoff "
         "visible: from the customer's message (webhook POST, or the platform's callback POST for 微信客服) to the "
         "`queued` event on each agent's stream, over handoff x agent. Staff reply: from the reply POST to "

@@ -75,10 +75,21 @@ async def conversations(request: web.Request) -> web.Response:
         offset = max(0, int(request.query.get("offset", 0)))
     except ValueError:
         return error(400, "limit / offset 必须是整数")
-    items = await _service(request).listing(state, assignee, limit, offset)
+    shared = request.app["lists"]
+    items = await shared.get(("list", state, assignee, limit, offset),
+                             lambda: _service(request).listing(state, assignee, limit, offset))
+    counts = await shared.get("counts", _counts)
+    by_state, holders = counts
+    username = request["staff"].username
+    return web.json_response({"conversations": items, "counts": {
+        "queued": by_state.get("queued", 0), "mine": holders.get(username, 0), "assigned": by_state.get("assigned", 0),
+        "bot": by_state.get("bot", 0), "closed": by_state.get("closed", 0)}})
+
+
+async def _counts():
+    """(conversations by state, held conversations by assignee): the tab counts of every user."""
     async with async_session() as s:
-        counts = await desk_queue.counts(s, request["staff"].username)
-    return web.json_response({"conversations": items, "counts": counts})
+        return await desk_queue.tab_counts(s)
 
 
 @routes.get("/api/desk/conversations/{id}")

@@ -17,6 +17,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from actions.db.engine import dispose_async_engines
 from bot.settings import Settings, get_settings
 from console import api, auth, live, model_server, pages
+from console.lists import SharedLists
 from desk.service import DeskService
 from desk.training import Trainer
 from desk.watcher import Watcher
@@ -52,7 +53,8 @@ def create_app(settings: Optional[Settings] = None, *, desk: Optional[DeskServic
     app.middlewares.append(auth.auth_middleware)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     app["login_limiter"] = auth.LoginLimiter()
-    app["hub"] = live.Hub()
+    app["lists"] = SharedLists()
+    app["hub"] = live.Hub(on_event=app["lists"].invalidate)
     app["desk"] = desk or DeskService()
     app["watch_interval_s"] = watch_interval_s
     app["trainer"] = Trainer()

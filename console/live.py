@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Dict, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from aiohttp import web
 from aiohttp_sse import sse_response
@@ -16,14 +16,18 @@ QUEUE_LIMIT = 200
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, on_event: Optional[Callable[[], None]] = None) -> None:
         self._subscribers: Set[asyncio.Queue] = set()
+        # told first of every event (the shared queue lists are out of date then)
+        self._on_event = on_event
 
     @property
     def listeners(self) -> int:
         return len(self._subscribers)
 
     async def publish(self, event: Dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event()
         for queue in list(self._subscribers):
             if queue.full():
                 # a stalled page: drop what it has not read and ask it to reload

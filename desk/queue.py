@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -187,12 +187,10 @@ async def listing(session: AsyncSession, *, state: Optional[str] = None, assigne
     return list((await session.execute(stmt.limit(limit).offset(offset))).scalars())
 
 
-async def counts(session: AsyncSession, username: str) -> Dict[str, int]:
-    """Numbers on the queue tabs: waiting, mine, held by anyone, with the bot."""
-    rows = (await session.execute(sa.select(DeskConversation.state, sa.func.count()).group_by(
-        DeskConversation.state))).all()
-    by_state = {state: n for state, n in rows}
-    mine = (await session.execute(sa.select(sa.func.count()).select_from(DeskConversation).where(
-        DeskConversation.state == ASSIGNED, DeskConversation.assignee == username))).scalar() or 0
-    return {"queued": by_state.get(QUEUED, 0), "mine": mine, "assigned": by_state.get(ASSIGNED, 0),
-            "bot": by_state.get(BOT, 0), "closed": by_state.get(CLOSED, 0)}
+async def tab_counts(session: AsyncSession) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """(conversations by state, conversations held by each assignee): every user's tab numbers."""
+    by_state = dict((await session.execute(sa.select(DeskConversation.state, sa.func.count()).group_by(
+        DeskConversation.state))).all())
+    holders = dict((await session.execute(sa.select(DeskConversation.assignee, sa.func.count()).where(
+        DeskConversation.state == ASSIGNED).group_by(DeskConversation.assignee))).all())
+    return by_state, holders
