@@ -20,3 +20,28 @@ def own_product(trained_model, tmp_path_factory) -> Iterator:
         yield product
     finally:
         product.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_product(trained_model, tmp_path_factory) -> Iterator:
+    """The whole product on a seeded PostgreSQL database of its own."""
+    from tests.conftest import PG_ADMIN_URL, Product, port_open, product_env, seed, unavailable
+    from tests.support import throwaway_pg_database
+
+    if not port_open("127.0.0.1", 5432):
+        unavailable("PostgreSQL is not reachable on 127.0.0.1:5432")
+    var_dir = tmp_path_factory.mktemp("desk_pg_product")
+    with throwaway_pg_database(PG_ADMIN_URL, "siyu_desk") as url:
+        seed(url)
+        product = Product(product_env(url, var_dir), var_dir / "product.log")
+        product.start()
+        try:
+            yield product
+        finally:
+            product.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_product(request):
+    """The whole product on each real database (console, Rasa's tracker store and the shop's data)."""
+    return request.getfixturevalue("product_server" if request.param == "sqlite" else "pg_product")

@@ -79,8 +79,8 @@ async def sse_events(client: StaffClient, found: asyncio.Queue) -> None:
                 await found.put((event, json.loads(line[5:].strip())))
 
 
-async def test_refusals_without_login_csrf_or_role(product_server):
-    base = product_server.console_url
+async def test_refusals_without_login_csrf_or_role(any_product):
+    base = any_product.console_url
     anonymous, agent, moderator = StaffClient(base), StaffClient(base), StaffClient(base)
     try:
         assert (await anonymous.get("/api/desk/conversations?state=queued"))[0] == 401
@@ -102,8 +102,8 @@ async def test_refusals_without_login_csrf_or_role(product_server):
             await client.close()
 
 
-async def test_handoff_claim_silence_reply_and_hand_back(product_server):
-    base = product_server.console_url
+async def test_handoff_claim_silence_reply_and_hand_back(any_product):
+    base = any_product.console_url
     agent1, agent2 = StaffClient(base), StaffClient(base)
     sender = f"desk{uuid.uuid4().hex[:8]}"
     conversation_id = f"im:{sender}"
@@ -114,7 +114,7 @@ async def test_handoff_claim_silence_reply_and_hand_back(product_server):
         listener = asyncio.create_task(sse_events(agent2, events))
         await until(lambda: _hello(events), what="the live stream to open")
 
-        reply = await customer_says(product_server, sender, "转人工")
+        reply = await customer_says(any_product, sender, "转人工")
         assert "工单" in reply[0]["text"] or "转接" in reply[0]["text"], reply
 
         # the handoff arrives live, without asking for it
@@ -138,7 +138,7 @@ async def test_handoff_claim_silence_reply_and_hand_back(product_server):
         holder, other = (agent1, agent2) if first[0] == 200 else (agent2, agent1)
 
         # the bot is silent while a person holds the conversation; the message reaches the transcript
-        assert await customer_says(product_server, sender, "你好，在吗？我的快递一直没到") == []
+        assert await customer_says(any_product, sender, "你好，在吗？我的快递一直没到") == []
 
         async def in_transcript():
             status, detail = await holder.get(f"/api/desk/conversations/{conversation}")
@@ -159,7 +159,7 @@ async def test_handoff_claim_silence_reply_and_hand_back(product_server):
         assert (await other.post(f"/api/desk/conversations/{conversation}/handback"))[0] == 403
         status, back = await holder.post(f"/api/desk/conversations/{conversation}/handback")
         assert status == 200 and back["state"] == "bot"
-        answer = await customer_says(product_server, sender, "你好")
+        answer = await customer_says(any_product, sender, "你好")
         assert answer and answer[0].get("text"), "the bot answers again after the hand back"
         status, listed = await holder.get("/api/desk/conversations?state=bot")
         assert any(c["conversation_id"] == conversation_id for c in listed["conversations"])
