@@ -17,6 +17,7 @@ from bot.settings import REPO_ROOT, Settings
 from desk.models import DeskConversation, DeskCorrection, DeskEvent
 from desk.queue import DeskError, NotFound, Staff
 from desk.transcript import RASA_EVENTS
+from knowledge.export import write_nlu_examples
 
 logger = logging.getLogger("desk.corrections")
 INTENTS_DIR = REPO_ROOT / "nlu_data" / "intents"
@@ -115,19 +116,9 @@ def export_nlu(settings: Settings) -> int:
     finally:
         engine.dispose()
     known = set(known_intents())
-    by_intent: Dict[str, List[str]] = {}
-    for text, intent in rows:
-        line = " ".join(text.split())
-        if intent in known and line and line not in by_intent.setdefault(intent, []):
-            by_intent[intent].append(line)
-    if not any(by_intent.values()):
+    examples = [(text, intent) for text, intent in rows if intent in known and text.strip()]
+    if not examples:
         path.unlink(missing_ok=True)
         return 0
-    lines = ['version: "3.1"', "nlu:"]
-    for intent in sorted(by_intent):
-        if by_intent[intent]:
-            lines += [f"- intent: {intent}", "  examples: |"]
-            lines += [f"    - {text}" for text in by_intent[intent]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return sum(len(v) for v in by_intent.values())
+    return write_nlu_examples(examples, path)

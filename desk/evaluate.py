@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import sqlalchemy as sa
-import yaml
 
 from bot.settings import REPO_ROOT, get_settings
 
@@ -38,9 +37,9 @@ def corrections() -> List[Tuple[str, str]]:
 def field_set() -> List[Tuple[str, str]]:
     if not FIELD_SET.exists():
         return []
-    data = yaml.safe_load(FIELD_SET.read_text(encoding="utf-8"))
-    return [(line.strip()[2:], block["intent"]) for block in data["nlu"]
-            for line in block["examples"].splitlines() if line.strip().startswith("- ")]
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    return [(m.get("text"), m.get("intent")) for m in load_data(str(FIELD_SET)).intent_examples]
 
 
 async def score(agent, examples: List[Tuple[str, str]]) -> Dict:

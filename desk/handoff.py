@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions.identity import split_sender
 from bot.settings import ShopConfig
 from desk.labels import labels
 from desk.models import ASSIGNED, BOT, CLOSED, QUEUED, DeskConversation, DeskEvent, StaffUser, now_utc
@@ -34,12 +35,10 @@ REASONS = {
     "logistics_exception": 2,
 }
 PRIORITY_NAMES = labels("priority")
-CHANNEL_OF_PREFIX = {"im": "im", "wecom_kf": "wecom_kf", "mp": "mp", "mini": "mini", "group": "group"}
 
 
 def channel_of(conversation_id: str) -> str:
-    prefix = conversation_id.partition(":")[0]
-    return CHANNEL_OF_PREFIX.get(prefix, prefix[:16] or "unknown")
+    return split_sender(conversation_id)[0][:16]
 
 
 def priority_for(reason: str, vip: bool) -> int:

@@ -76,6 +76,12 @@ async def _move(session: AsyncSession, row: DeskConversation, allowed: Sequence[
     return bool(result.rowcount)
 
 
+def _new_episode(row: DeskConversation, now) -> Dict[str, Any]:
+    """A person takes a conversation nobody queued (from the bot, or ended): a new handoff starts now."""
+    return {"episode": DeskConversation.episode + 1, "queued_at": now, "reason": row.reason or "taken_over",
+            "first_response_at": None, "closed_at": None}
+
+
 async def claim(session: AsyncSession, conversation: int, staff: Staff) -> DeskConversation:
     """Take a waiting conversation (or one the bot is having) for oneself."""
     if staff.role not in DESK_ROLES:
@@ -85,8 +91,7 @@ async def claim(session: AsyncSession, conversation: int, staff: Staff) -> DeskC
     now = now_utc()
     values: Dict[str, Any] = {"state": ASSIGNED, "assignee": staff.username, "assigned_at": now}
     if previous != QUEUED:  # taken over from the bot or reopened: a new episode starts now
-        values.update(episode=DeskConversation.episode + 1, queued_at=now, reason=row.reason or "taken_over",
-                      first_response_at=None, closed_at=None)
+        values.update(_new_episode(row, now))
     if not await _move(session, row, (QUEUED, BOT, CLOSED), DeskConversation.assignee.is_(None)
                        if previous == QUEUED else None, **values):
         current = await get(session, conversation)
@@ -107,9 +112,8 @@ async def assign(session: AsyncSession, conversation: int, to: str, staff: Staff
     previous, holder = row.state, row.assignee
     now = now_utc()
     values: Dict[str, Any] = {"state": ASSIGNED, "assignee": to, "assigned_at": now}
-    if previous != QUEUED and previous != ASSIGNED:
-        values.update(episode=DeskConversation.episode + 1, queued_at=now, reason=row.reason or "taken_over",
-                      first_response_at=None, closed_at=None)
+    if previous not in (QUEUED, ASSIGNED):
+        values.update(_new_episode(row, now))
     guard = DeskConversation.assignee == holder if holder else DeskConversation.assignee.is_(None)
     if not await _move(session, row, (QUEUED, ASSIGNED, BOT, CLOSED), guard, **values):
         raise Conflict("会话刚被他人改动，请刷新后再试")

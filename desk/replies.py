@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions.identity import split_sender
 from bot.settings import get_settings
 from desk.labels import label, labels
 from desk.models import DeskConversation, DeskMessage, now_utc
@@ -23,8 +24,7 @@ REFUSAL_TEXT = labels("refusal")
 
 def im_recipient(conversation_id: str) -> str:
     """The id the web IM client knows: "im:u10002" -> "u10002", "im:guest-abc" -> "abc"."""
-    user = conversation_id.partition(":")[2]
-    return user.removeprefix("guest-")
+    return split_sender(conversation_id)[1].removeprefix("guest-")
 
 
 async def enqueue_reply(session: AsyncSession, row: DeskConversation, author: str, text: str) -> DeskMessage:

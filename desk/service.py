@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.engine import async_session, in_transaction
-from bot.settings import get_settings
-from desk import queue, replies
+from actions.identity import split_sender
+from bot.settings import ShopConfig, get_settings
+from desk import queue, replies, sla
 from desk.handoff import PRIORITY_NAMES
 from desk.labels import label
 from desk.models import ASSIGNED, DeskConversation, DeskMessage, now_utc
@@ -30,14 +31,13 @@ class Unavailable(DeskError):
     status = 503
 
 
-def summary(row: DeskConversation, now: Optional[datetime] = None) -> Dict[str, Any]:
+def summary(row: DeskConversation, now: Optional[datetime] = None, shop: Optional[ShopConfig] = None) -> Dict[str, Any]:
     """A conversation as the API lists it."""
     now = now or now_utc()
+    shop = shop or get_settings().shop
     waiting = None
     if row.state in ("queued", ASSIGNED) and row.queued_at and not row.first_response_at:
         waiting = int((now - row.queued_at).total_seconds())
-    from desk import sla
-
     return {"id": row.id, "channel": row.channel, "customer": row.customer_name or row.conversation_id,
             "state": row.state, "reason": row.reason, "priority": row.priority, "queued_at": iso(row.queued_at),
             "assignee": row.assignee, "conversation_id": row.conversation_id, "customer_id": row.customer_id,
@@ -47,7 +47,7 @@ def summary(row: DeskConversation, now: Optional[datetime] = None) -> Dict[str, 
             "last_customer_at": iso(row.last_customer_at), "snoozed_until": iso(row.snoozed_until),
             "ticket_no": row.ticket_no, "waiting_seconds": waiting,
             "snoozed": bool(row.snoozed_until and row.snoozed_until > now),
-            "sla": sla.status(get_settings().shop, row, now)}
+            "sla": sla.status(shop, row, now)}
 
 
 class DeskService:
@@ -59,27 +59,25 @@ class DeskService:
         await self.bridge.close()
 
     # --- taking and giving back -----------------------------------------------------------------
-    async def claim(self, conversation: int, staff: Staff) -> Dict[str, Any]:
+    @staticmethod
+    async def _step(conversation: int, step) -> Tuple[DeskConversation, Dict[str, Any]]:
+        """Run a queue step in a transaction; the conversation after it, and its state and holder before."""
         before: Dict[str, Any] = {}
 
         async def work(s: AsyncSession) -> DeskConversation:
             current = await queue.get(s, conversation)
             before.update(state=current.state, assignee=current.assignee)
-            return await queue.claim(s, conversation, staff)
+            return await step(s)
 
-        row = await in_transaction(work)
+        return await in_transaction(work), before
+
+    async def claim(self, conversation: int, staff: Staff) -> Dict[str, Any]:
+        row, before = await self._step(conversation, lambda s: queue.claim(s, conversation, staff))
         await self._tell_rasa(row, pause=True, undo=before)
         return summary(row)
 
     async def assign(self, conversation: int, to: str, staff: Staff) -> Dict[str, Any]:
-        before: Dict[str, Any] = {}
-
-        async def work(s: AsyncSession) -> DeskConversation:
-            current = await queue.get(s, conversation)
-            before.update(state=current.state, assignee=current.assignee)
-            return await queue.assign(s, conversation, to, staff)
-
-        row = await in_transaction(work)
+        row, before = await self._step(conversation, lambda s: queue.assign(s, conversation, to, staff))
         if before["state"] != ASSIGNED:
             await self._tell_rasa(row, pause=True, undo=before)
         return summary(row)
@@ -106,14 +104,7 @@ class DeskService:
         return result
 
     async def _release(self, conversation: int, staff: Staff, step) -> Dict[str, Any]:
-        before: Dict[str, Any] = {}
-
-        async def work(s: AsyncSession) -> DeskConversation:
-            current = await queue.get(s, conversation)
-            before.update(state=current.state, assignee=current.assignee)
-            return await step(s, conversation, staff)
-
-        row = await in_transaction(work)
+        row, before = await self._step(conversation, lambda s: step(s, conversation, staff))
         if before["state"] == ASSIGNED:
             await self._tell_rasa(row, pause=False, undo=before)
         return summary(row)
@@ -214,34 +205,23 @@ class DeskService:
                       offset: int = 0) -> List[Dict[str, Any]]:
         async with async_session() as s:
             rows = await queue.listing(s, state=state, assignee=assignee, limit=limit, offset=offset)
-            now = now_utc()
-            return [summary(r, now) for r in rows]
+            now, shop = now_utc(), get_settings().shop
+            return [summary(r, now, shop) for r in rows]
 
 
 async def reply_window(s: AsyncSession, row: DeskConversation) -> Dict[str, Any]:
-    """Whether staff can write to the customer now, until when, and why not."""
+    """Whether staff can write to the customer now, until when, and why not (the sender API's rule)."""
     if row.channel == "im":
         return {"open": True, "limited": False}
     if row.channel not in replies.WECHAT_CHANNELS:
         return {"open": row.channel == "group", "limited": False,
                 "reason": None if row.channel == "group" else replies.REFUSAL_TEXT["unsupported_channel"]}
-    from channels.wechat.models import OutboxMessage, ReplyWindow
-    from channels.wechat.outbound.windows import RULES
+    from channels.wechat.outbound.sender import reply_room
 
-    rule = RULES[row.channel]
-    user = row.conversation_id.partition(":")[2]
-    window = await s.get(ReplyWindow, (row.channel, user), populate_existing=True)
-    now = now_utc()
-    if window is None or not window.message_at or window.message_at <= now - rule.message_window:
-        return {"open": False, "limited": True, "reason": replies.REFUSAL_TEXT["out_of_window"], "closes_at": None,
-                "remaining": 0}
-    closes = window.message_at + rule.message_window
-    remaining = max(0, rule.message_quota - window.message_sent)
-    queued = (await s.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.channel == row.channel, OutboxMessage.recipient == user,
-        OutboxMessage.status.in_(("pending", "sending"))))).scalar() or 0
-    remaining = max(0, remaining - queued)
-    return {"open": remaining > 0, "limited": True, "closes_at": iso(closes), "remaining": remaining,
-            "reason": None if remaining > 0 else replies.REFUSAL_TEXT["over_quota"],
-            "seconds_left": int((closes - now).total_seconds())}
-
+    found = await reply_room(s, row.channel, split_sender(row.conversation_id)[1])
+    result: Dict[str, Any] = {"open": found.room > 0, "limited": True, "remaining": found.room,
+                              "closes_at": iso(found.closes),
+                              "reason": replies.REFUSAL_TEXT.get(found.reason) if found.reason else None}
+    if found.closes is not None:
+        result["seconds_left"] = int((found.closes - now_utc()).total_seconds())
+    return result

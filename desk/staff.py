@@ -66,14 +66,7 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> O
     """The user if the password is right and the account enabled; None otherwise (same time either way)."""
     user = await by_username(session, username[:USERNAME_MAX]) if username else None
     stored = user.password_hash if user is not None else _DUMMY_HASH
-
-    def verify() -> bool:
-        try:
-            return _hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    ok = await asyncio.to_thread(verify)
+    ok = await asyncio.to_thread(_verifies, stored, password)
     if not ok or user is None or user.disabled:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
@@ -145,7 +138,7 @@ async def ensure_demo_staff(session: AsyncSession, password: str) -> List[str]:
         if user is None:
             await add(session, username, password, role, display_name=name, actor="system:demo")
             made.append(username)
-        elif not _verifies(user.password_hash, password):
+        elif not await asyncio.to_thread(_verifies, user.password_hash, password):
             user.password_hash = await hash_password(password)
     return made
 

@@ -40,10 +40,15 @@ def iso(at: Optional[datetime]) -> Optional[str]:
     return at.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _epoch_iso(ts: Optional[float]) -> Optional[str]:
+def from_epoch(ts: Optional[float]) -> Optional[datetime]:
+    """A timestamp of Rasa's events table as naive UTC, like the desk's own times."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _epoch_iso(ts: Optional[float]) -> Optional[str]:
+    return iso(from_epoch(ts))
 
 
 async def rasa_rows(session: AsyncSession, sender_ids: Sequence[str] = (), after: int = 0, limit: int = 500,

@@ -18,7 +18,7 @@ from bot.settings import get_settings
 from desk import sla
 from desk.handoff import ensure_conversation
 from desk.models import ASSIGNED, QUEUED, DeskConversation, DeskCursor, DeskEvent
-from desk.transcript import RASA_EVENTS, desk_step, iso, rasa_rows
+from desk.transcript import RASA_EVENTS, desk_step, from_epoch, iso, rasa_rows
 
 logger = logging.getLogger("desk.watcher")
 Publish = Callable[[Dict[str, Any]], Awaitable[None]]
@@ -124,7 +124,7 @@ class Watcher:
             if row is None:
                 row = await self._conversation(s, event.sender_id)
                 seen[event.sender_id] = row
-            row.last_customer_at = _naive(event.timestamp)
+            row.last_customer_at = from_epoch(event.timestamp)
             if row.state in (QUEUED, ASSIGNED):
                 row.snoozed_until = None
                 outgoing.append({"type": "message", "conversation": row.id, "state": row.state,
@@ -146,11 +146,3 @@ def _text(data: Optional[str]) -> str:
         return (json.loads(data or "{}").get("text") or "")[:200]
     except ValueError:
         return ""
-
-
-def _naive(ts: Optional[float]):
-    from datetime import datetime, timezone
-
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).replace(tzinfo=None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -16,22 +16,24 @@ FAQ_COLUMNS = ["id", "question", "answer", "similar", "category", "source", "val
 
 def export_nlu(items: Sequence[KnowledgeCorrection], path: Path) -> Tuple[int, int]:
     """Corrections that name an intent, as Rasa 3 NLU examples. Returns (written, skipped)."""
+    named = [(c.query, c.intent) for c in items if c.intent]
+    return write_nlu_examples(named, path), len(items) - len(named)
+
+
+def write_nlu_examples(examples: Iterable[Tuple[str, str]], path: Path) -> int:
+    """(text, intent) pairs as a Rasa 3 NLU file, one line each, repeats dropped; how many written."""
     by_intent: Dict[str, List[str]] = {}
-    skipped = 0
-    for c in items:
-        if not c.intent:
-            skipped += 1
-            continue
-        examples = by_intent.setdefault(c.intent, [])
-        text = " ".join(c.query.split())
-        if text not in examples:
-            examples.append(text)
+    for query, intent in examples:
+        texts = by_intent.setdefault(intent, [])
+        text = " ".join(query.split())
+        if text and text not in texts:
+            texts.append(text)
     lines = ['version: "3.1"', "nlu:"]
     for intent in sorted(by_intent):
         lines += [f"- intent: {intent}", "  examples: |"]
         lines += [f"    - {q}" for q in by_intent[intent]]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return sum(len(v) for v in by_intent.values()), skipped
+    return sum(len(v) for v in by_intent.values())
 
 
 def export_faq(session: Session, items: Sequence[KnowledgeCorrection], path: Path) -> int:

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import sqlalchemy as sa
 
 from actions.db.models import CustomerIdentity
+from actions.identity import split_sender
 from channels.wechat.db import session as async_session
 from channels.wechat.models import OutboxMessage, ReplyWindow, RobotSend, WeChatGroup, now_utc
 from channels.wechat.outbound import windows
@@ -98,24 +99,35 @@ async def _queued(session, channel: str, recipient: str) -> int:
         OutboxMessage.status.in_(("pending", "sending"))))).scalar() or 0
 
 
-async def _room(session, channel: str, user_id: str) -> Tuple[int, Optional[str], Optional[Any], Optional[str]]:
-    """(messages that may still be sent, refusal reason if none, when the window opened, the account)."""
+@dataclass
+class Room:
+    """What a user's reply window still allows: messages that may be sent (queued ones counted),
+    the refusal reason if none, when the window opened and closes, the account they wrote to."""
+    room: int
+    reason: Optional[str]
+    opened: Optional[Any] = None
+    closes: Optional[Any] = None
+    account: Optional[str] = None
+
+
+async def reply_room(session, channel: str, user_id: str) -> Room:
     rule = RULES[channel]
     now = now_utc()
     window = await session.get(ReplyWindow, (channel, user_id), populate_existing=True)
     if window is None:
-        return 0, windows.OUT_OF_WINDOW, None, None
-    room, opened = 0, None
+        return Room(0, windows.OUT_OF_WINDOW)
+    room, opened, closes = 0, None, None
     if window.message_at and window.message_at > now - rule.message_window:
         room += rule.message_quota - window.message_sent
-        opened = window.message_at
+        opened, closes = window.message_at, window.message_at + rule.message_window
     if rule.event_quota and window.event_at and window.event_at > now - rule.event_window:
         room += rule.event_quota - window.event_sent
         opened = opened or window.event_at
+        closes = closes or window.event_at + rule.event_window
     room -= await _queued(session, channel, user_id)
     if room > 0:
-        return room, None, opened, window.account
-    return 0, (windows.OVER_QUOTA if opened else windows.OUT_OF_WINDOW), opened, window.account
+        return Room(room, None, opened, closes, window.account)
+    return Room(0, windows.OVER_QUOTA if opened else windows.OUT_OF_WINDOW, opened, closes, window.account)
 
 
 async def _identities(session, target: Union[int, str]) -> Tuple[Optional[int], List[Tuple[str, str]]]:
@@ -166,7 +178,8 @@ async def send_to_customer(target: Union[int, str], messages: Sequence[Message],
             if not _configured(runtime, channel):
                 reasons.append(("not_configured", channel))
                 continue
-            room, reason, opened, account = await _room(session, channel, user)
+            found = await reply_room(session, channel, user)
+            room, reason, opened, account = found.room, found.reason, found.opened, found.account
             if reason:
                 reasons.append((reason, channel))
             elif room < len(texts):
@@ -304,7 +317,7 @@ async def set_kf_session_state(conversation_id: str, service_state: int, *, key:
     before it: the desk ends the session (4) when staff end a conversation, so the customer's next
     message starts a new one that the API (and the bot) may answer."""
     runtime = runtime or _runtime()
-    channel, _, user = conversation_id.partition(":")
+    channel, user = split_sender(conversation_id)
     if channel != "wecom_kf" or not user:
         return SendResult.refused("no_channel")
     if not runtime.config.kf:
