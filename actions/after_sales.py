@@ -57,13 +57,9 @@ class ActionAfterSalesEntry(ShopAction):
         kind = detect_kind(text)
         request = [SlotSet("after_sales_query", "request"), SlotSet("after_sales_kind", kind)]
         if is_policy_question(text) and not is_progress_question(text):
-            from actions.knowledge_answers import answer_from_knowledge, knowledge_base
-
-            decision = await knowledge_base().adecide(text)
-            if decision.action == "answer":
-                events = await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
-                                                     escalate_when_unsure=False)
-                return events + [SlotSet("after_sales_query", "answered")]
+            answered = await self._answer_from_faq(dispatcher, tracker, text)
+            if answered is not None:
+                return answered
         if not is_progress_question(text):
             return request
         tz = self.settings.shop.timezone
@@ -81,12 +77,28 @@ class ActionAfterSalesEntry(ShopAction):
                 tickets = await ticket_repository.recent_for_customer(
                     session, customer.id if customer else None, tracker.sender_id, kinds=AFTER_SALES_KINDS)
         if not tickets:
-            # nothing on record for this customer: find the order first (the form asks for it)
+            # nothing on record: "退款一般多久到账" asks about the rules; otherwise find the order first
+            if is_policy_question(text):
+                answered = await self._answer_from_faq(dispatcher, tracker, text)
+                if answered is not None:
+                    return answered
             return request
         for ticket in tickets:
             response = "utter_ticket_status_resolved" if ticket.status == "resolved" else "utter_ticket_status"
             dispatcher.utter_message(response=response, **ticket_vars(ticket, tz))
         return [SlotSet("after_sales_query", "progress")]
+
+
+    @staticmethod
+    async def _answer_from_faq(dispatcher, tracker, text: str) -> Optional[List[EventType]]:
+        from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+
+        decision = await knowledge_base().adecide(text)
+        if decision.action != "answer":
+            return None
+        events = await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
+                                             escalate_when_unsure=False)
+        return events + [SlotSet("after_sales_query", "answered")]
 
 
 def _may_see(ticket, customer: Optional[Customer], conversation_id: str) -> bool:

@@ -16,7 +16,7 @@ from actions.db.engine import in_transaction
 from actions.db.models import TicketKind
 from actions.identity import customer_for
 from actions.repositories import ticket_repository
-from actions.templates import fmt
+from actions.templates import fmt, t, vocabulary
 from bot.settings import ShopConfig, get_settings
 from desk import handoff
 
@@ -57,10 +57,11 @@ async def _ticket(session, kind: str, tracker, customer, text: str):
 
 
 async def hand_over(tracker, reason: str, ticket_kind: Optional[str] = None,
-                    ticket_no: Optional[str] = None) -> Dict[str, Any]:
+                    ticket_no: Optional[str] = None, text: Optional[str] = None) -> Dict[str, Any]:
     """Queue the conversation for a person (a ticket of `ticket_kind` is made or extended for
-    complaints, and outside business hours); returns what the handoff responses need."""
-    text = (tracker.latest_message.get("text") or "")[:1000]
+    complaints, and outside business hours); returns what the handoff responses need. `text` is
+    what the customer asked for (default: the current message)."""
+    text = (text or tracker.latest_message.get("text") or "")[:1000]
     shop = get_settings().shop
     in_hours = handoff.in_business_hours(shop)
     reason = _reason(tracker, reason)
@@ -167,17 +168,40 @@ class ActionRequestHuman(_HandoffAction):
         return [SlotSet("handoff_queued", True)]
 
 
+async def register_complaint(dispatcher, tracker, text: Optional[str] = None) -> List[Dict[str, Any]]:
+    """A complaint ticket and the desk's queue; `text` is the complaint (default: this message)."""
+    facts = await hand_over(tracker, "complaint", TicketKind.complaint.value, text=text)
+    response = "utter_complaint_handed_over" if facts["in_hours"] else "utter_complaint_recorded"
+    dispatcher.utter_message(response=response, **facts)
+    return [SlotSet("handoff_queued", True)]
+
+
+def sure_of(tracker, markers_key: str) -> bool:
+    """Whether the message says plainly what the NLU took it for: an escalation reason, or one of
+    the words that only this request uses (actions/templates/vocabulary.yml). Praise with a
+    promised review, or a worry that something is troublesome, is not a complaint."""
+    if any(e.get("entity") == "handoff_reason" for e in tracker.latest_message.get("entities") or []):
+        return True
+    text = (tracker.latest_message.get("text") or "").lower()
+    return any(word in text for word in vocabulary(markers_key))
+
+
 class ActionComplaint(_HandoffAction):
+    """A complaint becomes a ticket and goes to a person; when the message does not say plainly
+    that it is one, the customer is asked first (action_affirm carries it out)."""
+
     reason = "complaint"
 
     def name(self) -> Text:
         return "action_complaint"
 
     async def act(self, dispatcher, tracker, domain) -> List[Dict[str, Any]]:
-        facts = await self.hand_over(tracker, TicketKind.complaint.value)
-        response = "utter_complaint_handed_over" if facts["in_hours"] else "utter_complaint_recorded"
-        dispatcher.utter_message(response=response, **facts)
-        return [SlotSet("handoff_queued", True)]
+        if not sure_of(tracker, "complaint_markers"):
+            dispatcher.utter_message(response="utter_confirm_complaint",
+                                     buttons=[{"title": t("confirm_complaint_yes"), "payload": "/affirm"},
+                                              {"title": t("confirm_no"), "payload": "/deny"}])
+            return []
+        return await register_complaint(dispatcher, tracker)
 
 
 class ActionCancelHandoff(ShopAction):

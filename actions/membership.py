@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Text
+from typing import Any, Dict, List, Text
 from zoneinfo import ZoneInfo
 
 from actions.action_base import ShopAction
+from actions.customer_care import sure_of
 from actions.db.engine import async_session
 from actions.identity import customer_for, split_sender
 from actions.repositories import customer_repository
+from actions.templates import t
 
 logger = logging.getLogger("actions.membership")
 
@@ -36,19 +38,30 @@ class ActionCheckin(ShopAction):
         return []
 
 
+async def opt_out(dispatcher, tracker) -> List[Dict[str, Any]]:
+    """Records the refusal of marketing messages and confirms it to the customer."""
+    channel, _ = split_sender(tracker.sender_id)
+    async with async_session() as session:
+        customer = await customer_for(session, tracker.sender_id)
+        await customer_repository.record_marketing_opt_out(session, customer, tracker.sender_id,
+                                                           source=f"conversation:{channel}")
+    logger.info("marketing opt-out recorded", extra={"conversation": tracker.sender_id,
+                                                    "identified": customer is not None})
+    dispatcher.utter_message(response="utter_unsubscribed")
+    return []
+
+
 class ActionUnsubscribe(ShopAction):
-    """Honoured at once and recorded (PIPL art. 24); service messages about orders are not affected."""
+    """Honoured at once and recorded (PIPL art. 24); service messages about orders are not affected.
+    A message that does not plainly ask to stop messages ("取消会员") is asked about first."""
 
     def name(self) -> Text:
         return "action_unsubscribe"
 
     async def act(self, dispatcher, tracker, domain):
-        channel, _ = split_sender(tracker.sender_id)
-        async with async_session() as session:
-            customer = await customer_for(session, tracker.sender_id)
-            await customer_repository.record_marketing_opt_out(session, customer, tracker.sender_id,
-                                                               source=f"conversation:{channel}")
-        logger.info("marketing opt-out recorded", extra={"conversation": tracker.sender_id,
-                                                        "identified": customer is not None})
-        dispatcher.utter_message(response="utter_unsubscribed")
-        return []
+        if not sure_of(tracker, "unsubscribe_markers"):
+            dispatcher.utter_message(response="utter_confirm_unsubscribe",
+                                     buttons=[{"title": t("confirm_unsubscribe_yes"), "payload": "/affirm"},
+                                              {"title": t("confirm_no"), "payload": "/deny"}])
+            return []
+        return await opt_out(dispatcher, tracker)

@@ -19,8 +19,11 @@ from actions.templates import vocabulary
 from bot.settings import VerificationRules
 
 ORDER_NO_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?(\d[\d\s]{12,20}\d)(?!\d)")
-# something that looks like an attempt at an order number but has the wrong length
-ORDER_NO_LIKE_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?\d{4,30}(?!\d)")
+# something that looks like an attempt at an order number: the prefix with the wrong length, a long
+# number of another format (not a mobile number), or a masked one ("SY2026****0123")
+ORDER_NO_LIKE_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?\d{4,30}(?!\d)"
+                              r"|(?<![\dA-Za-z])(?!1[3-9]\d{9}(?!\d))\d{10,24}(?!\d)"
+                              r"|[A-Za-z]{0,3}\d{2,}\*{2,}\d{2,}")
 BARE_DIGITS_RE = re.compile(r"(?<!\d)(\d{4,16})(?!\d)")
 PHONE_TAIL_RE = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 MOBILE_RE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")

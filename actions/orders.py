@@ -17,6 +17,7 @@ from rasa_sdk.forms import FormValidationAction
 from actions import order_access, order_verification
 from actions.action_base import ShopAction
 from actions.after_sales import submit_after_sales
+from actions.conversation import said_this_turn
 from actions.customer_care import hand_over_too
 from actions.db.engine import async_session
 from actions.db.models import TicketKind, utcnow
@@ -56,10 +57,40 @@ TASK_STATUSES = {
 # slots that belong to one run of the order form and must not leak into the next one
 TASK_SLOTS = ["cancel_confirm", "change_detail", "return_reason", "phone_tail", "pending_order", "task_allowed",
               "after_sales_query", "after_sales_kind", "order_choices", "requested_slot", "verify_refused"]
+# what a pasted order card adds around its number
+BARE_REFERENCE_NOISE = re.compile(r"[\d\s\W_]|订单编号|订单号|单号|订单|实付|金额|下单时间|时间"
+                                  r"|日期|这个|这单|元|是|的")
+# the form asks for the order number at most this often, then offers a person instead
+MAX_ORDER_ASKS = 2
 
 
 def reset_task_slots() -> List[EventType]:
-    return [SlotSet(name, None) for name in TASK_SLOTS]
+    return [SlotSet(name, None) for name in TASK_SLOTS] + [SlotSet("order_asks", 0)]
+
+
+def order_numbers(text: str) -> List[str]:
+    """The shop's order numbers in a message, in order, without repeats (a pasted list)."""
+    seen: List[str] = []
+    for match in order_access.ORDER_NO_RE.finditer(text or ""):
+        number = order_access.normalise_order_no(match.group(0))
+        if number and number not in seen:
+            seen.append(number)
+    return seen
+
+
+def _bare_reference(text: str) -> bool:
+    """The message is an order number (or a pasted card) and says nothing else."""
+    if not (order_numbers(text) or order_access.ORDER_NO_LIKE_RE.search(text or "")):
+        return False
+    rest = BARE_REFERENCE_NOISE.sub("", order_access.ORDER_NO_RE.sub("", text))
+    return len(rest) <= 2
+
+
+def _entity_order_no(tracker: Tracker) -> Optional[str]:
+    for entity in tracker.latest_message.get("entities") or []:
+        if entity.get("entity") == "order_id":
+            return order_access.normalise_order_no(str(entity.get("value") or ""))
+    return None
 
 
 def _intent(tracker: Tracker) -> Optional[str]:
@@ -99,6 +130,9 @@ class ValidateOrderForm(FormValidationAction):
             return slots
         if tracker.get_slot("pending_order"):
             slots.append("phone_tail")
+        elif not tracker.get_slot("order_id") and (tracker.get_slot("order_asks") or 0) >= MAX_ORDER_ASKS:
+            # asked twice without an answer: the form ends and action_order_task offers a person
+            return slots
         slots.append("order_id")
         if tracker.get_slot("order_id") and tracker.get_slot("task_allowed"):
             extra = {"cancel": "cancel_confirm", "change": "change_detail", "return": "return_reason"}
@@ -120,7 +154,11 @@ class ValidateOrderForm(FormValidationAction):
     async def extract_order_id(self, dispatcher: CollectingDispatcher, tracker: Tracker,
                                domain: Dict[Text, Any]) -> Dict[Text, Any]:
         text = _text(tracker)
-        number = find_order_no(text) or looks_like_order_no(text)
+        numbers = order_numbers(text)
+        if len(numbers) > 1 and tracker.get_slot("requested_slot") in (None, "order_id"):
+            # a pasted list: the customer chooses (validate_order_id keeps the list)
+            return {"order_id": None}
+        number = (numbers[0] if numbers else None) or _entity_order_no(tracker) or looks_like_order_no(text)
         if number:
             return {"order_id": number}
         requested = tracker.get_slot("requested_slot")
@@ -140,7 +178,11 @@ class ValidateOrderForm(FormValidationAction):
 
     async def validate_order_id(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                 domain: Dict[Text, Any]) -> Dict[Text, Any]:
-        order_no = order_access.normalise_order_no(str(value or ""))
+        if not value:
+            numbers = order_numbers(_text(tracker))
+            # a pasted list of order numbers: action_ask_order_id offers them as choices
+            return {"order_id": None, "order_choices": numbers} if len(numbers) > 1 else {"order_id": None}
+        order_no = order_access.normalise_order_no(str(value))
         if not order_no:
             dispatcher.utter_message(response="utter_order_id_invalid")
             return {"order_id": None}
@@ -241,44 +283,80 @@ class ValidateOrderForm(FormValidationAction):
             return {"return_reason": None}
         return {"return_reason": text}
 
+    async def extract_order_task(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                 domain: Dict[Text, Any]) -> Dict[Text, Any]:
+        # "取消订单" → (another topic) → "SY2026…" later: the number resumes the cancellation
+        paused = tracker.get_slot("paused_task")
+        if paused and _intent(tracker) == "order_status" and tracker.get_slot("order_task") == "status" and \
+                _bare_reference(_text(tracker)):
+            return {"order_task": paused}
+        return {}
+
     async def validate_order_task(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker,
                                   domain: Dict[Text, Any]) -> Dict[Text, Any]:
-        # a different order request in the middle of the form: re-check what the order allows
-        if value != tracker.get_slot("order_task"):
-            return {"order_task": value}
+        if value and value == tracker.get_slot("paused_task"):
+            return {"order_task": value, "paused_task": None}
         return {"order_task": value}
 
 
 class ActionAskOrderId(ShopAction):
-    """Asks which order: identified customers choose from their recent orders."""
+    """Asks which order: identified customers choose from their recent orders, a pasted list is
+    offered back as choices. The second time it says where to find the number (or that a person
+    can help); after an invalid number the validation's hint is the question."""
 
     def name(self) -> Text:
         return "action_ask_order_id"
 
     async def act(self, dispatcher, tracker, domain):
+        asks = int(tracker.get_slot("order_asks") or 0)
+        events: List[EventType] = [SlotSet("order_asks", asks + 1)]
+        text = _text(tracker)
+        pasted = order_numbers(text)
+        if len(pasted) > 1 and tracker.get_slot("order_choices") == pasted:
+            task = tracker.get_slot("order_task") or "status"
+            buttons = [{"title": number, "payload": f'/{TASK_INTENT[task]}{{"order_id":"{number}"}}'}
+                       for number in pasted]
+            dispatcher.utter_message(response="utter_choose_pasted_order", buttons=buttons,
+                                     order_list="\n".join(f"{i}. {n}" for i, n in enumerate(pasted, 1)))
+            return events
+        hinted = bool(set(said_this_turn(tracker)) & {"utter_order_id_invalid", "utter_order_not_found"})
+        if asks >= 1:
+            if not hinted:
+                dispatcher.utter_message(response="utter_ask_order_id_again")
+            return events
         task = tracker.get_slot("order_task") or "status"
-        if tracker.get_slot("order_choices") and _intent(tracker) not in TASK_INTENT.values():
-            # the list is already on screen and the customer asked something else in between
-            dispatcher.utter_message(response="utter_order_form_reminder")
-            return []
         async with async_session() as session:
             customer = await customer_for(session, tracker.sender_id)
             if customer is None:
-                dispatcher.utter_message(response="utter_ask_order_id")
-                return []
+                if not hinted:
+                    dispatcher.utter_message(response="utter_ask_order_id")
+                return events
             orders = await order_repository.recent_for_customer(session, customer.id, TASK_STATUSES[task])
             if not orders and TASK_STATUSES[task]:
                 orders = await order_repository.recent_for_customer(session, customer.id)
         if not orders:
             dispatcher.utter_message(response="utter_ask_order_id_no_orders")
-            return []
+            return events
         tz = self.settings.shop.timezone
         intent = TASK_INTENT[task]
         buttons = [{"title": order_button_title(i, o),
                     "payload": f'/{intent}{{"order_id":"{o.order_no}"}}'} for i, o in enumerate(orders, 1)]
         dispatcher.utter_message(response="utter_choose_order", buttons=buttons,
                                  order_list="\n".join(order_line(i, o, tz) for i, o in enumerate(orders, 1)))
-        return [SlotSet("order_choices", [o.order_no for o in orders])]
+        return events + [SlotSet("order_choices", [o.order_no for o in orders])]
+
+
+class ActionAskPhoneTail(ShopAction):
+    """Asks an anonymous visitor for the receiver phone's last 4 digits, once per order: after a
+    wrong answer the validation has said what to send, which is the question again."""
+
+    def name(self) -> Text:
+        return "action_ask_phone_tail"
+
+    async def act(self, dispatcher, tracker, domain):
+        if not set(said_this_turn(tracker)) & {"utter_phone_tail_invalid", "utter_phone_tail_mismatch"}:
+            dispatcher.utter_message(response="utter_ask_phone_tail")
+        return []
 
 
 class ActionAskCancelConfirm(ShopAction):
@@ -306,9 +384,13 @@ class ActionOrderTask(ShopAction):
         order_no = tracker.get_slot("order_id")
         # the next order question asks again which order, unless it follows right after this answer
         events = reset_task_slots() + [SlotSet("order_id", None), SlotSet("recent_order", order_no),
-                                        SlotSet("recent_task", task)]
-        if tracker.get_slot("verify_locked") or tracker.get_slot("verify_refused") or not order_no:
+                                        SlotSet("recent_task", task), SlotSet("paused_task", None)]
+        if tracker.get_slot("verify_locked") or tracker.get_slot("verify_refused"):
             return events
+        if not order_no:
+            # asked twice without getting a number: a person can find the order by phone
+            dispatcher.utter_message(response="utter_order_id_gave_up")
+            return events + [SlotSet("paused_task", task)]
         shop = self.settings.shop
         now = utcnow()
         async with async_session() as session:
@@ -384,13 +466,19 @@ class ActionOrderTask(ShopAction):
 
 
 class ActionStopOrderForm(ShopAction):
-    """Ends the order form: the customer said "算了/不用了", or moved on to something that ends it."""
+    """Ends the order form: the customer said "算了/不用了", or moved on to another topic."""
 
     def name(self) -> Text:
         return "action_stop_order_form"
 
     async def act(self, dispatcher, tracker, domain):
-        # after a complaint, a request for a person or a goodbye that action has already answered
-        if _intent(tracker) == "deny":
+        # other topics were answered by their own action already: the form just yields, and a bare
+        # order number later resumes the task
+        intent = _intent(tracker)
+        events = [ActiveLoop(None)] + reset_task_slots()
+        if intent == "deny":
             dispatcher.utter_message(response="utter_order_form_stopped")
-        return [ActiveLoop(None)] + reset_task_slots()
+            return events + [SlotSet("paused_task", None)]
+        if intent == "affirm":
+            dispatcher.utter_message(response="utter_order_form_wait")
+        return events + [SlotSet("paused_task", tracker.get_slot("order_task"))]

@@ -1,0 +1,150 @@
+"""Turn-taking: greetings, thanks, goodbyes, "are you a bot", and bare yes / no.
+
+Real sessions showed the bot greeting again mid-conversation and answering every "好的" with the
+same follow-up question. Each of these replies is said once per session in its first form; later
+ones use the response's `_again` form, and a yes / no right after a confirmation question
+(a complaint or an unsubscribe the NLU was not sure about) carries that action out.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.action_base import ShopAction
+
+logger = logging.getLogger("actions.conversation")
+
+CONFIRM_COMPLAINT = "utter_confirm_complaint"
+CONFIRM_UNSUBSCRIBE = "utter_confirm_unsubscribe"
+
+
+def session_events(tracker: Tracker) -> List[Dict[str, Any]]:
+    """The events of the current session (after the last `session_started`)."""
+    events = tracker.events or []
+    for index in range(len(events) - 1, -1, -1):
+        if events[index].get("event") == "session_started":
+            return events[index + 1:]
+    return events
+
+
+def said_in_session(tracker: Tracker) -> List[str]:
+    """Names of the responses the bot used in this session, oldest first."""
+    return [(e.get("metadata") or {}).get("utter_action") for e in session_events(tracker)
+            if e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")]
+
+
+def last_bot_question(tracker: Tracker) -> Optional[str]:
+    """The response the bot ended its previous turn with (before the current user message)."""
+    events = session_events(tracker)
+    users = [i for i, e in enumerate(events) if e.get("event") == "user"]
+    if not users:
+        return None
+    for event in reversed(events[:users[-1]]):
+        if event.get("event") == "user":
+            return None
+        if event.get("event") == "bot":
+            return (event.get("metadata") or {}).get("utter_action")
+    return None
+
+
+def said_this_turn(tracker: Tracker) -> List[str]:
+    """Responses the bot already used since the customer's current message (e.g. a validation's
+    hint, which then is the question and needs no second one)."""
+    names: List[str] = []
+    for event in reversed(tracker.events or []):
+        if event.get("event") == "user":
+            break
+        if event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action"):
+            names.append(event["metadata"]["utter_action"])
+    return names
+
+
+def previous_user_text(tracker: Tracker) -> str:
+    """What the customer said before the current message (what a confirmation was about)."""
+    texts = [e.get("text") or "" for e in session_events(tracker) if e.get("event") == "user"]
+    return texts[-2] if len(texts) >= 2 else ""
+
+
+def utter_once(dispatcher: CollectingDispatcher, tracker: Tracker, response: str, **variables: Any) -> None:
+    """`response` the first time in a session, its `_again` form after that."""
+    if response in said_in_session(tracker):
+        response = f"{response}_again"
+    dispatcher.utter_message(response=response, **variables)
+
+
+class _OnceAction(ShopAction, abc.ABC):
+    response = ""
+
+    @abc.abstractmethod
+    def name(self) -> Text:
+        ...
+
+    async def act(self, dispatcher, tracker, domain) -> List[Dict[Text, Any]]:
+        utter_once(dispatcher, tracker, self.response)
+        return []
+
+
+class ActionGreet(_OnceAction):
+    response = "utter_greet"
+
+    def name(self) -> Text:
+        return "action_greet"
+
+
+class ActionThanks(_OnceAction):
+    response = "utter_thanks"
+
+    def name(self) -> Text:
+        return "action_thanks"
+
+
+class ActionBotChallenge(_OnceAction):
+    response = "utter_bot_challenge"
+
+    def name(self) -> Text:
+        return "action_bot_challenge"
+
+
+class ActionGoodbye(_OnceAction):
+    response = "utter_goodbye"
+
+    def name(self) -> Text:
+        return "action_goodbye"
+
+
+class ActionAffirm(ShopAction):
+    """A yes: carries out what the bot just asked to confirm, otherwise acknowledges it."""
+
+    def name(self) -> Text:
+        return "action_affirm"
+
+    async def act(self, dispatcher, tracker, domain) -> List[Dict[Text, Any]]:
+        asked = last_bot_question(tracker)
+        if asked == CONFIRM_COMPLAINT:
+            from actions.customer_care import register_complaint
+
+            return await register_complaint(dispatcher, tracker, previous_user_text(tracker))
+        if asked == CONFIRM_UNSUBSCRIBE:
+            from actions.membership import opt_out
+
+            return await opt_out(dispatcher, tracker)
+        utter_once(dispatcher, tracker, "utter_affirm_idle")
+        return []
+
+
+class ActionDeny(ShopAction):
+    """A no: drops what the bot asked to confirm, otherwise says it is there when needed."""
+
+    def name(self) -> Text:
+        return "action_deny"
+
+    async def act(self, dispatcher, tracker, domain) -> List[Dict[Text, Any]]:
+        if last_bot_question(tracker) in (CONFIRM_COMPLAINT, CONFIRM_UNSUBSCRIBE):
+            dispatcher.utter_message(response="utter_confirmation_dropped")
+            return []
+        utter_once(dispatcher, tracker, "utter_deny_idle")
+        return []
