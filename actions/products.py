@@ -92,6 +92,10 @@ class ActionProductInquiry(ShopAction):
                 if category and ("recommend" in asked or not asked):
                     return await self._recommend(dispatcher, await product_repository.in_category(session, category),
                                                  category)
+        if not products and LINK.search(text):
+            # a pasted link we cannot open: ask for the product's name instead of guessing
+            dispatcher.utter_message(response="utter_product_link")
+            return []
         if not products:
             # no product named: a general question (sizing, care, usage, membership...) for the FAQ;
             # a price / stock / size question about a product we do not sell is "not found"
@@ -170,6 +174,9 @@ class ActionProductInquiry(ShopAction):
                           for i, p in enumerate(in_stock[:5], 1))
         dispatcher.utter_message(response="utter_product_recommend", category=category, product_list=lines)
         return []
+
+
+LINK = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 
 
 def _refers_back(text: str) -> bool:

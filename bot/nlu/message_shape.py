@@ -8,6 +8,7 @@ dialogue cannot repair, so this component corrects the intent after classificati
   about that order: `order_status`, unless the classifier already chose another order task;
   a bare 14-digit number in the shop's format gets the `SY` prefix as an `order_id` entity;
 * a greeting followed by a real request is that request (the best non-greeting intent);
+* a link pasted on its own is about the product behind it (`product_inquiry`);
 * a yes/no question is not agreement: `affirm` / `deny` give way to the question's topic, or to
   `chitchat` (the knowledge base) when no topic stands out.
 The patterns are the shop's data (nlu_data/message_shape.yml).
@@ -39,6 +40,7 @@ OTHER_ORDER_NO = re.compile(r"(?<![\dA-Za-z])(?!1[3-9]\d{9}(?!\d))\d{10,24}(?!\d
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?")
 TIME = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(\s*[:：]\s*\d{2})?")
 AMOUNT = re.compile(r"[¥￥]?\s*\d+(\.\d{1,2})?\s*元?")
+LINK = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 FILLER = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
@@ -100,6 +102,10 @@ class MessageShape(GraphComponent):
         rest = _strip(rest, self.patterns.card_labels)
         return len(_content(rest)) <= 1
 
+    def link_only(self, text: str) -> bool:
+        """A pasted link with at most a few words ("这个有货吗" is left to the classifier)."""
+        return bool(LINK.search(text)) and len(_content(LINK.sub(" ", text))) <= 2
+
     def request_after_greeting(self, text: str) -> bool:
         return len(_content(_strip(text, self.patterns.greetings))) >= 4
 
@@ -153,6 +159,11 @@ class MessageShape(GraphComponent):
             if self.order_reference_only(text):
                 if intent not in ORDER_TASKS:
                     self._set_intent(message, "order_status", 1.0)
+                continue
+            if self.link_only(text):
+                # a product page pasted on its own is a question about that product, never a coupon
+                if intent != "product_inquiry":
+                    self._set_intent(message, "product_inquiry", 1.0)
                 continue
             if intent == "greet" and self.request_after_greeting(text):
                 alternative = self._alternative(message, {"greet"})

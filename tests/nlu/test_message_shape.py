@@ -86,3 +86,13 @@ def test_a_question_with_no_topic_goes_to_the_knowledge_base(shape):
 def test_answers_stay_answers(shape, text):
     message = classified(text, ("affirm", 0.8), ("return_refund", 0.2))
     assert intent_after(shape, message) == "affirm"
+
+
+def test_a_pasted_link_alone_is_a_product_question_not_a_coupon_request(shape):
+    message = classified("https://item.example.com/100012.html", ("promotion", 0.6), ("product_inquiry", 0.3))
+    assert intent_after(shape, message) == "product_inquiry"
+
+
+def test_a_link_with_a_question_is_left_to_the_classifier(shape):
+    message = classified("https://item.example.com/100012.html 这个能开发票吗", ("invoice", 0.7), ("payment", 0.2))
+    assert intent_after(shape, message) == "invoice"
