@@ -1,5 +1,6 @@
-"""Base class of every custom action: bounded time, and any failure becomes a polite reply plus a
-logged error instead of a broken conversation."""
+"""Base class of every custom action: bounded time, any failure becomes a polite reply plus a
+logged error instead of a broken conversation, and no reply repeats one already given in the
+session (actions/repeats.py)."""
 from __future__ import annotations
 
 import abc
@@ -10,6 +11,7 @@ from typing import Any, Dict, List, Text
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.repeats import avoid_repeats
 from bot.settings import Settings, get_settings
 
 logger = logging.getLogger("actions")
@@ -32,7 +34,9 @@ class ShopAction(Action, abc.ABC):
         # the whole action gets a budget of a few I/O timeouts: it may make several calls
         budget = self.settings.action_io_timeout * 3
         try:
-            return await asyncio.wait_for(self.act(dispatcher, tracker, domain), timeout=budget)
+            events = await asyncio.wait_for(self.act(dispatcher, tracker, domain), timeout=budget)
+            avoid_repeats(dispatcher.messages, tracker)
+            return events
         except asyncio.TimeoutError:
             logger.error("action timed out", extra={"action": self.name(), "conversation": tracker.sender_id,
                                                     "budget_s": budget})

@@ -1,9 +1,10 @@
 """Turn-taking: greetings, thanks, goodbyes, "are you a bot", and bare yes / no.
 
 Real sessions showed the bot greeting again mid-conversation and answering every "好的" with the
-same follow-up question. Each of these replies is said once per session in its first form; later
-ones use the response's `_again` form, and a yes / no right after a confirmation question
-(a complaint or an unsubscribe the NLU was not sure about) carries that action out.
+same follow-up question. These replies are actions so that their second and third time in a
+session use the shorter `_again` forms (actions/repeats.py, for every action); a yes / no right
+after a confirmation question (a complaint or an unsubscribe the NLU was not sure about) carries
+that action out or drops it.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import logging
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Tracker
-from rasa_sdk.executor import CollectingDispatcher
 
 from actions.action_base import ShopAction
 
@@ -29,12 +29,6 @@ def session_events(tracker: Tracker) -> List[Dict[str, Any]]:
         if events[index].get("event") == "session_started":
             return events[index + 1:]
     return events
-
-
-def said_in_session(tracker: Tracker) -> List[str]:
-    """Names of the responses the bot used in this session, oldest first."""
-    return [(e.get("metadata") or {}).get("utter_action") for e in session_events(tracker)
-            if e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")]
 
 
 def last_bot_question(tracker: Tracker) -> Optional[str]:
@@ -69,13 +63,6 @@ def previous_user_text(tracker: Tracker) -> str:
     return texts[-2] if len(texts) >= 2 else ""
 
 
-def utter_once(dispatcher: CollectingDispatcher, tracker: Tracker, response: str, **variables: Any) -> None:
-    """`response` the first time in a session, its `_again` form after that."""
-    if response in said_in_session(tracker):
-        response = f"{response}_again"
-    dispatcher.utter_message(response=response, **variables)
-
-
 class _OnceAction(ShopAction, abc.ABC):
     response = ""
 
@@ -84,7 +71,8 @@ class _OnceAction(ShopAction, abc.ABC):
         ...
 
     async def act(self, dispatcher, tracker, domain) -> List[Dict[Text, Any]]:
-        utter_once(dispatcher, tracker, self.response)
+        # the second and third time in a session: shorter forms (actions/repeats.py)
+        dispatcher.utter_message(response=self.response)
         return []
 
 
@@ -132,7 +120,7 @@ class ActionAffirm(ShopAction):
             from actions.membership import opt_out
 
             return await opt_out(dispatcher, tracker)
-        utter_once(dispatcher, tracker, "utter_affirm_idle")
+        dispatcher.utter_message(response="utter_affirm_idle")
         return []
 
 
@@ -146,5 +134,5 @@ class ActionDeny(ShopAction):
         if last_bot_question(tracker) in (CONFIRM_COMPLAINT, CONFIRM_UNSUBSCRIBE):
             dispatcher.utter_message(response="utter_confirmation_dropped")
             return []
-        utter_once(dispatcher, tracker, "utter_deny_idle")
+        dispatcher.utter_message(response="utter_deny_idle")
         return []

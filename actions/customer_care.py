@@ -183,6 +183,9 @@ def sure_of(tracker, markers_key: str) -> bool:
     if any(e.get("entity") == "handoff_reason" for e in tracker.latest_message.get("entities") or []):
         return True
     text = (tracker.latest_message.get("text") or "").lower()
+    for negation in vocabulary("negations"):
+        for word in vocabulary(markers_key):
+            text = text.replace(negation + word, " ")  # "不用投诉，我就是说一下"
     return any(word in text for word in vocabulary(markers_key))
 
 

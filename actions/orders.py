@@ -60,6 +60,9 @@ TASK_SLOTS = ["cancel_confirm", "change_detail", "return_reason", "phone_tail", 
 # what a pasted order card adds around its number
 BARE_REFERENCE_NOISE = re.compile(r"[\d\s\W_]|订单编号|订单号|单号|订单|实付|金额|下单时间|时间"
                                   r"|日期|这个|这单|元|是|的")
+# answers to the phone-tail question that are not a guess
+PHONE_UNKNOWN = "unknown"
+PHONE_WAIT = "wait"
 # the form asks for the order number at most this often, then offers a person instead
 MAX_ORDER_ASKS = 2
 
@@ -215,9 +218,14 @@ class ValidateOrderForm(FormValidationAction):
                                  domain: Dict[Text, Any]) -> Dict[Text, Any]:
         if tracker.get_slot("requested_slot") != "phone_tail" or find_order_no(_text(tracker)):
             return {}
-        tail = find_phone_tail(_text(tracker))
+        text = _text(tracker)
+        tail = find_phone_tail(text)
         if tail:
             return {"phone_tail": tail}
+        if any(w in text for w in vocabulary("phone_unknown")):
+            return {"phone_tail": PHONE_UNKNOWN}
+        if any(w in text for w in vocabulary("wait_for_me")):
+            return {"phone_tail": PHONE_WAIT}
         if _intent(tracker) not in ESCAPE_INTENTS:
             # something that is not 4 digits: count it as a wrong answer so the customer hears why
             return {"phone_tail": "invalid"}
@@ -228,6 +236,13 @@ class ValidateOrderForm(FormValidationAction):
         pending = tracker.get_slot("pending_order")
         if not pending:
             return {"phone_tail": None}
+        if value == PHONE_WAIT:
+            dispatcher.utter_message(response="utter_phone_tail_wait")
+            return {"phone_tail": None}
+        if value == PHONE_UNKNOWN:
+            # no guess to count: the lookup stops here and the customer hears the other ways
+            dispatcher.utter_message(response="utter_phone_tail_unknown")
+            return {"phone_tail": None, "pending_order": None, "order_id": None, "verify_refused": True}
         settings = get_settings()
         rules = settings.shop.orders.verification
         outcome = None
@@ -321,7 +336,7 @@ class ActionAskOrderId(ShopAction):
             return events
         hinted = bool(set(said_this_turn(tracker)) & {"utter_order_id_invalid", "utter_order_not_found"})
         if asks >= 1:
-            if not hinted:
+            if not hinted and not await self._answered_from_faq(dispatcher, tracker, text):
                 dispatcher.utter_message(response="utter_ask_order_id_again")
             return events
         task = tracker.get_slot("order_task") or "status"
@@ -346,6 +361,22 @@ class ActionAskOrderId(ShopAction):
         return events + [SlotSet("order_choices", [o.order_no for o in orders])]
 
 
+    @staticmethod
+    async def _answered_from_faq(dispatcher, tracker, text: str) -> bool:
+        """"退款一般几天到账啊" while the form waits is a question, not a refusal to answer: the
+        FAQ answers it instead of the prompt, when it knows the answer."""
+        if order_numbers(text) or looks_like_order_no(text):
+            return False
+        from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+
+        decision = await knowledge_base().adecide(text)
+        if decision.action != "answer" or decision.answer.mentions_price:
+            return False
+        await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
+                                    escalate_when_unsure=False)
+        return True
+
+
 class ActionAskPhoneTail(ShopAction):
     """Asks an anonymous visitor for the receiver phone's last 4 digits, once per order: after a
     wrong answer the validation has said what to send, which is the question again."""
@@ -354,7 +385,8 @@ class ActionAskPhoneTail(ShopAction):
         return "action_ask_phone_tail"
 
     async def act(self, dispatcher, tracker, domain):
-        if not set(said_this_turn(tracker)) & {"utter_phone_tail_invalid", "utter_phone_tail_mismatch"}:
+        if not set(said_this_turn(tracker)) & {"utter_phone_tail_invalid", "utter_phone_tail_mismatch",
+                                               "utter_phone_tail_wait", "utter_phone_tail_unknown"}:
             dispatcher.utter_message(response="utter_ask_phone_tail")
         return []
 

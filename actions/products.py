@@ -82,7 +82,8 @@ class ActionProductInquiry(ShopAction):
         asked = aspects(text)
         async with async_session() as session:
             matches = await product_repository.find(session, text)
-            if not matches and tracker.get_slot("product") and _refers_back(text):
+            if not matches and tracker.get_slot("product") and (_refers_back(text) or len(text.strip()) <= 8):
+                # "这个多少钱" or a short follow-up ("多少钱啊", "有白色吗") is about the last product
                 product = await product_repository.get_by_spu(session, tracker.get_slot("product"))
                 products = [product] if product else []
             else:

@@ -9,6 +9,7 @@ dialogue cannot repair, so this component corrects the intent after classificati
   a bare 14-digit number in the shop's format gets the `SY` prefix as an `order_id` entity;
 * a greeting followed by a real request is that request (the best non-greeting intent);
 * a link pasted on its own is about the product behind it (`product_inquiry`);
+* taking a request back ("算了，不取消了", "不用人工了") is `deny`; "稍等，我找找" is `affirm`;
 * a yes/no question is not agreement: `affirm` / `deny` give way to the question's topic, or to
   `chitchat` (the knowledge base) when no topic stands out.
 The patterns are the shop's data (nlu_data/message_shape.yml).
@@ -31,6 +32,9 @@ from rasa.shared.nlu.training_data.message import Message
 from bot.settings import REPO_ROOT
 
 ORDER_TASKS = {"order_status", "cancel_order", "change_order", "return_refund"}
+# requests a customer takes back with "不取消了" / "不用人工了"
+WITHDRAWABLE = {"cancel_order", "change_order", "return_refund", "request_human", "complaint", "unsubscribe",
+                "order_status", "goodbye", "chitchat"}
 SHOP_ORDER_NO = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?\d[\d\s]{12,20}\d(?!\d)")
 # a shop order number without its prefix: 14 digits starting with the year
 BARE_SHOP_ORDER_NO = re.compile(r"(?<![\dA-Za-z])(20\d{12})(?!\d)")
@@ -51,6 +55,8 @@ class Patterns:
     question_endings: List[str]
     question_words: List[str]
     answer_starts: List[str]
+    withdrawals: List[str]
+    waiting: List[str]
 
     @classmethod
     def load(cls, path: Path) -> "Patterns":
@@ -58,7 +64,7 @@ class Patterns:
         # longest first, so "订单编号" is removed before "订单"
         return cls(*(sorted((str(w) for w in data.get(key) or []), key=len, reverse=True)
                      for key in ("card_labels", "greetings", "question_endings", "question_words",
-                                 "answer_starts")))
+                                 "answer_starts", "withdrawals", "waiting")))
 
 
 def _strip(text: str, words: List[str]) -> str:
@@ -164,6 +170,14 @@ class MessageShape(GraphComponent):
                 # a product page pasted on its own is a question about that product, never a coupon
                 if intent != "product_inquiry":
                     self._set_intent(message, "product_inquiry", 1.0)
+                continue
+            if intent in WITHDRAWABLE and any(w in text for w in self.patterns.withdrawals):
+                # "算了，不取消了" / "不用人工了": taking the request back is a no
+                self._set_intent(message, "deny", 1.0)
+                continue
+            if intent == "goodbye" and any(w in text for w in self.patterns.waiting):
+                # "好的稍等，我找下手机号" keeps the conversation going
+                self._set_intent(message, "affirm", 1.0)
                 continue
             if intent == "greet" and self.request_after_greeting(text):
                 alternative = self._alternative(message, {"greet"})

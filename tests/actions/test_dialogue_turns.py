@@ -198,3 +198,45 @@ async def test_another_topic_pauses_the_task_and_a_bare_number_resumes_it(shop_d
     t = tracker(sender, "算了", "deny", slots={"order_task": "cancel"}, active_loop="order_form")
     messages, events = await run(ActionStopOrderForm(), t)
     assert responses(messages) == ["utter_order_form_stopped"] and slot_events(events)["paused_task"] is None
+
+
+async def test_a_customer_without_the_phone_number_is_told_the_other_ways_and_no_guess_counts(shop_db):
+    sender = guest()
+    slots = {"order_task": "status", "pending_order": "SY20261103000123", "requested_slot": "phone_tail"}
+    t = tracker(sender, "手机尾号我不记得了，是我老公的号", "order_status", slots=slots)
+    extracted = await validate.extract_phone_tail(None, t, {})
+    from rasa_sdk.executor import CollectingDispatcher
+
+    dispatcher = CollectingDispatcher()
+    result = await validate.validate_phone_tail(extracted["phone_tail"], dispatcher, t, {})
+    assert responses(dispatcher.messages) == ["utter_phone_tail_unknown"]
+    assert result["verify_refused"] is True and "verify_attempts" not in result
+    t = tracker(sender, "好的稍等，我找下手机号", "affirm", slots=slots)
+    extracted = await validate.extract_phone_tail(None, t, {})
+    dispatcher = CollectingDispatcher()
+    result = await validate.validate_phone_tail(extracted["phone_tail"], dispatcher, t, {})
+    assert responses(dispatcher.messages) == ["utter_phone_tail_wait"] and result == {"phone_tail": None}
+
+
+async def test_saying_no_complaint_is_not_a_complaint(shop_db, open_hours):
+    text = "不用投诉，我就是说一下"
+    messages, events = await run(ActionComplaint(), tracker(guest(), text, "complaint", events=[user(text)]))
+    assert responses(messages) == ["utter_confirm_complaint"] and events == []
+
+
+async def test_a_third_thanks_gets_a_third_sentence(shop_db):
+    events = [user("谢谢"), bot("utter_thanks"), user("好的谢谢"), bot("utter_thanks_again"), user("谢谢啦")]
+    messages, _ = await run(ActionThanks(), tracker(guest(), "谢谢啦", "thanks", events=events))
+    assert responses(messages) == ["utter_thanks_again2"]
+
+
+def test_the_same_answer_twice_is_marked_as_said_before_and_another_answer_is_not():
+    from actions.repeats import fresh_form
+
+    earlier = [("utter_policy_answer", "亲～全场满 99 元包邮（偏远地区除外）")]
+    assert fresh_form({"response": "utter_policy_answer", "answer": "全场满 99 元包邮（偏远地区除外）"}, earlier) \
+        == "utter_policy_answer_again"
+    assert fresh_form({"response": "utter_policy_answer", "answer": "支持花呗分期"}, earlier) == "utter_policy_answer"
+    # a response without other forms is left as it is
+    assert fresh_form({"response": "utter_order_status_paid"}, [("utter_order_status_paid", "…")]) \
+        == "utter_order_status_paid"

@@ -96,3 +96,14 @@ def test_a_pasted_link_alone_is_a_product_question_not_a_coupon_request(shape):
 def test_a_link_with_a_question_is_left_to_the_classifier(shape):
     message = classified("https://item.example.com/100012.html 这个能开发票吗", ("invoice", 0.7), ("payment", 0.2))
     assert intent_after(shape, message) == "invoice"
+
+
+@pytest.mark.parametrize("text,intent", [("算了算了，不取消了", "cancel_order"), ("哦没事了，不用人工了", "goodbye"),
+                                         ("不改了，先这样", "change_order")])
+def test_taking_a_request_back_is_a_no(shape, text, intent):
+    assert intent_after(shape, classified(text, (intent, 0.9), ("deny", 0.05))) == "deny"
+
+
+@pytest.mark.parametrize("text", ["好的稍等，我找下手机号", "行，我等着"])
+def test_asking_for_time_is_not_a_goodbye(shape, text):
+    assert intent_after(shape, classified(text, ("goodbye", 0.8), ("affirm", 0.1))) == "affirm"
