@@ -1,9 +1,12 @@
 """NLU quality report: per-intent precision / recall on a held-out split of our own training data,
 and on the independent field set (tests/data/nlu_field_test.yml), with the confusions that remain.
-Optionally the same for Rasa's DIETClassifier pipeline in the same run (--with-diet), which is what
-config.yml replaced.
+Next to config.yml, the same pipeline with the classifier's sentence vectors switched the other way
+(on if config.yml has them off, off if on), and any further classifier variants asked for with
+--variant (e.g. --variant C=1,dense_weight=0.25), all in the same run on the same data. Optionally
+the same for Rasa's DIETClassifier pipeline (--with-diet), which is what config.yml replaced.
 
-    .venv/bin/python bench/nlu_report.py [--with-diet]     -> docs/NLU_REPORT.md
+    .venv/bin/python bench/nlu_report.py [--with-diet] [--variant K=V,K=V ...] [--out FILE]
+                                                            -> docs/NLU_REPORT.md
 """
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ import argparse
 import asyncio
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import yaml
 
@@ -26,6 +30,7 @@ sys.path.insert(0, str(REPO))
 REPORT = REPO / "docs" / "NLU_REPORT.md"
 FIELD = REPO / "tests" / "data" / "nlu_field_test.yml"
 ENTITY_RE = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+CLASSIFIER = "LinearIntentClassifier"
 DIET_PIPELINE = """recipe: default.v1
 language: zh
 pipeline:
@@ -105,7 +110,42 @@ def train(config: Path, nlu: Path, out: Path) -> Tuple[Path, float]:
     return out / "nlu.tar.gz", time.monotonic() - start
 
 
-def predict(model: Path, texts: List[str]) -> List[str]:
+def classifier_params(config: Path) -> Dict[str, Any]:
+    """The LinearIntentClassifier's parameters in a config (defaults filled in)."""
+    from bot.nlu.linear_intent_classifier import LinearIntentClassifier
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    step = next(s for s in data["pipeline"] if str(s["name"]).endswith(CLASSIFIER))
+    return {**LinearIntentClassifier.get_default_config(), **{k: v for k, v in step.items() if k != "name"}}
+
+
+def describe(params: Dict[str, Any]) -> str:
+    vectors = (f"sparse + sentence vectors (dense_weight {params['dense_weight']})" if params["sentence_vectors"]
+               else "sparse only")
+    return f"{vectors}, C {params['C']}"
+
+
+def variant_config(config: Path, changes: Dict[str, Any], path: Path) -> Path:
+    """config with the classifier's parameters changed (the rest of the pipeline as it is)."""
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    step = next(s for s in data["pipeline"] if str(s["name"]).endswith(CLASSIFIER))
+    step.update(changes)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def parse_variant(text: str) -> Dict[str, Any]:
+    changes = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE], got {text!r}")
+        changes[key.strip()] = yaml.safe_load(value.strip())
+    return changes
+
+
+def predict(model: Path, texts: List[str]) -> Tuple[List[str], float]:
+    """Predicted intents, and the median time of one parse (the whole NLU pipeline) in ms."""
     import logging
 
     import structlog
@@ -116,7 +156,13 @@ def predict(model: Path, texts: List[str]) -> List[str]:
     agent = Agent.load(str(model))
 
     async def run():
-        return [(await agent.parse_message(t))["intent"]["name"] for t in texts]
+        await agent.parse_message("你好")  # warm-up
+        names, times = [], []
+        for t in texts:
+            start = time.perf_counter()
+            names.append((await agent.parse_message(t))["intent"]["name"])
+            times.append(time.perf_counter() - start)
+        return names, 1000 * statistics.median(times)
 
     return asyncio.run(run())
 
@@ -156,12 +202,21 @@ def section(title: str, gold, pred, errors_shown=0, texts=None) -> List[str]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--with-diet", action="store_true")
+    parser.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="K=V,K=V",
+                        help="also config.yml with these LinearIntentClassifier parameters (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPORT, help=f"report file (default {REPORT})")
     args = parser.parse_args()
     examples = training_examples()
     train_part, test_part = stratified_split(examples)
     field = load_examples(FIELD)
-    configs = [("config.yml (LinearIntentClassifier)", REPO / "config.yml")]
     tmp = Path(tempfile.mkdtemp(prefix="siyu-nlu-"))
+    config = REPO / "config.yml"
+    params = classifier_params(config)
+    configs = [(f"config.yml (LinearIntentClassifier: {describe(params)})", config)]
+    for n, changes in enumerate([{"sentence_vectors": not params["sentence_vectors"]}, *args.variant]):
+        path = variant_config(config, changes, tmp / f"variant{n}.yml")
+        changed = ", ".join(f"{k}: {v}" for k, v in changes.items())
+        configs.append((f"config.yml with {changed} ({describe(classifier_params(path))})", path))
     if args.with_diet:
         (tmp / "diet.yml").write_text(DIET_PIPELINE, encoding="utf-8")
         configs.append(("DIET baseline (CountVectors word + char_wb 1-3, DIETClassifier 80 epochs)", tmp / "diet.yml"))
@@ -178,20 +233,22 @@ def main() -> int:
     summary = []
     for name, config in configs:
         model80, t80 = train(config, tmp / "train80.yml", tmp / f"m80-{config.stem}")
-        split_pred = predict(model80, [t for t, _ in test_part])
+        split_pred, _ = predict(model80, [t for t, _ in test_part])
         model100, t100 = train(config, tmp / "train100.yml", tmp / f"m100-{config.stem}")
-        field_pred = predict(model100, [t for t, _ in field])
-        doc += [f"## {name}", "", f"Training time (NLU only, all data): {t100:.0f} s.", ""]
+        field_pred, parse_ms = predict(model100, [t for t, _ in field])
+        doc += [f"## {name}", "", f"Training time (NLU only, all data): {t100:.0f} s. Median time to parse "
+                f"one field-set message (whole NLU pipeline): {parse_ms:.1f} ms.", ""]
         lines, split_acc = section("Held-out 20 % of our data", [i for _, i in test_part], split_pred)
         doc += lines
         lines, field_acc = section("Independent field set", [i for _, i in field], field_pred, 25,
                                    [t for t, _ in field])
         doc += lines
-        summary.append(f"| {name} | {split_acc:.3f} | {field_acc:.3f} | {t100:.0f} s |")
-        print(f"{name}: split {split_acc:.3f} field {field_acc:.3f} train {t100:.0f}s", flush=True)
-    head = ["## Summary", "", "| pipeline | held-out accuracy | field-set accuracy | NLU training time |",
-            "| --- | --- | --- | --- |", *summary, ""]
-    REPORT.write_text("\n".join(intro + head + doc) + "\n", encoding="utf-8")
+        summary.append(f"| {name} | {split_acc:.3f} | {field_acc:.3f} | {t100:.0f} s | {parse_ms:.1f} ms |")
+        print(f"{name}: split {split_acc:.3f} field {field_acc:.3f} train {t100:.0f}s parse {parse_ms:.1f}ms",
+              flush=True)
+    head = ["## Summary", "", "| pipeline | held-out accuracy | field-set accuracy | NLU training time | "
+            "parse time (median) |", "| --- | --- | --- | --- | --- |", *summary, ""]
+    args.out.write_text("\n".join(intro + head + doc) + "\n", encoding="utf-8")
     return 0
 
 
