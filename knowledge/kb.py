@@ -19,6 +19,7 @@ from .decision import DECLINE, EMPTY, NO_INDEX, Decision, decide
 from .guard import asks_database_fact
 from .index import Hit, KnowledgeIndex
 from .publish import current_build, current_version
+from .query import has_content
 from .text import base_dictionary, compact
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class KnowledgeBase:
         if loaded is None:
             return Decision(DECLINE, NO_INDEX, query=text, escalate=True)
         version, index = loaded
+        if (index.config.get("query_variants") or "off") != "off" and not has_content(text):
+            return Decision(DECLINE, EMPTY, query=text)  # "在吗" / "好的谢谢": nothing to look up
         fact = asks_database_fact(text)
         when = now or self._now()
         hits = [] if fact else index.search(text, k=3, now=when)

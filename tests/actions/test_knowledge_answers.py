@@ -67,10 +67,22 @@ async def test_general_product_question_without_a_product_is_answered_from_the_d
 
 
 async def test_weak_matches_are_offered_as_choices_with_a_way_to_a_person(kb):
-    messages, _ = await run(ActionKnowledgeAnswer(), tracker("im:guest-kb7", "羽绒服能机洗吗", "chitchat"))
-    assert responses(messages) == ["utter_kb_clarify"]
-    buttons = messages[0]["buttons"]
-    assert buttons[-1]["payload"] == "/request_human" and len(buttons) >= 2
+    # the demo index's self-calibrated thresholds leave no clarify band (docs/KNOWLEDGE_EVAL.md), so the
+    # decision an index with one would make is given to the action directly
+    from rasa_sdk.executor import CollectingDispatcher
+
+    from actions.knowledge_answers import answer_from_knowledge
+    from knowledge.decision import Candidate, Decision
+
+    candidates = tuple(Candidate(id=f"FAQ-{i}", question=q, answer="…", source="洗护指南", score=0.4)
+                       for i, q in enumerate(["羽绒服怎么洗", "羊毛衫能机洗吗"]))
+    decision = Decision(action="clarify", reason="close", query="羽绒服能机洗吗", candidates=candidates)
+    dispatcher = CollectingDispatcher()
+    await answer_from_knowledge(dispatcher, tracker("im:guest-kb7", "羽绒服能机洗吗", "chitchat"), decision,
+                                on_nothing="utter_chitchat", escalate_when_unsure=False)
+    assert responses(dispatcher.messages) == ["utter_kb_clarify"]
+    buttons = dispatcher.messages[0]["buttons"]
+    assert [b["payload"] for b in buttons] == ["羽绒服怎么洗", "羊毛衫能机洗吗", "/request_human"]
 
 
 async def test_shop_question_the_faq_cannot_answer_goes_to_a_colleague_with_a_ticket(kb):

@@ -69,3 +69,24 @@ def test_shop_dictionary_format():
     for line in raw.decode("utf-8").splitlines():
         word, freq, tag = line.split(" ")
         assert word and freq.isdigit() and tag
+
+
+def test_realistic_set_is_labelled_and_independent():
+    entries = read_faq(DEMO / "faq.csv").entries
+    ids = {e.id for e in entries}
+    indexed = {compact(q) for e in entries for q in e.questions}
+    rows = list(csv.DictReader(open(EVAL / "realistic.csv", encoding="utf-8")))
+    assert list(rows[0]) == ["query", "expected_id", "fold"]
+    positives = [r for r in rows if r["expected_id"]]
+    assert len(positives) >= 200 and len(rows) - len(positives) >= 100
+    assert all(r["expected_id"] in ids for r in positives)
+    assert {r["fold"] for r in rows} == {"1", "2"}
+    assert len({compact(r["query"]) for r in rows}) == len(rows)
+    assert not [r["query"] for r in rows if compact(r["query"]) in indexed]
+    # nothing the builds calibrate on (the generic out-of-scope list, the labelled split) is evaluated here,
+    # and the two evaluation sets do not share questions
+    others = {compact(q) for q, _ in read_labelled(EVAL / "calibration.csv") + out_of_scope_queries()}
+    others |= {compact(r["query"]) for r in csv.DictReader(open(EVAL / "questions.csv", encoding="utf-8"))}
+    assert not [r["query"] for r in rows if compact(r["query"]) in others]
+    # chat style: most messages are longer than a FAQ question, many have several clauses
+    assert sum(len(r["query"]) >= 15 for r in positives) >= len(positives) // 3
