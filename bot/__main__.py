@@ -47,6 +47,12 @@ def cmd_seed_demo(_args) -> int:
                   f"{counts['orders']} orders")
         else:
             print("[siyu] database already has a catalog: demo data not created")
+        from community_sop.demo import seed_demo_groups
+
+        made_groups = seed_demo_groups(session)
+        if made_groups["groups"]:
+            print(f"[siyu] demo customer groups created: {made_groups['groups']} groups, "
+                  f"{made_groups['plans']} SOP plans (paused)")
     engine.dispose()
     made = asyncio.run(_demo_staff())
     if made:
@@ -275,6 +281,10 @@ def cmd_run(args) -> int:
         ready += (f"\nWeChat callbacks: http://{settings.host}:{settings.wechat_port}/webhooks/<connector>/webhook "
                   f"(connectors: {', '.join(wechat.configured_names()) or 'none complete'})")
     # --- end WeChat gateway ---
+    from bot.launcher import sop_scheduler_child
+
+    children.append(sop_scheduler_child(settings, sys.executable))
+    ready += f"\ngroup SOP (moderators): http://{settings.local_host}:{settings.console_port}/sop/"
     # --- WeChat sandbox (issue 3) ---
     if getattr(args, "sandbox", False):
         from bot.launcher import wechat_sandbox_child

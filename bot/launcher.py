@@ -190,6 +190,11 @@ def console_child(settings: Settings, python: str, model: Path) -> Child:
                  env)
 
 
+def sop_scheduler_child(settings: Settings, python: str) -> Child:
+    """The community SOP scheduler (community_sop/scheduler.py): one leads, others wait."""
+    return Child("sop", [python, "-m", "community_sop.scheduler"], None, child_env(settings))
+
+
 # --- WeChat (channels/wechat, issue 3) ----------------------------------------------------------------
 def wechat_gateway_child(settings: Settings, python: str) -> Child:
     """Where the platform's callbacks arrive and replies leave; it asks the Rasa server for answers."""

@@ -51,6 +51,9 @@ class CheckinRules(BaseModel):
     points_per_day: int = 5
     streak_bonus_days: int = 7
     streak_bonus_points: int = 20
+    # in customer groups, a member's message that is one of these words (alone, or @-addressed to
+    # the bot) checks them in
+    words: List[str] = Field(default_factory=lambda: ["签到", "打卡"])
 
 
 class VerificationRules(BaseModel):
@@ -263,6 +266,12 @@ class Settings(BaseSettings):
     demo_staff_password: SecretStr = SecretStr("siyu-demo")
     # behind a TLS-terminating proxy: mark session cookies Secure
     console_secure_cookies: bool = False
+
+    # --- community SOP (community_sop/) ------------------------------------------------------------
+    # a post due while the product was down is sent on restart when at most this late, else skipped
+    sop_grace_minutes: int = Field(10, ge=0, le=24 * 60)
+    # how often the leading scheduler looks for changed plans and settles the execution log
+    sop_poll_s: float = Field(2.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _derived_paths(self) -> "Settings":

@@ -71,12 +71,14 @@ def seed(url: str) -> None:
     from actions.db.demo_data import seed_demo_data
     from actions.db.engine import create_sync_engine
     from actions.db.migrate import upgrade
+    from community_sop.demo import seed_demo_groups
 
     use_database(url)
     upgrade()
     engine = create_sync_engine()
     with Session(engine) as session:
         seed_demo_data(session)
+        seed_demo_groups(session)
     engine.dispose()
 
 

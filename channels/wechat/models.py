@@ -1,5 +1,5 @@
-"""Tables of the WeChat connectors (migrations actions/db/migrations/versions/0003_wechat.py and
-0005_wechat_nonces_workers.py).
+"""Tables of the WeChat connectors (migrations actions/db/migrations/versions/0003_wechat.py,
+0005_wechat_nonces_workers.py and, for the groups' SOP columns, 0007_community_sop.py).
 
 Times are naive UTC with microseconds (ordering and backoff need sub-second precision).
 """
@@ -146,6 +146,14 @@ class WeChatGroup(Base):
     robot_key = sa.Column(sa.String(128))
     # robot (webhook, automatic) / mass_send (owner confirms in WeCom) / owner_reminder (app message)
     delivery_mode = sa.Column(sa.String(16), nullable=False, default="robot")
+    # moderators' labels (新人群, 宝妈群, ...): plans, variants and keyword replies target them
+    tags = sa.Column(sa.JSON, nullable=False, default=list)
+    owner_name = sa.Column(sa.String(64), nullable=False, default="")
+    member_count = sa.Column(sa.Integer, nullable=False, default=0)
+    # when the group was created on WeChat ("建群第 N 天" plans); None: unknown
+    group_created_at = sa.Column(sa.DateTime)
+    # the group was dissolved: posts to it are skipped
+    dissolved_at = sa.Column(sa.DateTime)
     created_at = sa.Column(sa.DateTime, nullable=False, default=now_utc)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=now_utc, onupdate=now_utc)
 

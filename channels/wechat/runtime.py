@@ -51,6 +51,7 @@ class WeChatRuntime:
         self.worker = OutboxWorker(self.client, self.config.outbox_max_attempts, self.config.outbox_poll_s)
         self.relay = RelayClient(settings)
         self.pipeline = Pipeline(self)
+        self.group_messages = self._group_messages()
         self._tasks: Set[asyncio.Task] = set()
         self._slots: Optional[asyncio.Semaphore] = None
         self._kf_locks: Dict[str, asyncio.Lock] = {}
@@ -64,6 +65,14 @@ class WeChatRuntime:
         self._sweeper: Optional[asyncio.Task] = None
         self._stopping = asyncio.Event()
         self.started = False
+
+    def _group_messages(self):
+        """What happens to every group message besides the bot's answers (community SOP)."""
+        if not self.config.group.callback:
+            return None
+        from community_sop.group_messages import GroupMessages
+
+        return GroupMessages(self)
 
     async def start(self) -> None:
         if self.started:

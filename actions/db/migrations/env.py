@@ -5,6 +5,7 @@ from alembic import context
 # every model module must be imported so autogenerate sees its tables
 import actions.db.models  # noqa: F401
 import channels.wechat.models  # noqa: F401  (wechat_* tables, migration 0003)
+import community_sop.models  # noqa: F401  (sop_* tables, migration 0007)
 import desk.models  # noqa: F401  (desk_* and staff_users, migration 0006)
 import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
 from actions.db.engine import create_sync_engine

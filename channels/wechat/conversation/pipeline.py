@@ -99,6 +99,11 @@ class Pipeline:
                     customer_id = await user_wrote(s, message)
             if customer_id is None:
                 customer_id = await self._new_customer(message)
+        if message.channel == "group" and rt.group_messages is not None:
+            # activity, moderation, check-in and keyword replies (community_sop/group_messages.py)
+            if await rt.group_messages.observe(message):
+                await rt.inbox.finish(row_id, "done")
+                return True
         turn = self._turn(message, conversation)
         if turn is None:
             return False

@@ -273,6 +273,43 @@ def _robot_messages(chat_id: str, messages: Sequence[Message], mention: Optional
             for (msgtype, body), k in zip(bodies, _keys(key, len(bodies)))]
 
 
+def group_post(group: WeChatGroup, mode: str, *, robot: Sequence[Message] = (), text: str = "",
+               attachments: Optional[List[Dict]] = None, key: str, runtime=None
+               ) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+    """The outbox rows of one post to one group by `mode`, for a caller that stores them in its own
+    transaction (community_sop/firing.py writes them with the post's run row): robot messages, a
+    mass-send task to the group (text and attachments) or an app message to the owner (text); or
+    the refusal when the group cannot get it that way."""
+    runtime = runtime or _runtime()
+    if mode == "robot":
+        if not group.robot_key:
+            return [], SendResult.refused("no_robot", channel="robot")
+        outgoing = _robot_messages(group.chat_id, robot, None, key)
+        return (outgoing, None) if outgoing else ([], SendResult.refused("empty", "nothing to send"))
+    if mode not in ("mass_send", "owner_reminder"):
+        return [], SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
+    if not group.owner_userid:
+        return [], SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
+    if mode == "mass_send":
+        if not runtime.config.contact:
+            return [], SendResult.refused("not_configured", channel="mass_send")
+        if not text and not attachments:
+            return [], SendResult.refused("empty", "nothing to send")
+        body: Dict[str, Any] = {"text": {"content": text}, "chat_id_list": [group.chat_id]}
+        if attachments:
+            body["attachments"] = list(attachments)
+        return [OutgoingMessage(channel="mass_send", recipient=group.chat_id, msgtype="text", body=body,
+                                account=group.owner_userid, idempotency_key=_keys(key, 1)[0])], None
+    if not runtime.config.app:
+        return [], SendResult.refused("not_configured", channel="app")
+    texts = split_text(text, TEXT_LIMIT_BYTES)
+    if not texts:
+        return [], SendResult.refused("empty", "nothing to send")
+    return [OutgoingMessage(channel="app", recipient=group.owner_userid, msgtype="text",
+                            body={"text": {"content": t}}, idempotency_key=k)
+            for t, k in zip(texts, _keys(key, len(texts)))], None
+
+
 async def send_mass(owner_userid: str, chat_ids: List[str], text: str, *, attachments: Optional[List[Dict]] = None,
                     key: Optional[str] = None, runtime=None) -> SendResult:
     """A mass-send task to the owner's customer groups; it reaches them when the owner confirms in

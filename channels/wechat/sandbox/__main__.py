@@ -43,6 +43,12 @@ def cmd_serve(args) -> int:
     app = create_app(config)
     group = app[PLATFORM].add_group(DEMO_GROUP["chat_id"], DEMO_GROUP["name"], DEMO_GROUP["owner"],
                                     members=["wmDemoUser01", "wmDemoUser02"])
+    # the demo shop's customer groups (community_sop/demo.py), with the robot keys the product knows
+    from community_sop.demo import DEMO_GROUPS, demo_robot_key
+
+    for spec in DEMO_GROUPS:
+        app[PLATFORM].add_group(spec["chat_id"], spec["name"], spec["owner"], members=spec["members"],
+                                robot_key=demo_robot_key(spec["chat_id"]))
     print(f"[sandbox] WeChat platform sandbox on http://{args.host}:{args.port} -> callbacks to "
           f"{config.bot_url or '(no bot url)'}; demo group {group.chat_id} (robot @{config.robot_name})", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)

@@ -474,9 +474,9 @@ class Platform:
 
     # --- groups and robots ----------------------------------------------------------------------------
     def add_group(self, chat_id: str, name: str, owner: str, robot: bool = True,
-                  members: Optional[List[str]] = None) -> Group:
-        group = Group(chat_id, name, owner, ("sbxrobot" + secrets.token_hex(12)) if robot else None,
-                      members or [])
+                  members: Optional[List[str]] = None, robot_key: Optional[str] = None) -> Group:
+        key = (robot_key or "sbxrobot" + secrets.token_hex(12)) if robot else None
+        group = Group(chat_id, name, owner, key, members or [])
         self.groups[chat_id] = group
         return group
 
