@@ -108,6 +108,8 @@ class ShopConfig(BaseModel):
     bot_name: str = "AI 豆"
     persona: Persona = "专业顾问"
     timezone: str = "Asia/Shanghai"
+    # the shop's own web domains (store, mini-program pages): links to them in groups are not ads
+    own_domains: List[str] = Field(default_factory=list)
     return_window_days: int = Field(7, ge=0, le=365)
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     service_phone: str = ""

@@ -42,7 +42,7 @@ class GroupMessages:
         self.runtime = runtime
         settings = get_settings()
         self.tz = settings.shop.timezone
-        self.moderator = moderator or Moderator()
+        self.moderator = moderator or Moderator(shop_domains=settings.shop.own_domains)
         self._replies: List[SopKeywordReply] = []
         self._replies_at = 0.0
 
@@ -61,8 +61,10 @@ class GroupMessages:
             tags = list(group.tags or []) if group else []
             group_name = group.name if group else ""
             owner = group.owner_userid if group else None
-        verdict = self.moderator.check(message.account, message.user_id, message.text, float(message.sent_at))
-        if verdict.kind:
+        # the owner's own posts (and staff writing as the owner) are not moderated
+        verdict = self.moderator.check(message.account, message.user_id, message.text, float(message.sent_at)) \
+            if message.user_id != owner else None
+        if verdict is not None and verdict.kind:
             await self._flag(message, verdict, group_name, owner)
             return True
         settings = get_settings()
