@@ -52,7 +52,8 @@ async def test_check_in_once_a_day_with_the_points_of_the_customer(harness):
 async def test_keyword_reply_then_cooldown(harness):
     h = harness
     await add_groups(h, [{"chat_id": "wrK", "tags": ["宝妈群"]}, {"chat_id": "wrK2", "tags": ["健身群"]}])
-    data = keyword_replies.check({"group_tag": "宝妈群", "keyword": "团购", "reply": "每周三晚 8 点开团", "cooldown_s": 600})
+    data = keyword_replies.check({"group_tag": "宝妈群", "keyword": "团购", "reply": "每周三晚 8 点开团",
+                                  "cooldown_s": 600})
     await in_transaction(lambda s: keyword_replies.create(s, data, "moderator"))
     await h.say("group", "wmA", BOT + "团购什么时候开", chat_id="wrK")
     [first] = await h.wait_for(lambda: h.deliveries("group", "wrK"))
@@ -60,7 +61,8 @@ async def test_keyword_reply_then_cooldown(harness):
     await unaddressed(h, "wrK", "wmB", "团购团购", "kw-2")
     await h.say("group", "wmC", BOT + "团购几点", chat_id="wrK")
     second = await h.wait_for(lambda: h.deliveries("group", "wrK")[1:])
-    assert second[0]["content"]["content"] == "收到：团购几点", "within the cooldown an addressed question goes to the bot"
+    assert second[0]["content"]["content"] == "收到：团购几点", \
+        "within the cooldown an addressed question goes to the bot"
     await h.quiet()
     assert len(h.deliveries("group", "wrK")) == 2, "the bare keyword in the cooldown got nothing"
     await h.say("group", "wmA", BOT + "团购", chat_id="wrK2")
