@@ -265,3 +265,13 @@ async def target_groups(s: AsyncSession, targets: Dict[str, Any], include_dissol
 def missing_chat_ids(targets: Dict[str, Any], groups: Sequence[WeChatGroup]) -> List[str]:
     known = {g.chat_id for g in groups}
     return [c for c in targets.get("chat_ids", []) if c not in known]
+
+
+def count_targets(targets: Dict[str, Any], groups: Sequence[WeChatGroup]) -> int:
+    """How many of these (live) groups the targets name, without a query per plan."""
+    if "chat_ids" in targets:
+        wanted = set(targets["chat_ids"])
+        return sum(1 for g in groups if g.chat_id in wanted)
+    if "owner" in targets:
+        return sum(1 for g in groups if g.owner_userid == targets["owner"])
+    return sum(1 for g in groups if targets.get("group_tag") in (g.tags or []))

@@ -1,6 +1,6 @@
 """The console application: sessions, login and CSRF (console/auth.py), the JSON API
-(console/api.py), live updates (console/live.py, fed by desk/watcher.py) and the staff pages
-(console/pages.py)."""
+(console/api.py; the community SOP's in console/sop_api.py), live updates (console/live.py, fed by
+desk/watcher.py) and the staff pages (console/pages.py, console/sop_pages.py)."""
 from __future__ import annotations
 
 import base64
@@ -16,7 +16,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from actions.db.engine import dispose_async_engines
 from bot.settings import Settings, get_settings
-from console import api, auth, live, model_server, pages
+from console import api, auth, live, model_server, pages, sop_api, sop_pages
 from console.lists import SharedLists
 from desk.service import DeskService
 from desk.training import Trainer
@@ -65,7 +65,9 @@ def create_app(settings: Optional[Settings] = None, *, desk: Optional[DeskServic
     app.router.add_get("/api/me", auth.me)
     app.router.add_get("/api/desk/stream", live.stream)
     app.add_routes(api.routes)
+    app.add_routes(sop_api.routes)
     app.add_routes(pages.routes)
+    app.add_routes(sop_pages.routes)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     app.on_startup.append(_start_watcher)
     app.on_cleanup.append(_stop)

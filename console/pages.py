@@ -2,7 +2,8 @@
 错题本 (corrections and, for supervisors, retraining) and the day's numbers. The pages carry only who
 is logged in (name, role, CSRF token) and fixed labels; everything else they show comes from the
 JSON API (console/api.py) and live updates (console/live.py) through console/static/common.js and
-the page's own script (desk.js, corrections.js, stats.js)."""
+the page's own script (desk.js, corrections.js, stats.js). The community SOP pages are in
+console/sop_pages.py; moderators, who do not work conversations, are sent there."""
 from __future__ import annotations
 
 import re
@@ -28,6 +29,10 @@ HOME = "/desk/"
 INTENT_NAMES = labels("intent")
 # the sidebar: (path, icon, name)
 NAV = (("/desk/", "◧", "会话工作台"), ("/desk/corrections", "✎", "错题本"), ("/desk/stats", "▤", "今日数据"))
+# the community SOP pages (console/sop_pages.py)
+SOP_NAV = (("/sop/", "▦", "SOP 计划"), ("/sop/calendar", "▣", "发送日历"), ("/sop/moderation", "⚑", "违规消息"),
+           ("/sop/keywords", "⌨", "关键词回复"), ("/sop/metrics", "▤", "社群数据"))
+SOP_HOME = "/sop/"
 # the pages load scripts, styles and data only from this host; nothing may frame them
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -91,9 +96,22 @@ async def login_page(request: web.Request) -> web.Response:
     return _render("login.html", request, {"next": target, "shop": _shop_name()})
 
 
-async def _page(request: web.Request, template: str, path: str, title: str, **extra: Any) -> web.Response:
+def nav_for(role: str) -> tuple:
+    """The sidebar of a role: moderators run groups only; supervisors and admins see both parts
+    (an entry whose path is None is a section title)."""
+    if role == "moderator":
+        return SOP_NAV
+    if role in SUPERVISING_ROLES:
+        return NAV + ((None, "", "社群运营"),) + SOP_NAV
+    return NAV
+
+
+async def _page(request: web.Request, template: str, path: str, title: str, nav: Any = None,
+                **extra: Any) -> web.Response:
     """A staff page: the shared layout (sidebar, top bar) and the page's config for its script."""
     staff = request["staff"]
+    if staff.role == "moderator" and path.startswith("/desk/"):  # moderators do not work conversations
+        raise web.HTTPFound(SOP_HOME)
     session = await get_session(request)
     config = {
         "username": staff.username, "role": staff.role, "display_name": request["staff_name"],
@@ -106,7 +124,7 @@ async def _page(request: web.Request, template: str, path: str, title: str, **ex
         "staff_name": request["staff_name"], "username": staff.username,
         "role_name": ROLE_NAMES.get(staff.role, staff.role), "presence": request["staff_presence"],
         "can_work": config["can_work"], "supervises": config["supervises"], "config": config,
-        "shop": config["shop"], "nav": NAV, "here": path, "title": title})
+        "shop": config["shop"], "nav": nav_for(staff.role) if nav is None else nav, "here": path, "title": title})
 
 
 @routes.get("/desk/")

@@ -18,8 +18,9 @@ VIEWPORT = {"width": 1366, "height": 768}
 CLAIM_OUTCOME = ".toast-success:has-text('已接入会话'), .toast-error:has-text('已被他人接入')"
 
 
-def login(browser, console_url: str, username: str, password: str = PASSWORD):
-    """A fresh browser context logged in through the login page, on the workspace."""
+def login(browser, console_url: str, username: str, password: str = PASSWORD, lands: str = r"/desk/$"):
+    """A fresh browser context logged in through the login page, on the workspace (a moderator is
+    sent on to the SOP pages: `lands`)."""
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport=VIEWPORT, locale="zh-CN")
@@ -29,7 +30,7 @@ def login(browser, console_url: str, username: str, password: str = PASSWORD):
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("#login-submit")
-    expect(page).to_have_url(re.compile(r"/desk/$"), timeout=15_000)
+    expect(page).to_have_url(re.compile(lands), timeout=15_000)
     expect(page.locator("#me-name")).to_be_visible()
     return page
 
@@ -174,7 +175,7 @@ def test_two_agents_race_for_a_live_handoff_then_reply_and_hand_back(product_ser
         expect(win.locator("#transcript")).to_contain_text("交还机器人")
 
         # a moderator may log in but not take conversations
-        moderator = login(browser, console, "moderator")
+        moderator = login(browser, console, "moderator", lands=r"/sop/$")
         expect(moderator.locator(".presence-btn")).to_have_count(0)
         refused = api_post(moderator, f"/api/desk/conversations/{conversation}/claim")
         assert refused["status"] == 403, refused

@@ -257,7 +257,8 @@ def create_app(config: SandboxConfig) -> web.Application:
         if not body.get("chat_id") or not body.get("owner"):
             return web.json_response({"error": "need chat_id and owner"}, status=400)
         group = platform.add_group(body["chat_id"], body.get("name", body["chat_id"]), body["owner"],
-                                   robot=bool(body.get("robot", True)), members=body.get("members"))
+                                   robot=bool(body.get("robot", True)), members=body.get("members"),
+                                   robot_key=body.get("robot_key"))
         return web.json_response(vars(group))
 
     async def users(request: web.Request) -> web.Response:
