@@ -91,14 +91,11 @@ class ActionAfterSalesEntry(ShopAction):
 
     @staticmethod
     async def _answer_from_faq(dispatcher, tracker, text: str) -> Optional[List[EventType]]:
-        from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+        from actions.knowledge_answers import answer_if_confident
 
-        decision = await knowledge_base().adecide(text)
-        if decision.action != "answer":
-            return None
-        events = await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
-                                             escalate_when_unsure=False)
-        return events + [SlotSet("after_sales_query", "answered")]
+        # an answer stating a price goes on to the catalog action
+        events = await answer_if_confident(dispatcher, tracker, text, price_answers=True)
+        return None if events is None else events + [SlotSet("after_sales_query", "answered")]
 
 
 def _may_see(ticket, customer: Optional[Customer], conversation_id: str) -> bool:

@@ -15,20 +15,12 @@ from typing import Any, Dict, List, Optional, Text
 from rasa_sdk import Tracker
 
 from actions.action_base import ShopAction
+from actions.repeats import session_events
 
 logger = logging.getLogger("actions.conversation")
 
 CONFIRM_COMPLAINT = "utter_confirm_complaint"
 CONFIRM_UNSUBSCRIBE = "utter_confirm_unsubscribe"
-
-
-def session_events(tracker: Tracker) -> List[Dict[str, Any]]:
-    """The events of the current session (after the last `session_started`)."""
-    events = tracker.events or []
-    for index in range(len(events) - 1, -1, -1):
-        if events[index].get("event") == "session_started":
-            return events[index + 1:]
-    return events
 
 
 def last_bot_question(tracker: Tracker) -> Optional[str]:

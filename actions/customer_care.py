@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from rasa_sdk.events import SlotSet
 
 from actions.action_base import ShopAction
+from actions.conversation import CONFIRM_COMPLAINT
 from actions.db.engine import in_transaction
 from actions.db.models import TicketKind
 from actions.identity import customer_for
@@ -189,6 +190,14 @@ def sure_of(tracker, markers_key: str) -> bool:
     return any(word in text for word in vocabulary(markers_key))
 
 
+def ask_to_confirm(dispatcher, response: str, yes_label: str) -> List[Dict[str, Any]]:
+    """Asks whether the customer meant it, with a yes (`yes_label`) and a no button; action_affirm /
+    action_deny act on the answer (they recognise `response` as the question: actions/conversation.py)."""
+    dispatcher.utter_message(response=response, buttons=[{"title": t(yes_label), "payload": "/affirm"},
+                                                         {"title": t("confirm_no"), "payload": "/deny"}])
+    return []
+
+
 class ActionComplaint(_HandoffAction):
     """A complaint becomes a ticket and goes to a person; when the message does not say plainly
     that it is one, the customer is asked first (action_affirm carries it out)."""
@@ -200,10 +209,7 @@ class ActionComplaint(_HandoffAction):
 
     async def act(self, dispatcher, tracker, domain) -> List[Dict[str, Any]]:
         if not sure_of(tracker, "complaint_markers"):
-            dispatcher.utter_message(response="utter_confirm_complaint",
-                                     buttons=[{"title": t("confirm_complaint_yes"), "payload": "/affirm"},
-                                              {"title": t("confirm_no"), "payload": "/deny"}])
-            return []
+            return ask_to_confirm(dispatcher, CONFIRM_COMPLAINT, "confirm_complaint_yes")
         return await register_complaint(dispatcher, tracker)
 
 

@@ -71,6 +71,20 @@ async def answer_from_knowledge(dispatcher, tracker, decision: Decision, on_noth
     return []
 
 
+async def answer_if_confident(dispatcher, tracker, text: str, *,
+                              price_answers: bool) -> Optional[List[Dict[Text, Any]]]:
+    """Answers `text` from the FAQ when the knowledge base is confident (a question asked in the
+    middle of another task); returns None, having said nothing, when it is not.
+
+    `price_answers`: whether a confident answer that states a price counts as one (it then goes to
+    the catalog action, as in `answer_from_knowledge`) or is left alone like an unsure match."""
+    decision = await knowledge_base().adecide(text)
+    if decision.action != ANSWER or (decision.answer.mentions_price and not price_answers):
+        return None
+    return await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
+                                       escalate_when_unsure=False)
+
+
 async def _ask_a_colleague(dispatcher, tracker, decision: Decision) -> List[Dict[Text, Any]]:
     """The knowledge base has something related but is not sure: a colleague answers (a ticket with
     the candidates, and the conversation in the desk's queue)."""

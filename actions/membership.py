@@ -7,11 +7,11 @@ from typing import Any, Dict, List, Text
 from zoneinfo import ZoneInfo
 
 from actions.action_base import ShopAction
-from actions.customer_care import sure_of
+from actions.conversation import CONFIRM_UNSUBSCRIBE
+from actions.customer_care import ask_to_confirm, sure_of
 from actions.db.engine import async_session
 from actions.identity import customer_for, split_sender
 from actions.repositories import customer_repository
-from actions.templates import t
 
 logger = logging.getLogger("actions.membership")
 
@@ -60,8 +60,5 @@ class ActionUnsubscribe(ShopAction):
 
     async def act(self, dispatcher, tracker, domain):
         if not sure_of(tracker, "unsubscribe_markers"):
-            dispatcher.utter_message(response="utter_confirm_unsubscribe",
-                                     buttons=[{"title": t("confirm_unsubscribe_yes"), "payload": "/affirm"},
-                                              {"title": t("confirm_no"), "payload": "/deny"}])
-            return []
+            return ask_to_confirm(dispatcher, CONFIRM_UNSUBSCRIBE, "confirm_unsubscribe_yes")
         return await opt_out(dispatcher, tracker)

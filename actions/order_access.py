@@ -16,17 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actions import order_verification
 from actions.db.models import Customer, Order
 from actions.templates import vocabulary
+from bot.nlu.patterns import MOBILE_NO, ORDER_NO_LIKE, SHOP_ORDER_NO
 from bot.settings import VerificationRules
 
-ORDER_NO_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?(\d[\d\s]{12,20}\d)(?!\d)")
-# something that looks like an attempt at an order number: the prefix with the wrong length, a long
-# number of another format (not a mobile number), or a masked one ("SY2026****0123")
-ORDER_NO_LIKE_RE = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?\d{4,30}(?!\d)"
-                              r"|(?<![\dA-Za-z])(?!1[3-9]\d{9}(?!\d))\d{10,24}(?!\d)"
-                              r"|[A-Za-z]{0,3}\d{2,}\*{2,}\d{2,}")
+# order numbers, mobile numbers and links: bot/nlu/patterns.py (shared with the NLU)
 BARE_DIGITS_RE = re.compile(r"(?<!\d)(\d{4,16})(?!\d)")
 PHONE_TAIL_RE = re.compile(r"(?<!\d)(\d{4})(?!\d)")
-MOBILE_RE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 TICKET_NO_RE = re.compile(r"(?<![A-Za-z0-9])[Tt](\d{14})(?!\d)")
 
 
@@ -39,14 +34,14 @@ def normalise_order_no(raw: str) -> Optional[str]:
 
 
 def find_order_no(text: str) -> Optional[str]:
-    match = ORDER_NO_RE.search(text or "")
+    match = SHOP_ORDER_NO.search(text or "")
     if match:
         return normalise_order_no(match.group(0))
     return None
 
 
 def looks_like_order_no(text: str) -> Optional[str]:
-    match = ORDER_NO_LIKE_RE.search(text or "")
+    match = ORDER_NO_LIKE.search(text or "")
     return match.group(0) if match else None
 
 
@@ -56,7 +51,7 @@ def find_ticket_no(text: str) -> Optional[str]:
 
 
 def find_phone_tail(text: str) -> Optional[str]:
-    mobile = MOBILE_RE.search(text or "")
+    mobile = MOBILE_NO.search(text or "")
     if mobile:
         return mobile.group(0)[-4:]
     match = PHONE_TAIL_RE.search(text or "")

@@ -32,6 +32,7 @@ from actions.order_views import (
 )
 from actions.repositories import order_repository, ticket_repository
 from actions.templates import vocabulary
+from bot.nlu.patterns import MOBILE_NO, ORDER_NO_LIKE, SHOP_ORDER_NO
 from bot.settings import get_settings
 
 logger = logging.getLogger("actions.orders")
@@ -74,7 +75,7 @@ def reset_task_slots() -> List[EventType]:
 def order_numbers(text: str) -> List[str]:
     """The shop's order numbers in a message, in order, without repeats (a pasted list)."""
     seen: List[str] = []
-    for match in order_access.ORDER_NO_RE.finditer(text or ""):
+    for match in SHOP_ORDER_NO.finditer(text or ""):
         number = order_access.normalise_order_no(match.group(0))
         if number and number not in seen:
             seen.append(number)
@@ -83,9 +84,9 @@ def order_numbers(text: str) -> List[str]:
 
 def _bare_reference(text: str) -> bool:
     """The message is an order number (or a pasted card) and says nothing else."""
-    if not (order_numbers(text) or order_access.ORDER_NO_LIKE_RE.search(text or "")):
+    if not (order_numbers(text) or ORDER_NO_LIKE.search(text or "")):
         return False
-    rest = BARE_REFERENCE_NOISE.sub("", order_access.ORDER_NO_RE.sub("", text))
+    rest = BARE_REFERENCE_NOISE.sub("", SHOP_ORDER_NO.sub("", text))
     return len(rest) <= 2
 
 
@@ -367,14 +368,10 @@ class ActionAskOrderId(ShopAction):
         FAQ answers it instead of the prompt, when it knows the answer."""
         if order_numbers(text) or looks_like_order_no(text):
             return False
-        from actions.knowledge_answers import answer_from_knowledge, knowledge_base
+        from actions.knowledge_answers import answer_if_confident
 
-        decision = await knowledge_base().adecide(text)
-        if decision.action != "answer" or decision.answer.mentions_price:
-            return False
-        await answer_from_knowledge(dispatcher, tracker, decision, on_nothing="utter_default",
-                                    escalate_when_unsure=False)
-        return True
+        # the answer's events (kb_source) are not returned: the form's own events are
+        return await answer_if_confident(dispatcher, tracker, text, price_answers=False) is not None
 
 
 class ActionAskPhoneTail(ShopAction):
@@ -480,7 +477,7 @@ class ActionOrderTask(ShopAction):
         wants_items = any(w in detail for w in vocabulary("change_kind")["items"])
         if is_address and not wants_items:
             old = order.address
-            phone = order_access.MOBILE_RE.search(detail)
+            phone = MOBILE_NO.search(detail)
             await order_repository.change_address(session, order, None, phone.group(0) if phone else None, detail)
             ticket = await ticket_repository.create(
                 session, kind=TicketKind.change_order.value, customer_id=customer.id if customer else None,

@@ -12,6 +12,7 @@ from actions.db.engine import async_session
 from actions.db.models import Product
 from actions.repositories import product_repository
 from actions.templates import fmt, join, vocabulary, yuan
+from bot.nlu.patterns import LINK
 
 logger = logging.getLogger("actions.products")
 LOW_STOCK = 5
@@ -175,9 +176,6 @@ class ActionProductInquiry(ShopAction):
                           for i, p in enumerate(in_stock[:5], 1))
         dispatcher.utter_message(response="utter_product_recommend", category=category, product_list=lines)
         return []
-
-
-LINK = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 
 
 def _refers_back(text: str) -> bool:

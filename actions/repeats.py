@@ -28,16 +28,19 @@ def response_names() -> frozenset:
     return frozenset(names)
 
 
-def session_replies(tracker: Tracker) -> List[Tuple[str, str]]:
-    """(response name, rendered text) of the bot's replies in the current session, oldest first."""
+def session_events(tracker: Tracker) -> List[Dict[str, Any]]:
+    """The events of the current session (after the last `session_started`; all of them if none)."""
     events = tracker.events or []
-    start = 0
     for index in range(len(events) - 1, -1, -1):
         if events[index].get("event") == "session_started":
-            start = index + 1
-            break
+            return events[index + 1:]
+    return events
+
+
+def session_replies(tracker: Tracker) -> List[Tuple[str, str]]:
+    """(response name, rendered text) of the bot's replies in the current session, oldest first."""
     return [((e.get("metadata") or {}).get("utter_action") or "", e.get("text") or "")
-            for e in events[start:] if e.get("event") == "bot"]
+            for e in session_events(tracker) if e.get("event") == "bot"]
 
 
 def _values(message: Dict[str, Any]) -> List[str]:

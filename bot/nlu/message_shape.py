@@ -29,22 +29,17 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
+from bot.nlu.patterns import BARE_SHOP_ORDER_NO, LINK, OTHER_ORDER_NO, SHOP_ORDER_NO
 from bot.settings import REPO_ROOT
 
 ORDER_TASKS = {"order_status", "cancel_order", "change_order", "return_refund"}
 # requests a customer takes back with "不取消了" / "不用人工了"
 WITHDRAWABLE = {"cancel_order", "change_order", "return_refund", "request_human", "complaint", "unsubscribe",
                 "order_status", "goodbye", "chitchat"}
-SHOP_ORDER_NO = re.compile(r"(?<![A-Za-z0-9])[Ss][Yy]\s?\d[\d\s]{12,20}\d(?!\d)")
-# a shop order number without its prefix: 14 digits starting with the year
-BARE_SHOP_ORDER_NO = re.compile(r"(?<![\dA-Za-z])(20\d{12})(?!\d)")
-# numbers from other formats: long digit runs (not a mobile number), masked numbers
-OTHER_ORDER_NO = re.compile(r"(?<![\dA-Za-z])(?!1[3-9]\d{9}(?!\d))\d{10,24}(?!\d)"
-                            r"|[A-Za-z]{0,3}\d{2,}\*{2,}\d{2,}")
+# order numbers (the shop's, bare, other formats) and links: bot/nlu/patterns.py (shared with the actions)
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?")
 TIME = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(\s*[:：]\s*\d{2})?")
 AMOUNT = re.compile(r"[¥￥]?\s*\d+(\.\d{1,2})?\s*元?")
-LINK = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 FILLER = re.compile(r"[\s\W_]+", re.UNICODE)
 
 

@@ -240,3 +240,14 @@ def test_the_same_answer_twice_is_marked_as_said_before_and_another_answer_is_no
     # a response without other forms is left as it is
     assert fresh_form({"response": "utter_order_status_paid"}, [("utter_order_status_paid", "…")]) \
         == "utter_order_status_paid"
+
+
+def test_the_session_is_what_follows_the_last_session_start():
+    from actions.repeats import session_events, session_replies
+
+    before = [user("你好"), bot("utter_greet")]
+    after = [user("在吗"), bot("utter_greet_again")]
+    t = tracker(guest(), "在吗", "greet", events=before + [{"event": "session_started"}] + after)
+    assert session_events(t) == after and session_replies(t) == [("utter_greet_again", "…")]
+    # no session start on record: the whole conversation
+    assert session_events(tracker(guest(), events=before)) == before

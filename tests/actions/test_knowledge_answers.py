@@ -126,3 +126,36 @@ async def test_points_rules_come_from_the_faq_and_deals_from_the_database(kb):
     assert responses(messages) == ["utter_kb_answer"]
     messages, _ = await run(ActionPromotion(), tracker("im:guest-kb9", "最近有什么优惠", "promotion"))
     assert responses(messages) == ["utter_promotions_list"]
+
+
+async def test_a_confident_faq_answer_in_the_middle_of_a_task_is_given_only_when_asked_for(kb):
+    from rasa_sdk.executor import CollectingDispatcher
+
+    from actions.knowledge_answers import answer_if_confident
+
+    asked = tracker("im:guest-kb10", "退货寄回去的运费是谁出啊", "return_refund")
+    dispatcher = CollectingDispatcher()
+    events = await answer_if_confident(dispatcher, asked, "退货寄回去的运费是谁出啊", price_answers=False)
+    assert responses(dispatcher.messages) == ["utter_kb_answer"] and "kb_source" in slot_events(events)
+    # the FAQ's answer states the cup's price (JJ-003): left alone, or handed to the catalog
+    dispatcher = CollectingDispatcher()
+    assert await answer_if_confident(dispatcher, asked, "保温杯能保温多久", price_answers=False) is None
+    assert dispatcher.messages == []
+    events = await answer_if_confident(dispatcher, asked, "保温杯能保温多久", price_answers=True)
+    assert dispatcher.messages == [] and [e["event"] for e in events] == ["followup"]
+    # nothing the FAQ is sure of: nothing said
+    assert await answer_if_confident(dispatcher, asked, "帮我写一篇关于秋天的作文", price_answers=True) is None
+    assert dispatcher.messages == []
+
+
+async def test_a_question_while_the_order_form_waits_is_answered_instead_of_the_prompt(kb):
+    from actions.orders import ActionAskOrderId
+
+    slots = {"order_task": "return", "order_asks": 1}
+    messages, events = await run(ActionAskOrderId(),
+                                 tracker("im:guest-kb11", "退货寄回去的运费是谁出啊", "return_refund", slots=slots))
+    assert responses(messages) == ["utter_kb_answer"] and slot_events(events) == {"order_asks": 2}
+    # an answer stating a price is not given there: the prompt comes again
+    messages, _ = await run(ActionAskOrderId(),
+                            tracker("im:guest-kb11", "保温杯能保温多久", "return_refund", slots=slots))
+    assert responses(messages) == ["utter_ask_order_id_again"]
