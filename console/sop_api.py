@@ -139,9 +139,14 @@ async def plan_list(request: web.Request) -> web.Response:
     for plan_id, status, n in counts.all():
         by_plan.setdefault(plan_id, {})[status] = n
     out = []
+    # plans share schedules (every group's 10:00 post): one trigger computation per distinct schedule
+    next_due: Dict[tuple, Any] = {}
     for plan in found:
         item = plans.to_json(plan)
-        item["next_due"] = _next_due(plan, tz, now)
+        key = (repr(sorted(plan.schedule.items())), plan.starts_at, plan.ends_at, plan.active)
+        if key not in next_due:
+            next_due[key] = _next_due(plan, tz, now)
+        item["next_due"] = next_due[key]
         item["targets_count"] = plans.count_targets(plan.targets, all_groups)
         runs = by_plan.get(plan.id, {})
         item["runs"] = {state: runs.get(state, 0) for state in RUN_STATES}
