@@ -255,6 +255,10 @@ def report(result: Dict, deployment: str) -> str:
         return " / ".join(fmt.format(r[key]) if r[key] is not None else "—" for r in rounds)
 
     handed, plans95 = med("handed_s"), med("plans_p95")
+    # the target holds for every firing, not for the median one
+    worst = max((r["handed_s"] for r in rounds if r["handed_s"] is not None), default=float("inf"))
+    if any(r["handed_s"] is None for r in rounds):
+        worst = float("inf")
     lines = [
         f"`bench/sop_bench.py{' --pg' if deployment != 'SQLite' else ''}`: {result['groups']:,} customer groups with "
         f"3 daily plans each ({result['plans']:,} plans, one group per plan), {deployment}; the real processes: the "
@@ -282,7 +286,7 @@ def report(result: Dict, deployment: str) -> str:
         f"| scheduler RSS before any plan (MiB) | {result['idle_rss_mb']:.0f} | | |",
         "",
         f"Target (\"all of one firing's posts handed to the outbox within 10 s of the due time; plan list p95 < "
-        f"300 ms\"): handed over **{'met' if handed < 10 else 'not met'}**, plan list "
+        f"300 ms\"; every firing): handed over **{'met' if worst < 10 else 'not met'}** (worst {worst:.1f} s), plan list "
         f"**{'met' if plans95 < 300 else 'not met'}**.",
     ]
     return "\n".join(lines)

@@ -76,14 +76,19 @@ def _skip_reason(plan: SopPlan, group: Optional[WeChatGroup], due_at: datetime, 
     return None
 
 
-async def _targets(s: AsyncSession, plan: SopPlan, due_at: datetime, tz: str
-                   ) -> List[Tuple[str, Optional[WeChatGroup]]]:
-    groups = await plan_store.target_groups(s, plan.targets, include_dissolved=True)
+def _targets(plan: SopPlan, groups: Dict[str, WeChatGroup], due_at: datetime, tz: str) -> List[str]:
+    """The chat ids a plan's due time goes to (unknown ids included: they are logged as skipped)."""
+    targets = plan.targets or {}
+    if "chat_ids" in targets:
+        found = list(dict.fromkeys(targets["chat_ids"]))
+    elif "owner" in targets:
+        found = sorted(c for c, g in groups.items() if g.owner_userid == targets["owner"])
+    else:
+        found = sorted(c for c, g in groups.items() if targets.get("group_tag") in (g.tags or []))
     if plan.schedule.get("kind") == "after_group_created":
         day = _local_day(due_at, tz) - timedelta(days=int(plan.schedule.get("days", 0)))
-        groups = [g for g in groups if g.group_created_at and _local_day(g.group_created_at, tz) == day]
-    found: List[Tuple[str, Optional[WeChatGroup]]] = [(g.chat_id, g) for g in groups]
-    found += [(c, None) for c in plan_store.missing_chat_ids(plan.targets, groups)]
+        found = [c for c in found if c in groups and groups[c].group_created_at
+                 and _local_day(groups[c].group_created_at, tz) == day]
     return found
 
 
@@ -92,15 +97,15 @@ def _info(group: WeChatGroup) -> GroupInfo:
                      owner_name=group.owner_name or "", tags=tuple(group.tags or ()))
 
 
-async def _hand_over(s: AsyncSession, plan: SopPlan, run: SopRun, group: WeChatGroup, tz: str, runtime) -> bool:
-    """Render the post for the group and store its outbox rows under the run's key (one per
-    attempt); False (and the run failed) if it cannot go out."""
+async def _prepare(s: AsyncSession, plan: SopPlan, run: SopRun, group: WeChatGroup, tz: str, runtime):
+    """The post rendered for the group as outbox rows under the run's key (one per attempt), or
+    None with the run failed and why."""
     post = await render(s, _plan_dict(plan), _info(group), run.due_at.replace(tzinfo=ZoneInfo("UTC")), tz)
     # the mass-send limits (attachments, 4000 bytes) bind only that mode
     problems = [p for p in post.problems if plan.delivery == "mass_send" or not p.startswith("群发")]
     if problems:
         run.status, run.reason = FAILED, "；".join(problems)[:256]
-        return False
+        return None
     key = run_key(run) if run.attempts <= 1 else f"{run_key(run)}-{run.attempts}"
     if plan.delivery == "robot":
         outgoing, refusal = group_post(group, "robot", robot=post.for_robot(), key=key, runtime=runtime)
@@ -114,58 +119,93 @@ async def _hand_over(s: AsyncSession, plan: SopPlan, run: SopRun, group: WeChatG
     if refusal is not None:
         run.status = FAILED
         run.reason = REFUSAL_TEXT.get(refusal.reason or "", refusal.detail or refusal.reason or "无法发送")[:256]
-        return False
-    run.outbox_ids = await outbox.enqueue_in(s, outgoing)
-    run.handed_at = now_utc()
-    return True
+        return None
+    return outgoing
+
+
+async def _hand_over(s: AsyncSession, pairs, tz: str, runtime) -> List[bool]:
+    """Store the posts of these (plan, run, group) in the caller's transaction, in one batch."""
+    prepared = [await _prepare(s, plan, run, group, tz, runtime) for plan, run, group in pairs]
+    ids = await outbox.enqueue_in(s, [m for outgoing in prepared if outgoing for m in outgoing])
+    handed, position, now = [], 0, now_utc()
+    for (_, run, _), outgoing in zip(pairs, prepared):
+        if outgoing:
+            run.outbox_ids, run.handed_at = ids[position:position + len(outgoing)], now
+            position += len(outgoing)
+        handed.append(bool(outgoing))
+    return handed
 
 
 async def fire(plan_id: int, due_at: datetime, *, tz: str = "Asia/Shanghai", grace: timedelta = DEFAULT_GRACE,
                runtime=None, now: Optional[datetime] = None) -> FireResult:
     """Hand the posts of the plan's due time (naive UTC) to the outbox, once per group."""
+    results = await fire_many([(plan_id, due_at)], tz=tz, grace=grace, runtime=runtime, now=now)
+    return results[(plan_id, due_at)]
+
+
+async def fire_many(items: Sequence[Tuple[int, datetime]], *, tz: str = "Asia/Shanghai",
+                    grace: timedelta = DEFAULT_GRACE, runtime=None, now: Optional[datetime] = None
+                    ) -> Dict[Tuple[int, datetime], FireResult]:
+    """fire() for many (plan, due time) pairs at once: the plans due at the same moment (every
+    group's own 10:00 post) are stored CHUNK posts per transaction rather than one by one."""
     now = now or now_utc()
-    result = FireResult(plan_id, due_at)
+    results = {(p, d): FireResult(p, d) for p, d in items}
+    plan_ids = sorted({p for p, _ in items})
     async with db.session() as s:
-        plan = await s.get(SopPlan, plan_id)
-        if plan is None or plan.deleted_at is not None:
-            return result
-        targets = await _targets(s, plan, due_at, tz)
-    for start in range(0, len(targets), CHUNK):
-        chunk = targets[start:start + CHUNK]
+        found: Dict[int, SopPlan] = {}
+        for start in range(0, len(plan_ids), 500):
+            found.update((p.id, p) for p in (await s.execute(sa.select(SopPlan).where(
+                SopPlan.id.in_(plan_ids[start:start + 500])))).scalars())
+        groups = {g.chat_id: g for g in (await s.execute(sa.select(WeChatGroup))).scalars()}
+    work: List[Tuple[SopPlan, datetime, str]] = []
+    for plan_id, due_at in items:
+        plan = found.get(plan_id)
+        if plan is not None and plan.deleted_at is None:
+            work.extend((plan, due_at, chat_id) for chat_id in _targets(plan, groups, due_at, tz))
+    for start in range(0, len(work), CHUNK):
         async with db.transaction() as s:
-            await _fire_chunk(s, plan_id, due_at, chunk, tz, grace, now, runtime, result)
-    if runtime is not None and result.handed:
+            await _fire_chunk(s, work[start:start + CHUNK], groups, tz, grace, now, runtime, results)
+    handed = sum(r.handed for r in results.values())
+    if runtime is not None and handed:
         runtime.worker.wake()
-    logger.info("sop plan fired", extra={"plan_id": plan_id, "due_at": due_at.isoformat(), "handed": result.handed,
-                                         "skipped": result.skipped, "failed": result.failed,
-                                         "already": result.existing})
-    return result
+    for result in results.values():
+        logger.info("sop plan fired", extra={"plan_id": result.plan_id, "due_at": result.due_at.isoformat(),
+                                             "handed": result.handed, "skipped": result.skipped,
+                                             "failed": result.failed, "already": result.existing})
+    return results
 
 
-async def _fire_chunk(s: AsyncSession, plan_id: int, due_at: datetime,
-                      chunk: Sequence[Tuple[str, Optional[WeChatGroup]]], tz: str, grace: timedelta,
-                      now: datetime, runtime, result: FireResult) -> None:
-    plan = await s.get(SopPlan, plan_id)
-    ids = [c for c, _ in chunk]
-    rows = (await s.execute(sa.select(WeChatGroup).where(WeChatGroup.chat_id.in_(ids)))).scalars()
-    known = {g.chat_id: g for g in rows}
-    groups = {c: known.get(c) for c in ids}
-    reasons = {c: _skip_reason(plan, g, due_at, now, grace) for c, g in groups.items()}
-    for chat_id, reason in reasons.items():
-        await s.execute(db.insert(s, SopRun).values(
-            plan_id=plan_id, chat_id=chat_id, due_at=due_at, status=SKIPPED if reason else PENDING, reason=reason,
-            delivery=plan.delivery, outbox_ids=[], attempts=1, created_at=now, updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["plan_id", "chat_id", "due_at"]))
-    runs = (await s.execute(sa.select(SopRun).where(
-        SopRun.plan_id == plan_id, SopRun.due_at == due_at, SopRun.chat_id.in_(list(groups))))).scalars().all()
+async def _fire_chunk(s: AsyncSession, chunk: Sequence[Tuple[SopPlan, datetime, str]],
+                      groups: Dict[str, WeChatGroup], tz: str, grace: timedelta, now: datetime, runtime,
+                      results: Dict[Tuple[int, datetime], FireResult]) -> None:
+    reasons = {(plan.id, due, chat): _skip_reason(plan, groups.get(chat), due, now, grace)
+               for plan, due, chat in chunk}
+    rows = [dict(plan_id=plan.id, chat_id=chat, due_at=due, reason=reasons[(plan.id, due, chat)],
+                 status=SKIPPED if reasons[(plan.id, due, chat)] else PENDING, delivery=plan.delivery,
+                 outbox_ids=[], attempts=1, created_at=now, updated_at=now) for plan, due, chat in chunk]
+    await s.execute(db.insert(s, SopRun).values(rows).on_conflict_do_nothing(
+        index_elements=["plan_id", "chat_id", "due_at"]))
+    plans_by_id = {plan.id: plan for plan, _, _ in chunk}
+    wanted = set(reasons)
+    runs = [r for r in (await s.execute(sa.select(SopRun).where(
+        SopRun.plan_id.in_(list(plans_by_id)), SopRun.due_at.in_(list({d for _, d, _ in chunk})),
+        SopRun.chat_id.in_(list({c for _, _, c in chunk}))))).scalars() if (r.plan_id, r.due_at, r.chat_id) in wanted]
+    pairs = []
+    live = {c: g for c, g in groups.items() if c in {run.chat_id for run in runs}}
+    if live:  # the groups again inside this transaction: the robot key and owner as they are now
+        for group in (await s.execute(sa.select(WeChatGroup).where(WeChatGroup.chat_id.in_(list(live))))).scalars():
+            live[group.chat_id] = group
     for run in runs:
-        if run.status == SKIPPED and reasons.get(run.chat_id) and run.created_at == now:
+        result = results[(run.plan_id, run.due_at)]
+        if run.status == SKIPPED and run.created_at == now and reasons.get((run.plan_id, run.due_at, run.chat_id)):
             result.skipped += 1
-            continue
-        if run.status != PENDING or run.handed_at is not None:
+        elif run.status != PENDING or run.handed_at is not None:
             result.existing += 1
-            continue
-        if await _hand_over(s, plan, run, groups[run.chat_id], tz, runtime):
+        else:
+            pairs.append((plans_by_id[run.plan_id], run, live[run.chat_id]))
+    for (plan, run, _), handed in zip(pairs, await _hand_over(s, pairs, tz, runtime)):
+        result = results[(run.plan_id, run.due_at)]
+        if handed:
             result.handed += 1
             result.outbox_ids.extend(run.outbox_ids)
         else:
@@ -188,7 +228,7 @@ async def retry(run_id: int, actor: str, *, tz: str = "Asia/Shanghai", runtime=N
         run.attempts += 1
         run.status, run.reason, run.sent_at, run.message_id = PENDING, None, None, None
         run.updated_at = now_utc()
-        handed = await _hand_over(s, plan, run, group, tz, runtime)
+        [handed] = await _hand_over(s, [(plan, run, group)], tz, runtime)
         logger.info("sop run retried", extra={"run_id": run_id, "by": actor, "handed": handed})
     if runtime is not None:
         runtime.worker.wake()

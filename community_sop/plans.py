@@ -267,11 +267,23 @@ def missing_chat_ids(targets: Dict[str, Any], groups: Sequence[WeChatGroup]) -> 
     return [c for c in targets.get("chat_ids", []) if c not in known]
 
 
-def count_targets(targets: Dict[str, Any], groups: Sequence[WeChatGroup]) -> int:
-    """How many of these (live) groups the targets name, without a query per plan."""
-    if "chat_ids" in targets:
-        wanted = set(targets["chat_ids"])
-        return sum(1 for g in groups if g.chat_id in wanted)
-    if "owner" in targets:
-        return sum(1 for g in groups if g.owner_userid == targets["owner"])
-    return sum(1 for g in groups if targets.get("group_tag") in (g.tags or []))
+class TargetIndex:
+    """The live groups by id, tag and owner, to count many plans' targets without a query or a
+    scan of every group per plan."""
+
+    def __init__(self, groups: Sequence[WeChatGroup]) -> None:
+        self.ids = {g.chat_id for g in groups}
+        self.tags: Dict[str, int] = {}
+        self.owners: Dict[str, int] = {}
+        for g in groups:
+            for tag in g.tags or []:
+                self.tags[tag] = self.tags.get(tag, 0) + 1
+            if g.owner_userid:
+                self.owners[g.owner_userid] = self.owners.get(g.owner_userid, 0) + 1
+
+    def count(self, targets: Dict[str, Any]) -> int:
+        if "chat_ids" in targets:
+            return sum(1 for c in set(targets["chat_ids"]) if c in self.ids)
+        if "owner" in targets:
+            return self.owners.get(targets["owner"], 0)
+        return self.tags.get(targets.get("group_tag"), 0)

@@ -43,6 +43,8 @@ HEARTBEAT_EVERY_S = 5.0
 MASS_CHECK_EVERY_S = 60.0
 REMIND_AFTER = timedelta(minutes=30)
 CATCH_UP_AT_MOST = timedelta(days=1)
+# jobs that run within this window are fired together
+BATCH_WINDOW_S = 0.2
 
 
 class Leadership:
@@ -156,7 +158,11 @@ class SopScheduler:
         self.jobs: Dict[int, datetime] = {}
         self.leading = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.firings: Dict[Tuple[int, datetime], asyncio.Task] = {}
+        # due times waiting to be fired by the batch in progress
+        self.firings: Dict[Tuple[int, datetime], asyncio.Future] = {}
+        self._drain: Optional[asyncio.Task] = None
+        # plan id -> its trigger (what a job asks when it runs)
+        self.triggers: Dict[int, object] = {}
 
     # --- leading ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -255,60 +261,74 @@ class SopScheduler:
                 logger.exception("sop plan has an unusable schedule", extra={"plan_id": pid})
                 self.jobs[pid] = updated
                 continue
+            self.triggers[pid] = trig
             self.scheduler.add_job(self._due, trig, args=[pid], id=f"plan-{pid}", replace_existing=True,
                                    name=f"sop plan {pid}")
             self.jobs[pid] = updated
 
     def _remove(self, pid: int) -> None:
         self.jobs.pop(pid, None)
+        self.triggers.pop(pid, None)
         with contextlib.suppress(Exception):
             self.scheduler.remove_job(f"plan-{pid}")
 
     async def _due(self, plan_id: int) -> None:
         """An APScheduler job: the plan's due time that has just come."""
-        async with db.session() as s:
-            plan = await s.get(SopPlan, plan_id)
-        if plan is None or plan.deleted_at is not None:
+        trig = self.triggers.get(plan_id)
+        if trig is None:
             return
         now = datetime.now(timezone.utc)
-        due = rules.latest_due(self._trigger(plan), now + timedelta(seconds=1), self.grace + timedelta(minutes=1))
-        if due is None:
-            return
-        await self.fire(plan_id, rules.to_utc_naive(due))
+        due = rules.latest_due(trig, now + timedelta(seconds=1), self.grace + timedelta(minutes=1))
+        if due is not None:
+            await self.fire(plan_id, rules.to_utc_naive(due))
 
     async def fire(self, plan_id: int, due_at: datetime) -> None:
+        """Fire a due time, together with the others that fall due within BATCH_WINDOW_S (every
+        group's own 10:00 plan is one job each: they are stored in shared transactions)."""
         key = (plan_id, due_at)
-        if key in self.firings:
-            return
-        task = asyncio.create_task(firing.fire(plan_id, due_at, tz=self.tz, grace=self.grace, runtime=self.runtime))
-        self.firings[key] = task
-        try:
-            await task
-        except Exception:  # noqa: BLE001 - the next round or the next leader fires it again (same keys)
-            logger.exception("sop firing failed", extra={"plan_id": plan_id, "due_at": due_at.isoformat()})
-        finally:
-            self.firings.pop(key, None)
+        waiting = self.firings.get(key)
+        if waiting is None:
+            waiting = self.firings[key] = asyncio.get_running_loop().create_future()
+            if self._drain is None or self._drain.done():
+                self._drain = asyncio.create_task(self._fire_batch())
+        await asyncio.shield(waiting)
+
+    async def _fire_batch(self) -> None:
+        await asyncio.sleep(BATCH_WINDOW_S)
+        while True:
+            batch = [k for k, f in self.firings.items() if not f.done()]
+            if not batch:
+                return
+            try:
+                await firing.fire_many(batch, tz=self.tz, grace=self.grace, runtime=self.runtime)
+            except Exception:  # noqa: BLE001 - the next leader or restart fires them again (same keys)
+                logger.exception("sop firing failed", extra={"due_times": len(batch)})
+            for key in batch:
+                future = self.firings.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
 
     async def _wait_firings(self) -> None:
-        if self.firings:
-            await asyncio.gather(*self.firings.values(), return_exceptions=True)
+        if self._drain is not None:
+            await asyncio.gather(self._drain, return_exceptions=True)
 
     async def catch_up(self, last_seen: Optional[datetime]) -> int:
         """Fire the due times nobody fired while no scheduler led; how many due times."""
         now = now_utc()
         floor = now - CATCH_UP_AT_MOST
-        count = 0
         async with db.session() as s:
             found = list((await s.execute(sa.select(SopPlan).where(SopPlan.deleted_at.is_(None)))).scalars())
+        missed = []
         for plan in found:
             since = max(t for t in (floor, last_seen or floor, plan.updated_at) if t is not None)
             try:
-                missed = list(rules.due_times(self._trigger(plan), _aware(since), _aware(now), limit=200))
+                missed += [(plan.id, rules.to_utc_naive(due)) for due in
+                           rules.due_times(self._trigger(plan), _aware(since), _aware(now), limit=200)]
             except (ValueError, rules.ScheduleError, KeyError):
                 continue
-            for due in missed:
-                await self.fire(plan.id, rules.to_utc_naive(due))
-                count += 1
+        count = len(missed)
+        if missed:
+            await asyncio.gather(*(self.fire(plan_id, due) for plan_id, due in missed))
         if count:
             logger.info("sop scheduler caught up", extra={"due_times": count})
         return count

@@ -131,13 +131,14 @@ async def plan_list(request: web.Request) -> web.Response:
     now = datetime.now(timezone.utc)
     async with async_session() as s:
         found = await plans.listing(s)
-        all_groups = list((await s.execute(sa.select(WeChatGroup).where(WeChatGroup.dissolved_at.is_(None))))
-                          .scalars())
+        live = (await s.execute(sa.select(WeChatGroup.chat_id, WeChatGroup.tags, WeChatGroup.owner_userid).where(
+            WeChatGroup.dissolved_at.is_(None)))).all()
         counts = await s.execute(sa.select(SopRun.plan_id, SopRun.status, sa.func.count()).group_by(
             SopRun.plan_id, SopRun.status))
     by_plan: Dict[int, Dict[str, int]] = {}
     for plan_id, status, n in counts.all():
         by_plan.setdefault(plan_id, {})[status] = n
+    index = plans.TargetIndex(live)
     out = []
     # plans share schedules (every group's 10:00 post): one trigger computation per distinct schedule
     next_due: Dict[tuple, Any] = {}
@@ -147,7 +148,7 @@ async def plan_list(request: web.Request) -> web.Response:
         if key not in next_due:
             next_due[key] = _next_due(plan, tz, now)
         item["next_due"] = next_due[key]
-        item["targets_count"] = plans.count_targets(plan.targets, all_groups)
+        item["targets_count"] = index.count(plan.targets)
         runs = by_plan.get(plan.id, {})
         item["runs"] = {state: runs.get(state, 0) for state in RUN_STATES}
         out.append(item)

@@ -34,6 +34,8 @@ SETTLED = ("sent", "refused", "failed", "unknown")
 SENDING_LEASE = timedelta(seconds=90)
 # 微信客服 deduplicates by msgid: repeating its send after a crash or timeout cannot double it
 IDEMPOTENT_CHANNELS = frozenset({"wecom_kf"})
+# rows per INSERT statement (12 parameters each: far below SQLite's and PostgreSQL's limits)
+INSERT_BATCH = 200
 
 
 def new_key() -> str:
@@ -57,18 +59,21 @@ async def enqueue_in(s: AsyncSession, messages: Iterable[OutgoingMessage]) -> Li
     """Store messages pending in the caller's transaction; the ids of their rows (the existing row
     for a key enqueued before: the same logical message is stored once)."""
     now = now_utc()
-    ids = []
-    for message in messages:
-        key = message.idempotency_key[:64]
-        await s.execute(db.insert(s, OutboxMessage).values(
-            channel=message.channel, recipient=message.recipient, account=message.account,
-            conversation_id=message.conversation_id, customer_id=message.customer_id, msgtype=message.msgtype,
-            body=message.body, idempotency_key=key, status="pending", attempts=0,
-            next_attempt_at=message.not_before or now, created_at=now).on_conflict_do_nothing(
-                index_elements=["idempotency_key"]))
-        ids.append((await s.execute(sa.select(OutboxMessage.id).where(
-            OutboxMessage.idempotency_key == key))).scalar_one())
-    return ids
+    rows = [dict(channel=m.channel, recipient=m.recipient, account=m.account, conversation_id=m.conversation_id,
+                 customer_id=m.customer_id, msgtype=m.msgtype, body=m.body, idempotency_key=m.idempotency_key[:64],
+                 status="pending", attempts=0, next_attempt_at=m.not_before or now, created_at=now)
+            for m in messages]
+    # many rows per statement (a firing stores a thousand posts); ids follow the order given
+    for start in range(0, len(rows), INSERT_BATCH):
+        await s.execute(db.insert(s, OutboxMessage).values(rows[start:start + INSERT_BATCH]).on_conflict_do_nothing(
+            index_elements=["idempotency_key"]))
+    keys = [row["idempotency_key"] for row in rows]
+    found: Dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start:start + 500]
+        found.update((k, i) for i, k in (await s.execute(sa.select(OutboxMessage.id, OutboxMessage.idempotency_key)
+                                                         .where(OutboxMessage.idempotency_key.in_(part)))).all())
+    return [found[k] for k in keys]
 
 
 async def enqueue(messages: Iterable[OutgoingMessage]) -> List[int]:
