@@ -286,7 +286,8 @@ def report(result: Dict, deployment: str) -> str:
         f"| scheduler RSS before any plan (MiB) | {result['idle_rss_mb']:.0f} | | |",
         "",
         f"Target (\"all of one firing's posts handed to the outbox within 10 s of the due time; plan list p95 < "
-        f"300 ms\"; every firing): handed over **{'met' if worst < 10 else 'not met'}** (worst {worst:.1f} s), plan list "
+        f"300 ms\"; every firing): handed over **{'met' if worst < 10 else 'not met'}** (worst {worst:.1f} s), "
+        "plan list "
         f"**{'met' if plans95 < 300 else 'not met'}**.",
     ]
     return "\n".join(lines)

@@ -239,6 +239,14 @@ async def listing(s: AsyncSession) -> List[SopPlan]:
                                  .order_by(SopPlan.id))).scalars())
 
 
+async def listing_rows(s: AsyncSession) -> List[Any]:
+    """The plans as plain rows (same attribute names as SopPlan): the plan list reads thousands
+    without building ORM objects."""
+    columns = [c for c in SopPlan.__table__.columns]
+    return list((await s.execute(sa.select(*columns).where(SopPlan.deleted_at.is_(None))
+                                 .order_by(SopPlan.id))).all())
+
+
 def _targeted(targets: Dict[str, Any]):
     if "chat_ids" in targets:
         return WeChatGroup.chat_id.in_(targets["chat_ids"])

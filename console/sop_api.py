@@ -32,6 +32,8 @@ routes = web.RouteTableDef()
 SOP_ROLES = ("moderator", "supervisor", "admin")
 PREVIEW_GROUPS = 20
 SCHEDULER_ALIVE_S = 30
+# a plan's run counts cover this much of its history (the run log itself has all of it)
+RUNS_WINDOW = timedelta(days=30)
 
 
 def _tz() -> str:
@@ -74,7 +76,7 @@ async def _plan_json(s, plan: SopPlan, with_warnings: bool = False) -> Dict[str,
     targets = await plans.target_groups(s, plan.targets)
     out["targets_count"] = len(targets)
     counts = dict((await s.execute(sa.select(SopRun.status, sa.func.count()).where(
-        SopRun.plan_id == plan.id).group_by(SopRun.status))).all())
+        SopRun.plan_id == plan.id, SopRun.due_at >= now_utc() - RUNS_WINDOW).group_by(SopRun.status))).all())
     out["runs"] = {state: counts.get(state, 0) for state in RUN_STATES}
     if with_warnings:
         out["warnings"] = await _warnings(s, plan.delivery, plan.schedule, plan.targets, plan.content, plan.variants,
@@ -130,11 +132,11 @@ async def plan_list(request: web.Request) -> web.Response:
     tz = _tz()
     now = datetime.now(timezone.utc)
     async with async_session() as s:
-        found = await plans.listing(s)
+        found = await plans.listing_rows(s)
         live = (await s.execute(sa.select(WeChatGroup.chat_id, WeChatGroup.tags, WeChatGroup.owner_userid).where(
             WeChatGroup.dissolved_at.is_(None)))).all()
-        counts = await s.execute(sa.select(SopRun.plan_id, SopRun.status, sa.func.count()).group_by(
-            SopRun.plan_id, SopRun.status))
+        counts = await s.execute(sa.select(SopRun.plan_id, SopRun.status, sa.func.count()).where(
+            SopRun.due_at >= now_utc() - RUNS_WINDOW).group_by(SopRun.plan_id, SopRun.status))
     by_plan: Dict[int, Dict[str, int]] = {}
     for plan_id, status, n in counts.all():
         by_plan.setdefault(plan_id, {})[status] = n
