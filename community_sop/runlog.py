@@ -31,6 +31,7 @@ from community_sop.models import (
 
 logger = logging.getLogger("community_sop.runlog")
 WAITING_FOR_OWNER = "等待群主在企业微信确认发送"
+RATE_LIMITED = "群机器人每分钟 20 条已用完"
 MASS_RESULT_TEXT = {2: "群主与该群的关系已变化，未发送", 3: "该群本月收到的群发已达上限"}
 FAILED_OUTBOX = ("failed", "refused", "unknown")
 
@@ -42,6 +43,13 @@ def _reason(row: OutboxMessage) -> str:
     return f"{row.last_error or row.status}{code}"[:256]
 
 
+def _local_hhmm(moment: datetime) -> str:
+    from bot.settings import get_settings
+
+    zone = ZoneInfo(get_settings().shop.timezone)
+    return moment.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).strftime("%H:%M")
+
+
 def _settle_run(run: SopRun, rows: List[OutboxMessage], tasks: Dict[int, MassSendTask]) -> bool:
     """Move one pending run on from its outbox rows; whether it changed."""
     if not rows:
@@ -51,7 +59,12 @@ def _settle_run(run: SopRun, rows: List[OutboxMessage], tasks: Dict[int, MassSen
         run.status, run.reason = FAILED, _reason(broken[0])
         return True
     if any(r.status != "sent" for r in rows):
-        return False
+        # paced by the robot's 20 messages a minute: say so, and when it goes
+        deferred = [r for r in rows if r.status == "pending" and r.last_error == "rate_limited"]
+        reason = (f"{RATE_LIMITED}，约 {_local_hhmm(deferred[0].next_attempt_at)} 自动发出" if deferred else None)
+        changed = run.reason != reason
+        run.reason = reason
+        return changed
     if run.delivery == "mass_send":
         task = tasks.get(rows[0].id)
         if task is None:

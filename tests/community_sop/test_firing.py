@@ -208,3 +208,20 @@ async def test_group_created_n_days_ago_gets_its_day_n_post(harness):
     await firing.fire(plan_id, utc_minute(), runtime=h.runtime)
     found = await runs_of(plan_id)
     assert list(found) == ["wrNew"]
+
+
+async def test_a_busy_robot_paces_the_post_and_the_log_says_when_it_goes(harness):
+    h = harness
+    await add_groups(h, [{"chat_id": "wrBusy"}])
+    robot = h.platform.groups["wrBusy"].robot_key
+    h.platform.robot_sends[robot].extend([h.platform.now()] * 20)  # another tool used this minute's 20
+    plan_id = await make_plan(plan_body(["wrBusy"]))
+    await firing.fire(plan_id, utc_minute(), runtime=h.runtime)
+
+    async def deferred():
+        await runlog.settle()
+        run = (await runs_of(plan_id))["wrBusy"]
+        return run if run.reason and run.reason.startswith(runlog.RATE_LIMITED) else None
+    run = await h.wait_for(deferred, timeout=20)
+    assert run.status == "pending" and "自动发出" in run.reason
+    assert h.deliveries("group", "wrBusy") == []
