@@ -3,6 +3,7 @@
   python -m channels.wechat check                      which connectors are configured, what is missing
   python -m channels.wechat groups list
   python -m channels.wechat groups add CHAT_ID --name 福利群 --owner USERID [--robot-key KEY] [--mode robot]
+      [--tags 宝妈群,新人群] [--owner-name 运营小陈] [--members 200] [--created 2026-12-01] [--dissolved]
   python -m channels.wechat outbox                     messages that failed, were refused or are unknown
   python -m channels.wechat outbox --requeue ID        try one of them again
   python -m channels.wechat mass refresh|remind|cancel MSGID
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import datetime
 from typing import List, Optional
 
 import sqlalchemy as sa
@@ -41,7 +43,9 @@ async def _groups(args) -> int:
         if args.action == "list":
             for group in (await session.execute(sa.select(WeChatGroup).order_by(WeChatGroup.chat_id))).scalars():
                 print(f"{group.chat_id}  {group.name or '-'}  owner={group.owner_userid or '-'}  "
-                      f"mode={group.delivery_mode}  robot={'yes' if group.robot_key else 'no'}")
+                      f"mode={group.delivery_mode}  robot={'yes' if group.robot_key else 'no'}  "
+                      f"tags={','.join(group.tags or []) or '-'}  members={group.member_count}"
+                      + ("  dissolved" if group.dissolved_at else ""))
             return 0
         if args.mode not in MODES:
             print(f"--mode must be one of {', '.join(MODES)}", file=sys.stderr)
@@ -54,6 +58,14 @@ async def _groups(args) -> int:
         group.owner_userid = args.owner or group.owner_userid
         group.robot_key = args.robot_key or group.robot_key
         group.delivery_mode = args.mode
+        if args.tags is not None:  # the labels SOP plans, variants and keyword replies target
+            group.tags = [t.strip() for t in args.tags.replace("，", ",").split(",") if t.strip()]
+        group.owner_name = args.owner_name or group.owner_name or ""
+        if args.members is not None:
+            group.member_count = args.members
+        if args.created:
+            group.group_created_at = datetime.strptime(args.created, "%Y-%m-%d")
+        group.dissolved_at = now_utc() if args.dissolved else None
         group.updated_at = now_utc()
         if args.mode == "robot" and not group.robot_key:
             print("a robot group needs --robot-key (the key= part of the robot's webhook URL)", file=sys.stderr)
@@ -106,6 +118,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     groups.add_argument("--owner", help="the group owner's WeCom userid")
     groups.add_argument("--robot-key", help="key= of the group robot's webhook URL")
     groups.add_argument("--mode", default="robot", help=" / ".join(MODES))
+    groups.add_argument("--tags", help="comma-separated labels (宝妈群,新人群) for SOP plans and keyword replies")
+    groups.add_argument("--owner-name", help="the owner's name ({群主} in posts)")
+    groups.add_argument("--members", type=int, help="member count shown to moderators")
+    groups.add_argument("--created", help="when the group was created (YYYY-MM-DD, for 建群第 N 天 plans)")
+    groups.add_argument("--dissolved", action="store_true", help="the group was dissolved: posts are skipped")
     groups.set_defaults(func=_groups)
     box = sub.add_parser("outbox")
     box.add_argument("--requeue", type=int)
