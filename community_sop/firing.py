@@ -101,8 +101,7 @@ async def _prepare(s: AsyncSession, plan: SopPlan, run: SopRun, group: WeChatGro
     """The post rendered for the group as outbox rows under the run's key (one per attempt), or
     None with the run failed and why."""
     post = await render(s, _plan_dict(plan), _info(group), run.due_at.replace(tzinfo=ZoneInfo("UTC")), tz)
-    # the mass-send limits (attachments, 4000 bytes) bind only that mode
-    problems = [p for p in post.problems if plan.delivery == "mass_send" or not p.startswith("群发")]
+    problems = post.problems_for(plan.delivery)
     if problems:
         run.status, run.reason = FAILED, "；".join(problems)[:256]
         return None

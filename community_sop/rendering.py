@@ -56,6 +56,12 @@ class Post:
     sequence: List[Tuple[str, int]] = field(default_factory=list)
     # notes for the shop that do not stop the post (a product sold out...), shown with every mode's warnings
     notes: List[str] = field(default_factory=list)
+    # what stops the post only as a mass send (its attachment and text limits)
+    mass_send_problems: List[str] = field(default_factory=list)
+
+    def problems_for(self, mode: str) -> List[str]:
+        """Why the post cannot go out by this delivery mode (empty: it can)."""
+        return list(self.problems) + (list(self.mass_send_problems) if mode == "mass_send" else [])
 
     def _ordered(self) -> List[Tuple[str, Any]]:
         order = self.sequence or ([("text", i) for i in range(len(self.texts))]
@@ -123,6 +129,7 @@ class Post:
             "texts": list(self.texts),
             "cards": [dict(c) for c in self.cards],
             "problems": list(self.problems),
+            "mass_send_problems": list(self.mass_send_problems),
             "robot": self.for_robot(),
             "mass_send": {"text": text, "attachments": attachments},
         }
@@ -347,8 +354,10 @@ async def render(session: AsyncSession, plan: dict, group: GroupInfo, at: dateti
     if not texts and not cards and not problems:
         problems.append("内容为空")
     text_bytes = len("\n".join(texts).encode("utf-8"))
+    mass_send_problems = []
     if text_bytes > MASS_SEND_TEXT_BYTES:
-        problems.append(f"群发文字最多 {MASS_SEND_TEXT_BYTES} 字节，当前 {text_bytes} 字节")
+        mass_send_problems.append(f"群发文字最多 {MASS_SEND_TEXT_BYTES} 字节，当前 {text_bytes} 字节")
     if len(cards) > MASS_SEND_MAX_ATTACHMENTS:
-        problems.append(f"群发最多 {MASS_SEND_MAX_ATTACHMENTS} 个附件，当前 {len(cards)} 个")
-    return Post(texts=texts, cards=cards, problems=problems, variant=variant, sequence=sequence, notes=notes)
+        mass_send_problems.append(f"群发最多 {MASS_SEND_MAX_ATTACHMENTS} 个附件，当前 {len(cards)} 个")
+    return Post(texts=texts, cards=cards, problems=problems, variant=variant, sequence=sequence, notes=notes,
+                mass_send_problems=mass_send_problems)

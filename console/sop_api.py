@@ -244,6 +244,7 @@ async def preview(request: web.Request) -> web.Response:
         for group in found[:PREVIEW_GROUPS]:
             post = await render(s, {"content": data.content, "variants": data.variants}, _info(group), now, tz)
             shown = post.preview()
+            shown["problems"] = post.problems_for(data.delivery)
             text, attachments = post.for_mass_send()
             out.append({"chat_id": group.chat_id, "name": group.name, "tags": list(group.tags or []),
                         **shown, "mass_send": {"text": text, "attachments": attachments},

@@ -256,14 +256,15 @@ async def test_the_owner_reminder_is_one_text_to_forward(db_session):
 
 async def test_mass_send_limits_are_problems(db_session):
     images = [{"type": "image", "url": f"https://img.example.com/{i}.jpg"} for i in range(10)]
-    assert (await render(db_session, {"content": images[:9]}, GROUP, MONDAY_10AM)).problems == []
+    assert (await render(db_session, {"content": images[:9]}, GROUP, MONDAY_10AM)).problems_for("mass_send") == []
     post = await render(db_session, {"content": images}, GROUP, MONDAY_10AM)
     assert len(post.for_mass_send()[1]) == 10
-    assert [p for p in post.problems if "群发最多 9 个附件" in p]
+    assert [p for p in post.problems_for("mass_send") if "群发最多 9 个附件" in p]
+    assert post.problems_for("robot") == [], "the robot and the owner's reminder carry any number of cards"
 
     long = await render(db_session, text_plan("好" * 1334), GROUP, MONDAY_10AM)  # 4002 bytes in UTF-8
-    assert [p for p in long.problems if "4000 字节" in p]
-    assert (await render(db_session, text_plan("好" * 1333), GROUP, MONDAY_10AM)).problems == []
+    assert [p for p in long.problems_for("mass_send") if "4000 字节" in p] and long.problems == []
+    assert (await render(db_session, text_plan("好" * 1333), GROUP, MONDAY_10AM)).problems_for("mass_send") == []
 
 
 async def test_missing_keys_do_not_crash(db_session):
@@ -284,7 +285,7 @@ async def test_missing_keys_do_not_crash(db_session):
 async def test_the_preview_is_json(db_session):
     post = await full_post(db_session)
     preview = post.preview()
-    assert set(preview) == {"variant", "texts", "cards", "problems", "robot", "mass_send"}
+    assert set(preview) == {"variant", "texts", "cards", "problems", "mass_send_problems", "robot", "mass_send"}
     assert json.loads(json.dumps(preview, ensure_ascii=False)) == preview
     assert preview["robot"] == post.for_robot()
     text, attachments = post.for_mass_send()
