@@ -222,34 +222,31 @@ async def send_to_group(chat_id: str, messages: Sequence[Message], *, mode: Opti
             backlog += await _queued(session, "robot", chat_id)
     # the session is closed before enqueueing: a task holds one session at a time
     if mode == "robot":
-        if not group.robot_key:
-            return SendResult.refused("no_robot", channel="robot")
-        outgoing = _robot_messages(chat_id, messages, mention, key)
-        if not outgoing:
+        outgoing, refusal = group_post(group, mode, robot=messages, mention=mention, key=key, runtime=runtime)
+    elif mode in ("mass_send", "owner_reminder"):
+        texts = _texts(messages, TEXT_LIMIT_BYTES)
+        if not texts:
             return SendResult.refused("empty", "nothing to send")
-        ids = await enqueue(outgoing)
-        runtime.worker.wake()
-        backlog += len(outgoing)
-        if backlog > 20:
-            return SendResult(True, "robot", ids, "rate_limited",
-                              f"{backlog} messages for this robot within a minute: the excess goes out "
-                              f"in the following minutes (20 per minute)")
-        return SendResult(True, "robot", ids)
-    texts = _texts(messages, TEXT_LIMIT_BYTES)
-    if not texts:
-        return SendResult.refused("empty", "nothing to send")
+        text = "\n".join(texts)
+        if mode == "owner_reminder":
+            text = f"请把下面的内容发到群「{group.name or chat_id}」：\n\n" + text
+        outgoing, refusal = group_post(group, mode, text=text, key=key, runtime=runtime)
+    else:
+        return SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
+    if refusal is not None:
+        return refusal
+    ids = await enqueue(outgoing)
+    runtime.worker.wake()
     if mode == "mass_send":
-        if not runtime.config.contact:
-            return SendResult.refused("not_configured", channel="mass_send")
-        if not group.owner_userid:
-            return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
-        return await send_mass(group.owner_userid, [chat_id], "\n".join(texts), key=key, runtime=runtime)
+        return SendResult(True, "mass_send", ids, None, "waiting for the group owner to confirm in WeCom")
     if mode == "owner_reminder":
-        if not group.owner_userid:
-            return SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
-        reminder = f"请把下面的内容发到群「{group.name or chat_id}」：\n\n" + "\n".join(texts)
-        return await notify_staff([group.owner_userid], reminder, key=key, runtime=runtime)
-    return SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
+        return SendResult(True, "app", ids)
+    backlog += len(outgoing)
+    if backlog > 20:
+        return SendResult(True, "robot", ids, "rate_limited",
+                          f"{backlog} messages for this robot within a minute: the excess goes out "
+                          f"in the following minutes (20 per minute)")
+    return SendResult(True, "robot", ids)
 
 
 def _robot_messages(chat_id: str, messages: Sequence[Message], mention: Optional[List[str]],
@@ -274,25 +271,25 @@ def _robot_messages(chat_id: str, messages: Sequence[Message], mention: Optional
 
 
 def group_post(group: WeChatGroup, mode: str, *, robot: Sequence[Message] = (), text: str = "",
-               attachments: Optional[List[Dict]] = None, key: str, runtime=None
-               ) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
-    """The outbox rows of one post to one group by `mode`, for a caller that stores them in its own
-    transaction (community_sop/firing.py writes them with the post's run row): robot messages, a
-    mass-send task to the group (text and attachments) or an app message to the owner (text); or
-    the refusal when the group cannot get it that way."""
+               attachments: Optional[List[Dict]] = None, mention: Optional[List[str]] = None,
+               key: Optional[str], runtime=None) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+    """The outbox rows of one post to one group by `mode`: robot messages, a mass-send task to the
+    group (text and attachments) or an app message to the owner (text); or the refusal when the
+    group cannot get it that way. send_to_group() stores them at once; community_sop/firing.py in
+    its own transaction, with the post's run row."""
     runtime = runtime or _runtime()
     if mode == "robot":
         if not group.robot_key:
             return [], SendResult.refused("no_robot", channel="robot")
-        outgoing = _robot_messages(group.chat_id, robot, None, key)
+        outgoing = _robot_messages(group.chat_id, robot, mention, key)
         return (outgoing, None) if outgoing else ([], SendResult.refused("empty", "nothing to send"))
     if mode not in ("mass_send", "owner_reminder"):
         return [], SendResult.refused("unknown_mode", f"unknown delivery mode {mode}")
+    if mode == "mass_send" and not runtime.config.contact:
+        return [], SendResult.refused("not_configured", channel="mass_send")
     if not group.owner_userid:
         return [], SendResult.refused("no_owner", "the group's owner (WeCom userid) is not recorded")
     if mode == "mass_send":
-        if not runtime.config.contact:
-            return [], SendResult.refused("not_configured", channel="mass_send")
         if not text and not attachments:
             return [], SendResult.refused("empty", "nothing to send")
         body: Dict[str, Any] = {"text": {"content": text}, "chat_id_list": [group.chat_id]}
