@@ -81,10 +81,8 @@ def _targets(plan: SopPlan, groups: Dict[str, WeChatGroup], due_at: datetime, tz
     targets = plan.targets or {}
     if "chat_ids" in targets:
         found = list(dict.fromkeys(targets["chat_ids"]))
-    elif "owner" in targets:
-        found = sorted(c for c, g in groups.items() if g.owner_userid == targets["owner"])
     else:
-        found = sorted(c for c, g in groups.items() if targets.get("group_tag") in (g.tags or []))
+        found = sorted(c for c, g in groups.items() if plan_store.matches(targets, g))
     if plan.schedule.get("kind") == "after_group_created":
         day = _local_day(due_at, tz) - timedelta(days=int(plan.schedule.get("days", 0)))
         found = [c for c in found if c in groups and groups[c].group_created_at
@@ -92,15 +90,10 @@ def _targets(plan: SopPlan, groups: Dict[str, WeChatGroup], due_at: datetime, tz
     return found
 
 
-def _info(group: WeChatGroup) -> GroupInfo:
-    return GroupInfo(chat_id=group.chat_id, name=group.name or group.chat_id, owner=group.owner_userid or "",
-                     owner_name=group.owner_name or "", tags=tuple(group.tags or ()))
-
-
 async def _prepare(s: AsyncSession, plan: SopPlan, run: SopRun, group: WeChatGroup, tz: str, runtime):
     """The post rendered for the group as outbox rows under the run's key (one per attempt), or
     None with the run failed and why."""
-    post = await render(s, _plan_dict(plan), _info(group), run.due_at.replace(tzinfo=ZoneInfo("UTC")), tz)
+    post = await render(s, _plan_dict(plan), GroupInfo.of(group), run.due_at.replace(tzinfo=ZoneInfo("UTC")), tz)
     problems = post.problems_for(plan.delivery)
     if problems:
         run.status, run.reason = FAILED, "；".join(problems)[:256]
@@ -163,7 +156,7 @@ async def fire_many(items: Sequence[Tuple[int, datetime]], *, tz: str = "Asia/Sh
             work.extend((plan, due_at, chat_id) for chat_id in _targets(plan, groups, due_at, tz))
     for start in range(0, len(work), CHUNK):
         async with db.transaction() as s:
-            await _fire_chunk(s, work[start:start + CHUNK], groups, tz, grace, now, runtime, results)
+            await _fire_chunk(s, work[start:start + CHUNK], tz, grace, now, runtime, results)
     handed = sum(r.handed for r in results.values())
     if runtime is not None and handed:
         runtime.worker.wake()
@@ -174,9 +167,13 @@ async def fire_many(items: Sequence[Tuple[int, datetime]], *, tz: str = "Asia/Sh
     return results
 
 
-async def _fire_chunk(s: AsyncSession, chunk: Sequence[Tuple[SopPlan, datetime, str]],
-                      groups: Dict[str, WeChatGroup], tz: str, grace: timedelta, now: datetime, runtime,
+async def _fire_chunk(s: AsyncSession, chunk: Sequence[Tuple[SopPlan, datetime, str]], tz: str,
+                      grace: timedelta, now: datetime, runtime,
                       results: Dict[Tuple[int, datetime], FireResult]) -> None:
+    # the chunk's groups read inside this transaction: dissolved, robot key and owner as they are now
+    chat_ids = list({c for _, _, c in chunk})
+    groups = {g.chat_id: g for g in (await s.execute(sa.select(WeChatGroup).where(
+        WeChatGroup.chat_id.in_(chat_ids)))).scalars()}
     reasons = {(plan.id, due, chat): _skip_reason(plan, groups.get(chat), due, now, grace)
                for plan, due, chat in chunk}
     rows = [dict(plan_id=plan.id, chat_id=chat, due_at=due, reason=reasons[(plan.id, due, chat)],
@@ -185,15 +182,10 @@ async def _fire_chunk(s: AsyncSession, chunk: Sequence[Tuple[SopPlan, datetime, 
     await s.execute(db.insert(s, SopRun).values(rows).on_conflict_do_nothing(
         index_elements=["plan_id", "chat_id", "due_at"]))
     plans_by_id = {plan.id: plan for plan, _, _ in chunk}
-    wanted = set(reasons)
     runs = [r for r in (await s.execute(sa.select(SopRun).where(
         SopRun.plan_id.in_(list(plans_by_id)), SopRun.due_at.in_(list({d for _, d, _ in chunk})),
-        SopRun.chat_id.in_(list({c for _, _, c in chunk}))))).scalars() if (r.plan_id, r.due_at, r.chat_id) in wanted]
+        SopRun.chat_id.in_(chat_ids)))).scalars() if (r.plan_id, r.due_at, r.chat_id) in reasons]
     pairs = []
-    live = {c: g for c, g in groups.items() if c in {run.chat_id for run in runs}}
-    if live:  # the groups again inside this transaction: the robot key and owner as they are now
-        for group in (await s.execute(sa.select(WeChatGroup).where(WeChatGroup.chat_id.in_(list(live))))).scalars():
-            live[group.chat_id] = group
     for run in runs:
         result = results[(run.plan_id, run.due_at)]
         if run.status == SKIPPED and run.created_at == now and reasons.get((run.plan_id, run.due_at, run.chat_id)):
@@ -201,7 +193,7 @@ async def _fire_chunk(s: AsyncSession, chunk: Sequence[Tuple[SopPlan, datetime, 
         elif run.status != PENDING or run.handed_at is not None:
             result.existing += 1
         else:
-            pairs.append((plans_by_id[run.plan_id], run, live[run.chat_id]))
+            pairs.append((plans_by_id[run.plan_id], run, groups[run.chat_id]))
     for (plan, run, _), handed in zip(pairs, await _hand_over(s, pairs, tz, runtime)):
         result = results[(run.plan_id, run.due_at)]
         if handed:

@@ -174,16 +174,17 @@ def check(body: Any) -> PlanInput:
     return PlanInput(name.strip(), targets, schedule, content, variants, delivery, active, starts_at, ends_at)
 
 
-def _iso(moment: Optional[datetime]) -> Optional[str]:
+def iso_z(moment: Optional[datetime]) -> Optional[str]:
+    """A stored (naive UTC) time as the API writes it."""
     return moment.isoformat() + "Z" if moment else None
 
 
 def to_json(plan: SopPlan) -> Dict[str, Any]:
     return {"id": plan.id, "name": plan.name, "targets": plan.targets, "schedule": plan.schedule,
             "content": plan.content, "variants": plan.variants or [], "delivery": plan.delivery,
-            "active": plan.active, "starts_at": _iso(plan.starts_at), "ends_at": _iso(plan.ends_at),
+            "active": plan.active, "starts_at": iso_z(plan.starts_at), "ends_at": iso_z(plan.ends_at),
             "schedule_text": rules.describe(plan.schedule), "created_by": plan.created_by,
-            "updated_by": plan.updated_by, "created_at": _iso(plan.created_at), "updated_at": _iso(plan.updated_at)}
+            "updated_by": plan.updated_by, "created_at": iso_z(plan.created_at), "updated_at": iso_z(plan.updated_at)}
 
 
 def _apply(plan: SopPlan, data: PlanInput, actor: str) -> None:
@@ -264,10 +265,16 @@ async def target_groups(s: AsyncSession, targets: Dict[str, Any], include_dissol
         query = query.where(where)
     if not include_dissolved:
         query = query.where(WeChatGroup.dissolved_at.is_(None))
-    groups = list((await s.execute(query)).scalars())
-    if "group_tag" in targets:
-        groups = [g for g in groups if targets["group_tag"] in (g.tags or [])]
-    return groups
+    return [g for g in (await s.execute(query)).scalars() if matches(targets, g)]
+
+
+def matches(targets: Dict[str, Any], group: WeChatGroup) -> bool:
+    """Whether a plan's targets name this group."""
+    if "chat_ids" in targets:
+        return group.chat_id in targets["chat_ids"]
+    if "owner" in targets:
+        return group.owner_userid == targets["owner"]
+    return targets.get("group_tag") in (group.tags or [])
 
 
 def missing_chat_ids(targets: Dict[str, Any], groups: Sequence[WeChatGroup]) -> List[str]:

@@ -44,6 +44,12 @@ class GroupInfo:
     owner_name: str = ""     # owner's display name if known
     tags: Tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, group: Any) -> "GroupInfo":
+        """From a wechat_groups row."""
+        return cls(chat_id=group.chat_id, name=group.name or group.chat_id, owner=group.owner_userid or "",
+                   owner_name=group.owner_name or "", tags=tuple(group.tags or ()))
+
 
 @dataclass
 class Post:

@@ -28,6 +28,7 @@ from community_sop.models import (
     SopRun,
     now_utc,
 )
+from community_sop.plans import iso_z
 
 logger = logging.getLogger("community_sop.runlog")
 WAITING_FOR_OWNER = "等待群主在企业微信确认发送"
@@ -112,13 +113,9 @@ async def settle(limit: int = 2000) -> int:
     return changed
 
 
-def _iso(moment: Optional[datetime]) -> Optional[str]:
-    return moment.isoformat() + "Z" if moment else None
-
-
 def run_json(run: SopRun, group_name: str = "") -> Dict[str, Any]:
     return {"id": run.id, "plan_id": run.plan_id, "chat_id": run.chat_id, "group_name": group_name,
-            "due_at": _iso(run.due_at), "status": run.status, "reason": run.reason, "sent_at": _iso(run.sent_at),
+            "due_at": iso_z(run.due_at), "status": run.status, "reason": run.reason, "sent_at": iso_z(run.sent_at),
             "message_id": run.message_id, "delivery": run.delivery, "attempts": run.attempts}
 
 
@@ -157,7 +154,7 @@ async def calendar(s: AsyncSession, start: datetime, end: datetime, tz: str) -> 
     reaches; past ones as they went (from the runs)."""
     entries = []
     for plan in (await s.execute(sa.select(SopPlan).where(SopPlan.deleted_at.is_(None)))).scalars():
-        trig = rules.trigger(plan.schedule, tz, _aware(plan.starts_at), _aware(plan.ends_at))
+        trig = rules.plan_trigger(plan, tz)
         for due in rules.due_times(trig, start, end, limit=400):
             entries.append({"plan_id": plan.id, "plan_name": plan.name, "due_at": due.isoformat(),
                             "active": plan.active, "delivery": plan.delivery,
@@ -173,10 +170,6 @@ async def calendar(s: AsyncSession, start: datetime, end: datetime, tz: str) -> 
         entry["runs"] = by_due.get(key, {})
     entries.sort(key=lambda e: e["due_at"])
     return entries
-
-
-def _aware(moment: Optional[datetime]) -> Optional[datetime]:
-    return moment.replace(tzinfo=ZoneInfo("UTC")) if moment else None
 
 
 def _day_bounds(day: date, tz: str):

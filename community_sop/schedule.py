@@ -6,7 +6,7 @@ before that day (community_sop/firing.py).
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -125,6 +125,16 @@ def to_utc_naive(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def from_utc_naive(moment: Optional[datetime]) -> Optional[datetime]:
+    """A stored (naive UTC) time as an aware one."""
+    return moment.replace(tzinfo=timezone.utc) if moment else None
+
+
+def plan_trigger(plan: Any, tz: str) -> BaseTrigger:
+    """The trigger of a stored plan (its schedule within its validity window)."""
+    return trigger(plan.schedule, tz, from_utc_naive(plan.starts_at), from_utc_naive(plan.ends_at))
+
+
 def describe(schedule: Dict[str, Any]) -> str:
     """The rule in words for the plan list (Chinese)."""
     kind = schedule.get("kind")
@@ -140,8 +150,3 @@ def describe(schedule: Dict[str, Any]) -> str:
         return f"建群第 {schedule.get('days')} 天 {schedule.get('time')}"
     return str(kind)
 
-
-def upcoming(schedule: Dict[str, Any], tz: str, now: datetime, until: datetime,
-             start: Optional[datetime] = None, end: Optional[datetime] = None, limit: int = 500) -> List[datetime]:
-    """The next due times (aware, the shop's zone) between now and until."""
-    return list(due_times(trigger(schedule, tz, start, end), now, until, limit))

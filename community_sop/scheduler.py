@@ -136,10 +136,6 @@ def leadership_for(settings: Settings) -> Leadership:
     return PostgresLeadership(settings)
 
 
-def _aware(moment: Optional[datetime]) -> Optional[datetime]:
-    return moment.replace(tzinfo=timezone.utc) if moment else None
-
-
 class SopScheduler:
     def __init__(self, settings: Optional[Settings] = None, runtime=None, leadership: Optional[Leadership] = None,
                  client=None) -> None:
@@ -237,7 +233,7 @@ class SopScheduler:
 
     # --- jobs -----------------------------------------------------------------------------------------
     def _trigger(self, plan: SopPlan):
-        return rules.trigger(plan.schedule, self.tz, _aware(plan.starts_at), _aware(plan.ends_at))
+        return rules.plan_trigger(plan, self.tz)
 
     async def sync_jobs(self) -> None:
         """Make the scheduler's jobs match the plans (added, changed, deleted)."""
@@ -247,24 +243,28 @@ class SopScheduler:
         for pid in list(self.jobs):
             if pid not in wanted:
                 self._remove(pid)
-        for pid, updated in wanted.items():
-            if self.jobs.get(pid) == updated:
-                continue
+        changed = [pid for pid, updated in wanted.items() if self.jobs.get(pid) != updated]
+        for start in range(0, len(changed), 500):
             async with db.session() as s:
-                plan = await s.get(SopPlan, pid)
-            if plan is None:
-                continue
-            self._remove(pid)
-            try:
-                trig = self._trigger(plan)
-            except (ValueError, rules.ScheduleError, KeyError):
-                logger.exception("sop plan has an unusable schedule", extra={"plan_id": pid})
-                self.jobs[pid] = updated
-                continue
-            self.triggers[pid] = trig
-            self.scheduler.add_job(self._due, trig, args=[pid], id=f"plan-{pid}", replace_existing=True,
-                                   name=f"sop plan {pid}")
+                found = list((await s.execute(sa.select(SopPlan).where(
+                    SopPlan.id.in_(changed[start:start + 500])))).scalars())
+            for plan in found:
+                self._schedule(plan, wanted[plan.id])
+
+    def _schedule(self, plan: SopPlan, updated: datetime) -> None:
+        """(Re)make the plan's job from its current row."""
+        pid = plan.id
+        self._remove(pid)
+        try:
+            trig = self._trigger(plan)
+        except (ValueError, rules.ScheduleError, KeyError):
+            logger.exception("sop plan has an unusable schedule", extra={"plan_id": pid})
             self.jobs[pid] = updated
+            return
+        self.triggers[pid] = trig
+        self.scheduler.add_job(self._due, trig, args=[pid], id=f"plan-{pid}", replace_existing=True,
+                               name=f"sop plan {pid}")
+        self.jobs[pid] = updated
 
     def _remove(self, pid: int) -> None:
         self.jobs.pop(pid, None)
@@ -323,7 +323,8 @@ class SopScheduler:
             since = max(t for t in (floor, last_seen or floor, plan.updated_at) if t is not None)
             try:
                 missed += [(plan.id, rules.to_utc_naive(due)) for due in
-                           rules.due_times(self._trigger(plan), _aware(since), _aware(now), limit=200)]
+                           rules.due_times(self._trigger(plan), rules.from_utc_naive(since),
+                                           rules.from_utc_naive(now), limit=200)]
             except (ValueError, rules.ScheduleError, KeyError):
                 continue
         count = len(missed)

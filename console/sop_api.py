@@ -84,10 +84,6 @@ async def _plan_json(s, plan: SopPlan, with_warnings: bool = False) -> Dict[str,
     return out
 
 
-def _aware(moment):
-    return moment.replace(tzinfo=timezone.utc) if moment else None
-
-
 async def _warnings(s, delivery: str, schedule: Dict, targets: Dict, content: List, variants: List,
                     exclude: int | None = None) -> List[str]:
     found = await plans.target_groups(s, targets, include_dissolved=True)
@@ -99,7 +95,7 @@ async def _warnings(s, delivery: str, schedule: Dict, targets: Dict, content: Li
     sample = next((g for g in found if g.dissolved_at is None), None)
     per_post = 1
     if sample is not None:
-        post = await render(s, {"content": content, "variants": variants}, _info(sample),
+        post = await render(s, {"content": content, "variants": variants}, GroupInfo.of(sample),
                             datetime.now(timezone.utc), _tz())
         per_post = len(post.for_robot())
     notes = quotas.warnings(delivery, schedule, found, per_post, others, other_targets, _tz())
@@ -107,11 +103,6 @@ async def _warnings(s, delivery: str, schedule: Dict, targets: Dict, content: Li
     if missing:
         notes.insert(0, f"这些群 ID 不存在：{'、'.join(missing[:5])}")
     return notes
-
-
-def _info(group: WeChatGroup) -> GroupInfo:
-    return GroupInfo(chat_id=group.chat_id, name=group.name or group.chat_id, owner=group.owner_userid or "",
-                     owner_name=group.owner_name or "", tags=tuple(group.tags or ()))
 
 
 async def _plan_response(plan_id: int, status: int = 200, with_warnings: bool = True) -> web.Response:
@@ -161,8 +152,7 @@ def _next_due(plan: SopPlan, tz: str, now: datetime):
     if not plan.active:
         return None
     try:
-        upcoming = rules.upcoming(plan.schedule, tz, now, now + timedelta(days=400), _aware(plan.starts_at),
-                                  _aware(plan.ends_at), limit=1)
+        upcoming = list(rules.due_times(rules.plan_trigger(plan, tz), now, now + timedelta(days=400), limit=1))
     except (ValueError, rules.ScheduleError):
         return None
     return upcoming[0].isoformat() if upcoming else None
@@ -242,7 +232,7 @@ async def preview(request: web.Request) -> web.Response:
         found = await plans.target_groups(s, data.targets)
         out = []
         for group in found[:PREVIEW_GROUPS]:
-            post = await render(s, {"content": data.content, "variants": data.variants}, _info(group), now, tz)
+            post = await render(s, {"content": data.content, "variants": data.variants}, GroupInfo.of(group), now, tz)
             shown = post.preview()
             shown["problems"] = post.problems_for(data.delivery)
             text, attachments = post.for_mass_send()
@@ -251,8 +241,8 @@ async def preview(request: web.Request) -> web.Response:
                         "reminder": post.for_reminder(group.name or group.chat_id),
                         "mode_warnings": post.warnings(data.delivery)})
         notes = await _warnings(s, data.delivery, data.schedule, data.targets, data.content, data.variants)
-    next_due = [d.isoformat() for d in rules.upcoming(data.schedule, tz, now, now + timedelta(days=400),
-                                                       _aware(data.starts_at), _aware(data.ends_at), limit=5)]
+    next_due = [d.isoformat() for d in rules.due_times(rules.plan_trigger(data, tz), now, now + timedelta(days=400),
+                                                        limit=5)]
     return web.json_response({"groups": out, "targets_count": len(found), "warnings": notes, "next_due": next_due})
 
 
