@@ -53,6 +53,12 @@ def cmd_seed_demo(_args) -> int:
         if made_groups["groups"]:
             print(f"[siyu] demo customer groups created: {made_groups['groups']} groups, "
                   f"{made_groups['plans']} SOP plans (paused)")
+        from nudges.demo import seed as seed_nudges
+
+        made_nudges = seed_nudges(session, get_settings().demo_nudge_delay_s)
+        if made_nudges["rules"] or made_nudges["history"]:
+            print(f"[siyu] demo nudges: {made_nudges['rules']} rules (live), {made_nudges['history']} past cart "
+                  f"reminders as history; 微信客服 wmDemoUser01…05 are {', '.join(made_nudges['linked'])}")
     engine.dispose()
     made = asyncio.run(_demo_staff())
     if made:
@@ -228,6 +234,11 @@ def cmd_run(args) -> int:
     if args.demo:
         os.environ["SIYU_DEMO"] = "true"
         reset_settings_cache()
+    if get_settings().demo and get_settings().events_token is None:
+        from nudges.demo import DEMO_TOKEN
+
+        os.environ["SIYU_EVENTS_TOKEN"] = DEMO_TOKEN
+        reset_settings_cache()
     if get_settings().demo and get_settings().im_identity_secret is None:
         # the chat page acts as the demo customers with signatures from the demo list; a raw sender
         # id stays an anonymous visitor, as in production
@@ -285,6 +296,11 @@ def cmd_run(args) -> int:
 
     children.append(sop_scheduler_child(settings, sys.executable))
     ready += f"\ngroup SOP (moderators): http://{settings.local_host}:{settings.console_port}/sop/"
+    ready += (f"\nnudges (supervisors): http://{settings.local_host}:{settings.console_port}/nudges/; shop events: "
+              f"POST http://{settings.local_host}:{settings.console_port}/api/events")
+    if settings.demo and settings.events_token is not None:
+        ready += (f" with Authorization: Bearer {settings.events_token.get_secret_value()}; a day of demo events: "
+                  f"{sys.executable} -m nudges.demo play")
     # --- WeChat sandbox (issue 3) ---
     if getattr(args, "sandbox", False):
         from bot.launcher import wechat_sandbox_child

@@ -103,6 +103,46 @@ class DeskRules(BaseModel):
     targets: ServiceTargets = Field(default_factory=ServiceTargets)
 
 
+class Cap(BaseModel):
+    """At most this many nudges per customer per calendar day / week (the customer's days)."""
+
+    day: int = Field(ge=0)
+    week: int = Field(ge=0)
+
+
+class NudgeCaps(BaseModel):
+    """Frequency caps: over every nudge, and per category (transactional: logistics, refunds;
+    marketing: carts, lifecycle, promotions)."""
+
+    all: Cap = Field(default_factory=lambda: Cap(day=3, week=8))
+    marketing: Cap = Field(default_factory=lambda: Cap(day=1, week=3))
+    transactional: Cap = Field(default_factory=lambda: Cap(day=3, week=10))
+
+
+class RfmThresholds(BaseModel):
+    """Where "high" starts for the 8-type RFM split; None: the shop's own median (recomputed daily)."""
+
+    recency_days: Optional[int] = Field(None, ge=0)
+    frequency: Optional[int] = Field(None, ge=1)
+    monetary_yuan: Optional[int] = Field(None, ge=0)
+
+
+class NudgeRules(BaseModel):
+    """Guardrails every nudge passes at send time, and the defaults of the shop's rules (nudges/)."""
+
+    # no marketing nudge inside these hours (the shop's time); a rule holds it until the end or drops it
+    quiet_start: str = Field("21:00", pattern=r"^\d{2}:\d{2}$")
+    quiet_end: str = Field("09:00", pattern=r"^\d{2}:\d{2}$")
+    caps: NudgeCaps = Field(default_factory=NudgeCaps)
+    # a rule's control group when the rule does not say (receives nothing; "would have sent")
+    holdout_share: float = Field(0.1, ge=0, le=0.5)
+    # an order paid within this many days of a nudge counts as its conversion
+    attribution_days: int = Field(7, ge=1, le=90)
+    rfm: RfmThresholds = Field(default_factory=RfmThresholds)
+    # days a product lasts, per category, when its specs carry no 使用周期 (replenishment reminders)
+    use_cycle_days: Dict[str, int] = Field(default_factory=dict)
+
+
 class ShopConfig(BaseModel):
     name: str = "小满生活馆"
     bot_name: str = "AI 豆"
@@ -127,6 +167,7 @@ class ShopConfig(BaseModel):
     checkin: CheckinRules = Field(default_factory=CheckinRules)
     orders: OrderRules = Field(default_factory=OrderRules)
     desk: DeskRules = Field(default_factory=DeskRules)
+    nudges: NudgeRules = Field(default_factory=NudgeRules)
 
     @field_validator("policies")
     @classmethod
@@ -274,6 +315,13 @@ class Settings(BaseSettings):
     sop_grace_minutes: int = Field(10, ge=0, le=24 * 60)
     # how often the leading scheduler looks for changed plans and settles the execution log
     sop_poll_s: float = Field(2.0, gt=0, le=60)
+
+    # --- one-on-one nudges (nudges/) ---------------------------------------------------------------
+    # the shop's back-end posts events to the console's /api/events with "Authorization: Bearer <it>";
+    # unset: events are refused (the demo uses siyu-demo-events)
+    events_token: Optional[SecretStr] = None
+    # demo: the cart-abandonment reminder goes out this many seconds after checkout (not 30 minutes)
+    demo_nudge_delay_s: Optional[int] = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _derived_paths(self) -> "Settings":

@@ -22,7 +22,7 @@ import signal
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -138,7 +138,9 @@ def leadership_for(settings: Settings) -> Leadership:
 
 class SopScheduler:
     def __init__(self, settings: Optional[Settings] = None, runtime=None, leadership: Optional[Leadership] = None,
-                 client=None) -> None:
+                 client=None, companions: Sequence = ()) -> None:
+        """`companions`: other domains' jobs led by the same leader (nudges/runner.py): each has
+        `on_lead(apscheduler)` and `tick()`, called every round."""
         from channels.wechat.outbound.sender import OutboxOnly
 
         self.settings = settings or get_settings()
@@ -159,6 +161,7 @@ class SopScheduler:
         self._drain: Optional[asyncio.Task] = None
         # plan id -> its trigger (what a job asks when it runs)
         self.triggers: Dict[int, object] = {}
+        self.companions = list(companions)
 
     # --- leading ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -192,6 +195,11 @@ class SopScheduler:
         last_seen = await self._heartbeat(took_over=True)
         await self.sync_jobs()
         await self.catch_up(last_seen)
+        for companion in self.companions:
+            try:
+                await companion.on_lead(self.scheduler)
+            except Exception:  # noqa: BLE001 - its next round tries again; the SOP goes on
+                logger.exception("scheduler companion failed to start", extra={"companion": type(companion).__name__})
         self.leading.set()
         beat = mass = asyncio.get_running_loop().time()
         while not self.stopping.is_set():
@@ -202,6 +210,12 @@ class SopScheduler:
             try:
                 await self.sync_jobs()
                 await runlog.settle()
+                for companion in self.companions:
+                    try:
+                        await companion.tick()
+                    except Exception:  # noqa: BLE001 - one domain's failure must not stop the others
+                        logger.exception("scheduler companion round failed",
+                                         extra={"companion": type(companion).__name__})
                 now = asyncio.get_running_loop().time()
                 if now - beat >= HEARTBEAT_EVERY_S:
                     await self._heartbeat()
@@ -366,7 +380,11 @@ def platform_client(settings: Settings):
 async def main_async() -> int:
     settings = get_settings()
     client = platform_client(settings)
-    scheduler = SopScheduler(settings, client=client)
+    from channels.wechat.outbound.sender import OutboxOnly
+    from nudges.runner import NudgeJobs
+
+    runtime = OutboxOnly()
+    scheduler = SopScheduler(settings, runtime=runtime, client=client, companions=[NudgeJobs(runtime)])
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, scheduler.stop)

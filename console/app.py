@@ -1,5 +1,6 @@
 """The console application: sessions, login and CSRF (console/auth.py), the JSON API
-(console/api.py; the community SOP's in console/sop_api.py), live updates (console/live.py, fed by
+(console/api.py; the community SOP's in console/sop_api.py; the nudges' and the shop's events in
+console/nudges_api.py), live updates (console/live.py, fed by
 desk/watcher.py) and the staff pages (console/pages.py, console/sop_pages.py)."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from actions.db.engine import dispose_async_engines
 from bot.settings import Settings, get_settings
-from console import api, auth, live, model_server, pages, sop_api, sop_pages
+from console import api, auth, live, model_server, nudges_api, pages, sop_api, sop_pages
 from console.lists import SharedLists
 from desk.service import DeskService
 from desk.training import Trainer
@@ -46,7 +47,7 @@ async def health(request: web.Request) -> web.Response:
 def create_app(settings: Optional[Settings] = None, *, desk: Optional[DeskService] = None,
                watch_interval_s: float = 0.5) -> web.Application:
     settings = settings or get_settings()
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024)
     setup_sessions(app, EncryptedCookieStorage(cookie_key(settings), cookie_name="SIYU_CONSOLE",
                                                max_age=SESSION_HOURS * 3600, httponly=True, samesite="Strict",
                                                secure=settings.console_secure_cookies))
@@ -66,6 +67,7 @@ def create_app(settings: Optional[Settings] = None, *, desk: Optional[DeskServic
     app.router.add_get("/api/desk/stream", live.stream)
     app.add_routes(api.routes)
     app.add_routes(sop_api.routes)
+    app.add_routes(nudges_api.routes)
     app.add_routes(pages.routes)
     app.add_routes(sop_pages.routes)
     app.router.add_static("/static/", HERE / "static", append_version=True)

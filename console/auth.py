@@ -25,7 +25,8 @@ logger = logging.getLogger("console.auth")
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # paths without a staff session: the login itself, health, static files, the model server (its own token)
-OPEN_PATHS = ("/api/login", "/health", "/desk/login", "/static/", "/models/")
+# /api/events: the shop's back-end, with its own bearer token (console/nudges_api.py), not a staff session
+OPEN_PATHS = ("/api/login", "/health", "/desk/login", "/static/", "/models/", "/api/events")
 
 
 class LoginLimiter:

@@ -68,6 +68,10 @@ class Customer(Base):
     marketing_opt_out = sa.Column(sa.Boolean, nullable=False, default=False)
     opt_out_at = sa.Column(sa.DateTime)
     opt_out_source = sa.Column(sa.String(64))
+    # service messages (logistics, refunds) refused too: rare, but the customer's to decide
+    transactional_opt_out = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
+    # the shop's labels for the customer (rules' conditions)
+    tags = sa.Column(sa.JSON, nullable=False, default=list, server_default="[]")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
     identities = relationship("CustomerIdentity", back_populates="customer", cascade="all, delete-orphan")

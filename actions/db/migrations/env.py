@@ -8,6 +8,7 @@ import channels.wechat.models  # noqa: F401  (wechat_* tables, migration 0003)
 import community_sop.models  # noqa: F401  (sop_* tables, migration 0007)
 import desk.models  # noqa: F401  (desk_* and staff_users, migration 0006)
 import knowledge.models  # noqa: F401  (kb_entries, kb_corrections)
+import nudges.models  # noqa: F401  (nudge_* tables, migration 0008)
 from actions.db.engine import create_sync_engine
 from actions.db.models import Base
 from bot.settings import Settings

@@ -163,45 +163,57 @@ async def send_to_customer(target: Union[int, str], messages: Sequence[Message],
     """Send text to a customer (customer id, or a conversation id like "wecom_kf:wmXXXX").
     `proactive` (marketing, SOP, nudges): refused while staff handle the customer (with_staff)."""
     runtime = runtime or _runtime()
+    async with async_session() as session:
+        outgoing, refusal = await customer_post(session, target, messages, key=key, runtime=runtime,
+                                                proactive=proactive)
+    # the session is closed before enqueueing: a task holds one session at a time
+    if refusal is not None:
+        return refusal
+    ids = await enqueue(outgoing)
+    runtime.worker.wake()
+    return SendResult(True, outgoing[0].channel, ids)
+
+
+async def customer_post(session, target: Union[int, str], messages: Sequence[Message], *, key: Optional[str],
+                        runtime=None, proactive: bool = False) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+    """The outbox rows of a message to a customer, on the channel whose reply window is open with
+    room for every part (the most recently opened one), or the refusal. send_to_customer() stores
+    them at once; nudges/sending.py in its own transaction, with the nudge's state."""
+    runtime = runtime or _runtime()
     texts = _texts(messages, TEXT_LIMIT_BYTES)
     if not texts:
-        return SendResult.refused("empty", "nothing to send")
-    async with async_session() as session:
-        customer_id, identities = await _identities(session, target)
-        if not identities:
-            reason = "unknown_customer" if customer_id is None and not isinstance(target, str) else "no_channel"
-            return SendResult.refused(reason)
-        if proactive and await _with_staff(session, customer_id, identities):
-            return SendResult.refused("with_staff")
-        candidates, reasons = [], []
-        for channel, user in identities:
-            if not _configured(runtime, channel):
-                reasons.append(("not_configured", channel))
-                continue
-            found = await reply_room(session, channel, user)
-            room, reason, opened, account = found.room, found.reason, found.opened, found.account
-            if reason:
-                reasons.append((reason, channel))
-            elif room < len(texts):
-                reasons.append((windows.OVER_QUOTA, channel))
-            else:
-                candidates.append((opened, channel, user, account))
+        return [], SendResult.refused("empty", "nothing to send")
+    customer_id, identities = await _identities(session, target)
+    if not identities:
+        reason = "unknown_customer" if customer_id is None and not isinstance(target, str) else "no_channel"
+        return [], SendResult.refused(reason)
+    if proactive and await _with_staff(session, customer_id, identities):
+        return [], SendResult.refused("with_staff")
+    candidates, reasons = [], []
+    for channel, user in identities:
+        if not _configured(runtime, channel):
+            reasons.append(("not_configured", channel))
+            continue
+        found = await reply_room(session, channel, user)
+        room, reason, opened, account = found.room, found.reason, found.opened, found.account
+        if reason:
+            reasons.append((reason, channel))
+        elif room < len(texts):
+            reasons.append((windows.OVER_QUOTA, channel))
+        else:
+            candidates.append((opened, channel, user, account))
     if not candidates:
         # the most useful reason: a window that is open but full says more than a closed one
         order = [windows.OVER_QUOTA, windows.OUT_OF_WINDOW, "not_configured"]
         reason, channel = sorted(reasons, key=lambda r: order.index(r[0]) if r[0] in order else 9)[0]
-        result = SendResult.refused(reason, channel=channel)
         logger.info("wechat send refused", extra={"customer_id": customer_id, "reason": reason, "channel": channel,
                                                   "parts": len(texts)})
-        return result
+        return [], SendResult.refused(reason, channel=channel)
     _, channel, user, account = max(candidates, key=lambda c: c[0])  # the most recently opened window
     account = account if channel == "wecom_kf" else None
-    outgoing = [OutgoingMessage(channel=channel, recipient=user, msgtype="text", body={"text": {"content": t}},
-                                account=account, conversation_id=f"{channel}:{user}", customer_id=customer_id,
-                                idempotency_key=k) for t, k in zip(texts, _keys(key, len(texts)))]
-    ids = await enqueue(outgoing)
-    runtime.worker.wake()
-    return SendResult(True, channel, ids)
+    return [OutgoingMessage(channel=channel, recipient=user, msgtype="text", body={"text": {"content": t}},
+                            account=account, conversation_id=f"{channel}:{user}", customer_id=customer_id,
+                            idempotency_key=k) for t, k in zip(texts, _keys(key, len(texts)))], None
 
 
 async def send_to_group(chat_id: str, messages: Sequence[Message], *, mode: Optional[str] = None,

@@ -1,6 +1,8 @@
 """The sandbox's demo users as customers of the demo shop: `python -m bot run --demo --sandbox`
-links them to a demo customer who has orders, so "我的订单到哪了" over fake WeChat shows real
-demo orders (a shop links its real users the same way, by unionid or identity.link)."""
+links the 微信客服 users wmDemoUser01…05 to demo customers C10001…C10005 (who have orders, so
+"我的订单到哪了" over fake WeChat shows real demo orders, and the nudges' demo reaches them) and the
+Official Account / mini-program user oDemoUser01 to C10001 (a shop links its real users the same
+way, by unionid or identity.link)."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -9,20 +11,26 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from actions.db.engine import create_sync_engine
-from actions.db.models import Customer, CustomerIdentity, Order
+from actions.db.models import Customer, CustomerIdentity
 
-DEMO_USERS = (("wecom_kf", "wmDemoUser01"), ("mp", "oDemoUser01"), ("mini", "oDemoUser01"))
+DEMO_USERS = tuple(("wecom_kf", f"wmDemoUser0{n}", f"C1000{n}") for n in range(1, 6)) + (
+    ("mp", "oDemoUser01", "C10001"), ("mini", "oDemoUser01", "C10001"))
 
 
 def link_demo_users() -> Optional[Tuple[str, str]]:
-    """(customer name, shop customer number) the demo users now are, None if the shop has no orders."""
+    """(customer name, shop customer number) of wmDemoUser01, None if the shop has no C10001."""
     engine = create_sync_engine()
     try:
         with Session(engine) as session:
-            customer = session.execute(sa.select(Customer).join(Order).order_by(Customer.id).limit(1)).scalars().first()
-            if customer is None:
+            numbers = {number for _, _, number in DEMO_USERS}
+            customers = {c.external_id: c for c in session.execute(sa.select(Customer).where(
+                Customer.external_id.in_(numbers))).scalars()}
+            if "C10001" not in customers:
                 return None
-            for channel, user in DEMO_USERS:
+            for channel, user, number in DEMO_USERS:
+                customer = customers.get(number)
+                if customer is None:
+                    continue
                 identity = session.execute(sa.select(CustomerIdentity).where(
                     CustomerIdentity.channel == channel, CustomerIdentity.external_id == user)).scalars().first()
                 if identity is None:
@@ -30,6 +38,6 @@ def link_demo_users() -> Optional[Tuple[str, str]]:
                 else:
                     identity.customer_id = customer.id
             session.commit()
-            return customer.name, customer.external_id
+            return customers["C10001"].name, "C10001"
     finally:
         engine.dispose()

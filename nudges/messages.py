@@ -1,0 +1,155 @@
+"""A nudge's words: the rule's text in the shop's persona (or the A/B variant the customer falls in),
+its variables filled from the trigger's context, and the blocks read at send time: products with
+their live price and stock, a coupon if it is still valid, and how to refuse marketing messages.
+Words around the blocks live in nudges/texts.yml."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from actions.db.models import Coupon, Customer, Product, ProductVariant
+from actions.templates import date_text, yuan
+from bot.settings import get_settings
+from nudges.models import now_utc
+from nudges.rules import RuleDef
+
+TEXTS_FILE = Path(__file__).resolve().parent / "texts.yml"
+MAX_PRODUCTS = 3
+
+
+@functools.lru_cache(maxsize=1)
+def texts() -> Dict[str, str]:
+    with open(TEXTS_FILE, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def share(*parts: str) -> float:
+    """A stable number in [0, 1) for the parts (holdout and variant split): the same customer and
+    rule always land on the same side, whichever process asks."""
+    digest = hashlib.sha256(":".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
+
+
+def in_holdout(rule: RuleDef, customer_number: str, default_share: float) -> bool:
+    wanted = default_share if rule.holdout is None else rule.holdout
+    return share("holdout", rule.key, customer_number) < wanted
+
+
+def variant_for(rule: RuleDef, customer_number: str) -> Tuple[str, Any]:
+    options = rule.variant_texts()
+    if len(options) == 1:
+        return "", options[0][1]
+    return options[int(share("variant", rule.key, customer_number) * len(options))]
+
+
+def persona_text(text: Any, persona: str) -> str:
+    if isinstance(text, str):
+        return text
+    return text.get(persona) or next(iter(text.values()))
+
+
+def _fill(template: str, values: Dict[str, str]) -> str:
+    return re.sub(r"\{([^{}]*)\}", lambda m: values.get(m.group(1), ""), template)
+
+
+def _items(context: Dict[str, Any]) -> List[Dict[str, Any]]:
+    items = context.get("items") or []
+    return [i for i in items if isinstance(i, dict)]
+
+
+def values_for(customer: Customer, context: Dict[str, Any]) -> Dict[str, str]:
+    shop = get_settings().shop
+    items = _items(context)
+    names = [str(i.get("name") or i.get("product_name") or i.get("sku") or "") for i in items]
+    count = sum(int(i.get("qty") or i.get("quantity") or 1) for i in items) if items else 0
+    name = customer.name if customer.name and customer.name != "微信用户" else ""
+    return {
+        "称呼": name or texts()["anonymous_name"],
+        "店名": shop.name, "助手": shop.bot_name,
+        "商品": names[0] if names else texts()["your_items"],
+        "件数": str(count or 1),
+        "金额": yuan(int(context.get("value_fen") or 0)),
+        "订单号": str(context.get("order_no") or context.get("ref") or ""),
+        "快递": str(context.get("carrier") or texts()["carrier_unknown"]),
+        "最新物流": str(context.get("last_scan") or texts()["no_scan"]),
+        "退款金额": yuan(int(context.get("refund_fen") or context.get("value_fen") or 0)),
+        "天数": str(context.get("days") or ""),
+        "优惠券": str(context.get("coupon_name") or ""),
+    }
+
+
+async def product_lines(s: AsyncSession, rule: RuleDef, context: Dict[str, Any]) -> List[str]:
+    """One line per product (at most MAX_PRODUCTS) with the price and stock of now; products no
+    longer on sale are left out."""
+    wanted = rule.message.products
+    if not wanted:
+        return []
+    lines: List[str] = []
+    if wanted == "items":
+        skus = [str(i.get("sku")) for i in _items(context) if i.get("sku")][:MAX_PRODUCTS]
+        if not skus:
+            return []
+        rows = (await s.execute(sa.select(ProductVariant, Product).join(Product).where(
+            ProductVariant.sku.in_(skus), Product.on_sale.is_(True)))).all()
+        by_sku = {v.sku: (v, p) for v, p in rows}
+        for sku in skus:
+            if sku in by_sku:
+                variant, product = by_sku[sku]
+                spec = " ".join(x for x in (variant.color, variant.size) if x and x != "默认")
+                lines.append(_product_line(product.name + (f"（{spec}）" if spec else ""), variant.price_fen,
+                                           variant.stock))
+        return lines
+    rows = (await s.execute(sa.select(Product).where(Product.spu.in_(list(wanted)[:MAX_PRODUCTS]),
+                                                      Product.on_sale.is_(True)))).scalars().all()
+    for product in rows:
+        variants = list(product.variants) if "variants" in product.__dict__ else (await s.execute(
+            sa.select(ProductVariant).where(ProductVariant.product_id == product.id))).scalars().all()
+        if variants:
+            cheapest = min(variants, key=lambda v: v.price_fen)
+            lines.append(_product_line(product.name, cheapest.price_fen, sum(v.stock for v in variants)))
+    return lines
+
+
+def _product_line(name: str, price_fen: int, stock: int) -> str:
+    line = texts()["product_line"].format(name=name, price=yuan(price_fen))
+    if stock <= 0:
+        return line + texts()["sold_out"]
+    if stock < 10:
+        return line + texts()["low_stock"].format(stock=stock)
+    return line
+
+
+async def coupon_line(s: AsyncSession, code: Optional[str]) -> Tuple[str, str]:
+    """(the coupon's line, its name); empty when it is gone or no longer valid."""
+    if not code:
+        return "", ""
+    coupon = (await s.execute(sa.select(Coupon).where(Coupon.code == code))).scalars().first()
+    now = now_utc()
+    if coupon is None or not coupon.active or not (coupon.valid_from <= now <= coupon.valid_to):
+        return "", ""
+    tz = get_settings().shop.timezone
+    return texts()["coupon_line"].format(name=coupon.name, code=coupon.code, until=date_text(coupon.valid_to, tz),
+                                         description=coupon.description or ""), coupon.name
+
+
+async def render(s: AsyncSession, rule: RuleDef, customer: Customer, context: Dict[str, Any],
+                 variant_text: Any) -> str:
+    coupon, coupon_name = await coupon_line(s, rule.message.coupon)
+    values = values_for(customer, {**context, "coupon_name": coupon_name})
+    body = _fill(persona_text(variant_text, get_settings().shop.persona), values)
+    parts = [body]
+    lines = await product_lines(s, rule, context)
+    if lines:
+        parts.append("\n".join(lines))
+    if coupon:
+        parts.append(coupon)
+    if rule.category == "marketing" and rule.message.unsubscribe_hint:
+        parts.append(texts()["unsubscribe_hint"])
+    return "\n".join(parts)

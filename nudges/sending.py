@@ -1,0 +1,364 @@
+"""Due nudges out, through every guardrail at send time. Each nudge that falls due is checked, in
+this order, and the first that stops it is logged as its reason:
+
+  rule paused or deleted; too late (past the rule's send window); an exit condition (paid, delivered,
+  bought again...); consent for its category (退订 / TD / a staff change, honoured at once); no
+  marketing during an escalation at the desk or with an open complaint; the rule's cooldown for the
+  customer and its daily cap; quiet hours (held until they end, or dropped, per rule); frequency caps
+  per day and week, over all nudges and per category, in the shop's calendar days; one nudge per
+  customer at a time, by priority (logistics > order / cart > lifecycle > promotion); the channel's
+  rules (微信客服 / Official Account: 48 h after the customer's last message, 5 messages: the sender
+  API's reply windows).
+
+What passes is either held out (the rule's control group, by a stable hash: logged "holdout", would
+have been sent) or handed to the outbox in the same transaction that marks it sent, under the key
+"nudge:<id>": a nudge is sent at most once whatever fails in between.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from actions.db.models import Customer, CustomerIdentity, Order, Ticket
+from bot.settings import get_settings
+from channels.wechat import db
+from channels.wechat.outbound import sender
+from channels.wechat.outbound.outbox import OutgoingMessage, enqueue_in
+from nudges import messages, rules as rulebook
+from nudges.models import (
+    EXITED,
+    HOLDOUT,
+    LIVE,
+    SCHEDULED,
+    SENT,
+    SUPPRESSED,
+    Nudge,
+    NudgeEvent,
+    NudgeLogEntry,
+    NudgeRule,
+    now_utc,
+)
+from nudges.rules import RuleDef
+
+logger = logging.getLogger("nudges.sending")
+CHUNK = 200
+OPEN_TICKET = ("open", "processing")
+PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
+DELIVERED_STATUSES = ("delivered", "completed")
+# what staff read in the log (and the console's report) for each reason
+REASONS = {
+    "rule_paused": "规则已暂停或删除",
+    "too_late": "已过发送时限",
+    "opted_out": "客户已退订此类消息",
+    "in_escalation": "客户正在人工会话中，不发营销消息",
+    "open_complaint": "客户有未结的投诉，不发营销消息",
+    "cooldown": "冷却期内已发过这条规则",
+    "rule_cap": "这条规则今天的发送上限已满",
+    "quiet_hours": "免打扰时段",
+    "capped_day": "客户今天的消息条数已达上限",
+    "capped_week": "客户本周的消息条数已达上限",
+    "outranked": "同一时间有优先级更高的提醒",
+    "duplicate": "同一购物车/订单已有这条提醒",
+    "holdout": "对照组：本应发送，按实验不发",
+    "out_of_window": "客户 48 小时内没有发过消息，渠道不允许主动发送",
+    "over_quota": "这次会话窗口的 5 条消息已用完",
+    "no_channel": "客户没有可发送的微信身份",
+    "not_configured": "渠道未配置",
+    "with_staff": "客服正在处理这位客户",
+    "unknown_customer": "找不到这位客户",
+    **{f"exit_{k}": v for k, v in rulebook.EXITS.items()},
+}
+
+
+@dataclass
+class Decision:
+    status: str
+    reason: Optional[str] = None
+    detail: str = ""
+    # held: stays scheduled, due again at this time
+    hold_until: Optional[datetime] = None
+    outgoing: Optional[List[OutgoingMessage]] = None
+    channel: Optional[str] = None
+    text: Optional[str] = None
+    variant: str = ""
+    arm: str = "treatment"
+
+
+# --- time -------------------------------------------------------------------------------------------------
+def _local(at: datetime, tz: str) -> datetime:
+    return at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def quiet_until(at: datetime, tz: str, start: str, end: str) -> Optional[datetime]:
+    """When the quiet hours around `at` (naive UTC) end, None outside them."""
+    local = _local(at, tz)
+    now, begin, finish = local.hour * 60 + local.minute, _minutes(start), _minutes(end)
+    if begin == finish:
+        return None
+    inside = begin <= now < finish if begin < finish else (now >= begin or now < finish)
+    if not inside:
+        return None
+    day = local.date() if (begin < finish or now < finish) else local.date() + timedelta(days=1)
+    until = datetime(day.year, day.month, day.day, finish // 60, finish % 60, tzinfo=ZoneInfo(tz))
+    return until.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def day_and_week(at: datetime, tz: str) -> Tuple[date, Tuple[int, int]]:
+    local = _local(at, tz).date()
+    iso = local.isocalendar()
+    return local, (iso[0], iso[1])
+
+
+# --- the facts of one round ---------------------------------------------------------------------------
+class Facts:
+    """What the guardrails need about the round's customers, read in a few queries."""
+
+    def __init__(self) -> None:
+        self.customers: Dict[int, Customer] = {}
+        self.escalated: Set[int] = set()
+        self.complaints: Set[int] = set()
+        self.open_ticket_orders: Set[str] = set()
+        self.payments: Dict[int, List[Tuple[datetime, str]]] = {}
+        self.delivered: Set[str] = set()
+        # customer -> [(decided_at, rule_key, category)] of the nudges sent in the last 8 days
+        self.sent: Dict[int, List[Tuple[datetime, str, str]]] = {}
+        self.rule_today: Dict[str, int] = {}
+
+    @classmethod
+    async def load(cls, s: AsyncSession, nudges: List[Nudge], now: datetime, tz: str,
+                   horizon_days: float = 8) -> "Facts":
+        """`horizon_days`: how far back sent nudges matter (the week's cap, the longest cooldown)."""
+        from desk.models import ASSIGNED, QUEUED, DeskConversation
+
+        facts = cls()
+        ids = sorted({n.customer_id for n in nudges})
+        refs = sorted({n.ref for n in nudges if n.ref})
+        since = min(n.trigger_at for n in nudges)
+        facts.customers = {c.id: c for c in (await s.execute(sa.select(Customer).where(Customer.id.in_(ids)))).scalars()}
+        identities = (await s.execute(sa.select(CustomerIdentity.customer_id, CustomerIdentity.channel,
+                                                CustomerIdentity.external_id)
+                                      .where(CustomerIdentity.customer_id.in_(ids)))).all()
+        conversation_of = {f"{ch}:{ext}": cid for cid, ch, ext in identities}
+        desk = (await s.execute(sa.select(DeskConversation.customer_id, DeskConversation.conversation_id).where(
+            DeskConversation.state.in_((QUEUED, ASSIGNED)),
+            sa.or_(DeskConversation.customer_id.in_(ids),
+                   DeskConversation.conversation_id.in_(list(conversation_of) or [""]))))).all()
+        facts.escalated = {cid for cid, _ in desk if cid} | {conversation_of[c] for _, c in desk if c in conversation_of}
+        tickets = (await s.execute(sa.select(Ticket.customer_id, Ticket.kind, Order.order_no)
+                                   .join(Order, Order.id == Ticket.order_id, isouter=True)
+                                   .where(Ticket.customer_id.in_(ids), Ticket.status.in_(OPEN_TICKET)))).all()
+        facts.complaints = {cid for cid, kind, _ in tickets if kind == "complaint"}
+        facts.open_ticket_orders = {no for _, _, no in tickets if no}
+        for cid, at, ref in (await s.execute(sa.select(NudgeEvent.customer_id, NudgeEvent.at, NudgeEvent.ref).where(
+                NudgeEvent.customer_id.in_(ids), NudgeEvent.type == "order_paid", NudgeEvent.at >= since))).all():
+            facts.payments.setdefault(cid, []).append((at, ref))
+        for cid, at, ref in (await s.execute(sa.select(Order.customer_id, sa.func.coalesce(Order.paid_at, Order.created_at),
+                                                        Order.order_no).where(
+                Order.customer_id.in_(ids), Order.status.in_(PAID_STATUSES),
+                sa.func.coalesce(Order.paid_at, Order.created_at) >= since))).all():
+            facts.payments.setdefault(cid, []).append((at, ref))
+        if refs:
+            facts.delivered = set((await s.execute(sa.select(NudgeEvent.ref).where(
+                NudgeEvent.type == "order_delivered", NudgeEvent.ref.in_(refs)))).scalars())
+            facts.delivered |= set((await s.execute(sa.select(Order.order_no).where(
+                Order.order_no.in_(refs), Order.status.in_(DELIVERED_STATUSES)))).scalars())
+        sent = await s.execute(sa.select(Nudge.customer_id, Nudge.decided_at, Nudge.rule_key, Nudge.category).where(
+            Nudge.customer_id.in_(ids), Nudge.status == SENT,
+            Nudge.decided_at >= now - timedelta(days=max(8, horizon_days))))
+        for cid, at, key, category in sent.all():
+            facts.sent.setdefault(cid, []).append((at, key, category))
+        today, _ = day_and_week(now, tz)
+        start_of_day = datetime(today.year, today.month, today.day, tzinfo=ZoneInfo(tz)).astimezone(
+            timezone.utc).replace(tzinfo=None)
+        facts.rule_today = dict((await s.execute(sa.select(Nudge.rule_key, sa.func.count()).where(
+            Nudge.status == SENT, Nudge.decided_at >= start_of_day).group_by(Nudge.rule_key))).all())
+        return facts
+
+
+# --- deciding -------------------------------------------------------------------------------------------
+def _exit(rule: RuleDef, nudge: Nudge, facts: Facts) -> Optional[str]:
+    paid_after = [ref for at, ref in facts.payments.get(nudge.customer_id, []) if at > nudge.trigger_at]
+    for name in rule.exits:
+        if name in ("paid", "repurchased", "ordered") and paid_after:
+            return name
+        if name == "delivered" and nudge.ref in facts.delivered:
+            return name
+        if name == "open_ticket" and (nudge.ref in facts.open_ticket_orders or nudge.customer_id in facts.complaints):
+            return name
+        if name == "contacted" and any(at > nudge.trigger_at for at, _, _ in facts.sent.get(nudge.customer_id, [])):
+            return name
+    return None
+
+
+def _capped(nudge: Nudge, facts: Facts, now: datetime, tz: str) -> Optional[Tuple[str, str]]:
+    caps = get_settings().shop.nudges.caps
+    day, week = day_and_week(now, tz)
+    counts = {"day": {"all": 0, "cat": 0}, "week": {"all": 0, "cat": 0}}
+    for at, _, category in facts.sent.get(nudge.customer_id, []):
+        d, w = day_and_week(at, tz)
+        same = category == nudge.category
+        if d == day:
+            counts["day"]["all"] += 1
+            counts["day"]["cat"] += same
+        if w == week:
+            counts["week"]["all"] += 1
+            counts["week"]["cat"] += same
+    category_cap = getattr(caps, nudge.category)
+    for period in ("day", "week"):
+        if counts[period]["cat"] >= getattr(category_cap, period):
+            return f"capped_{period}", f"{'今天' if period == 'day' else '本周'}{'营销' if nudge.category == 'marketing' else '服务'}消息已发 {counts[period]['cat']} 条"
+        if counts[period]["all"] >= getattr(caps.all, period):
+            return f"capped_{period}", f"{'今天' if period == 'day' else '本周'}共已发 {counts[period]['all']} 条"
+    return None
+
+
+def guard(rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge, facts: Facts, now: datetime,
+          tz: str, chosen: Dict[int, str]) -> Optional[Decision]:
+    """The guardrail that stops this nudge now (or holds it), None when it may go."""
+    if rule is None or rule_row is None or rule_row.status != LIVE or rule_row.deleted_at is not None:
+        return Decision(SUPPRESSED, "rule_paused")
+    if nudge.expires_at is not None and now > nudge.expires_at:
+        return Decision(EXITED, "too_late", f"应在 {nudge.expires_at:%H:%M} UTC 前发出")
+    exit_reason = _exit(rule, nudge, facts)
+    if exit_reason:
+        return Decision(EXITED, f"exit_{exit_reason}")
+    customer = facts.customers.get(nudge.customer_id)
+    if customer is None:
+        return Decision(SUPPRESSED, "unknown_customer")
+    if (customer.marketing_opt_out if nudge.category == "marketing" else customer.transactional_opt_out):
+        return Decision(SUPPRESSED, "opted_out", f"{'营销' if nudge.category == 'marketing' else '服务'}消息已退订")
+    if nudge.category == "marketing":
+        if nudge.customer_id in facts.escalated:
+            return Decision(SUPPRESSED, "in_escalation")
+        if nudge.customer_id in facts.complaints:
+            return Decision(SUPPRESSED, "open_complaint")
+    cooldown = timedelta(days=rule.cap.cooldown_days)
+    if cooldown and any(key == nudge.rule_key and at > now - cooldown
+                        for at, key, _ in facts.sent.get(nudge.customer_id, [])):
+        return Decision(SUPPRESSED, "cooldown", f"{rule.cap.cooldown_days:g} 天内已发过")
+    if rule.cap.per_day is not None and facts.rule_today.get(nudge.rule_key, 0) >= rule.cap.per_day:
+        return Decision(SUPPRESSED, "rule_cap", f"每天最多 {rule.cap.per_day} 条")
+    settings = get_settings().shop.nudges
+    until = quiet_until(now, tz, settings.quiet_start, settings.quiet_end)
+    if until is not None:
+        if rule.quiet_hours == "drop" or (nudge.expires_at is not None and until > nudge.expires_at):
+            return Decision(SUPPRESSED, "quiet_hours", f"{settings.quiet_start}-{settings.quiet_end} 不发送")
+        return Decision(SCHEDULED, "quiet_hours", f"免打扰时段，推迟到 {settings.quiet_end} 发送", hold_until=until)
+    capped = _capped(nudge, facts, now, tz)
+    if capped:
+        return Decision(SUPPRESSED, capped[0], capped[1])
+    if nudge.customer_id in chosen:
+        if nudge.category == "marketing":
+            return Decision(SUPPRESSED, "outranked", f"优先发送「{chosen[nudge.customer_id]}」")
+        return Decision(SCHEDULED, "outranked", hold_until=now + timedelta(seconds=30))
+    return None
+
+
+async def decide(s: AsyncSession, rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge,
+                 facts: Facts, now: datetime, tz: str, chosen: Dict[int, str], runtime) -> Decision:
+    stop = guard(rule_row, rule, nudge, facts, now, tz, chosen)
+    if stop is not None:
+        return stop
+    customer = facts.customers[nudge.customer_id]
+    variant, text = messages.variant_for(rule, customer.external_id)
+    body = await messages.render(s, rule, customer, nudge.context or {}, text)
+    outgoing, refusal = await sender.customer_post(s, nudge.customer_id, [body], key=f"nudge:{nudge.id}",
+                                                   runtime=runtime, proactive=nudge.category == "marketing")
+    if refusal is not None:
+        return Decision(SUPPRESSED, refusal.reason, text=body, variant=variant)
+    chosen[nudge.customer_id] = rule.name
+    if messages.in_holdout(rule, customer.external_id, get_settings().shop.nudges.holdout_share):
+        return Decision(HOLDOUT, "holdout", text=body, variant=variant, arm="control",
+                        channel=outgoing[0].channel)
+    return Decision(SENT, None, text=body, variant=variant, outgoing=outgoing, channel=outgoing[0].channel)
+
+
+def _rules(rows: Iterable[NudgeRule]) -> Dict[int, Tuple[NudgeRule, Optional[RuleDef]]]:
+    out: Dict[int, Tuple[NudgeRule, Optional[RuleDef]]] = {}
+    for row in rows:
+        try:
+            out[row.id] = (row, rulebook.definition(row))
+        except ValueError:
+            logger.exception("nudge rule unusable", extra={"rule": row.key})
+            out[row.id] = (row, None)
+    return out
+
+
+async def send_due(now: Optional[datetime] = None, limit: int = 1000, runtime=None) -> Dict[str, int]:
+    """Decide every nudge due by now (up to `limit`), CHUNK per transaction; counts per outcome."""
+    now = now or now_utc()
+    tz = get_settings().shop.timezone
+    runtime = runtime or sender.OutboxOnly()
+    async with db.session() as s:
+        due = (await s.execute(sa.select(Nudge.id).where(Nudge.status == SCHEDULED, Nudge.due_at <= now)
+                               .order_by(Nudge.priority, Nudge.due_at, Nudge.id).limit(limit))).scalars().all()
+    counts: Dict[str, int] = {}
+    woke = False
+    for start in range(0, len(due), CHUNK):
+        part = due[start:start + CHUNK]
+        async with db.transaction() as s:
+            nudges = list((await s.execute(sa.select(Nudge).where(Nudge.id.in_(part), Nudge.status == SCHEDULED)
+                                           .order_by(Nudge.priority, Nudge.due_at, Nudge.id))).scalars())
+            if not nudges:
+                continue
+            rules = _rules((await s.execute(sa.select(NudgeRule).where(
+                NudgeRule.id.in_({n.rule_id for n in nudges})))).scalars())
+            horizon = max([8.0] + [r.cap.cooldown_days for _, r in rules.values() if r is not None])
+            facts = await Facts.load(s, nudges, now, tz, horizon)
+            chosen: Dict[int, str] = {}
+            outgoing: List[OutgoingMessage] = []
+            keys_of: Dict[int, List[str]] = {}
+            logs: List[Dict[str, Any]] = []
+            for nudge in nudges:
+                row, rule = rules.get(nudge.rule_id, (None, None))
+                decision = await decide(s, row, rule, nudge, facts, now, tz, chosen, runtime)
+                _apply(nudge, decision, now, logs)
+                counts[decision.reason or decision.status] = counts.get(decision.reason or decision.status, 0) + 1
+                if decision.outgoing:
+                    outgoing.extend(decision.outgoing)
+                    keys_of[nudge.id] = [m.idempotency_key for m in decision.outgoing]
+                    facts.sent.setdefault(nudge.customer_id, []).append((now, nudge.rule_key, nudge.category))
+                    facts.rule_today[nudge.rule_key] = facts.rule_today.get(nudge.rule_key, 0) + 1
+            if outgoing:
+                ids = await enqueue_in(s, outgoing)
+                by_key = {m.idempotency_key: i for m, i in zip(outgoing, ids)}
+                for nudge in nudges:
+                    if nudge.id in keys_of:
+                        nudge.outbox_ids = [by_key[k] for k in keys_of[nudge.id]]
+                woke = True
+            for start_log in range(0, len(logs), 200):
+                await s.execute(sa.insert(NudgeLogEntry).values(logs[start_log:start_log + 200]))
+    if woke:
+        runtime.worker.wake()
+    if counts:
+        logger.info("nudges decided", extra={"outcomes": counts})
+    return counts
+
+
+def _apply(nudge: Nudge, decision: Decision, now: datetime, logs: List[Dict[str, Any]]) -> None:
+    detail = decision.detail or REASONS.get(decision.reason or "", "")
+    nudge.attempts += 1
+    if decision.status == SCHEDULED:
+        nudge.due_at = decision.hold_until or nudge.due_at
+        if decision.reason == "outranked":
+            return
+        logs.append({"nudge_id": nudge.id, "customer_id": nudge.customer_id, "rule_key": nudge.rule_key,
+                     "status": SCHEDULED, "reason": decision.reason, "detail": detail[:256], "at": now})
+        return
+    nudge.status, nudge.reason, nudge.detail, nudge.decided_at = decision.status, decision.reason, detail[:256], now
+    nudge.channel, nudge.text, nudge.variant, nudge.arm = decision.channel, decision.text, decision.variant, decision.arm
+    if decision.status == HOLDOUT:
+        detail = REASONS["holdout"]
+    logs.append({"nudge_id": nudge.id, "customer_id": nudge.customer_id, "rule_key": nudge.rule_key,
+                 "status": decision.status, "reason": decision.reason, "detail": detail[:256], "at": now})
