@@ -7,11 +7,40 @@ from tests.conftest import _use_shop_file, write_shop_file
 from tests.wechat.conftest import harness, no_redis, postgres_db, sqlite_db, wechat_db  # noqa: F401
 
 
+QUIET_OFF = {"quiet_start": "00:00", "quiet_end": "00:00"}
+
+
 @pytest.fixture(autouse=True)
 def no_quiet_hours(tmp_path):
     """Quiet hours off (start = end), so a test does not depend on the hour it runs at; the tests of
     quiet hours pass their own `now`."""
-    yield from _use_shop_file(write_shop_file(tmp_path, nudges={"quiet_start": "00:00", "quiet_end": "00:00"}))
+    yield from _use_shop_file(write_shop_file(tmp_path, nudges=QUIET_OFF))
+
+
+class NudgeSettings:
+    """Change the shop's nudge settings for the rest of a test: `nudge_settings.set(caps=...)`."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path, self.active = tmp_path, None
+
+    def set(self, **changes) -> None:
+        self.close()
+        folder = self.tmp_path / f"shop-{id(changes)}"
+        folder.mkdir()
+        self.active = _use_shop_file(write_shop_file(folder, nudges={**QUIET_OFF, **changes}))
+        next(self.active)
+
+    def close(self) -> None:
+        if self.active is not None:
+            next(self.active, None)
+            self.active = None
+
+
+@pytest.fixture
+def nudge_settings(tmp_path, no_quiet_hours):
+    settings = NudgeSettings(tmp_path)
+    yield settings
+    settings.close()
 
 
 # --- the shop side of nudge tests ----------------------------------------------------------------------
