@@ -148,7 +148,8 @@ async def ingest(body: Any) -> Ingested:
         seen.add(row["event_id"])
         good.append(row)
     stored, duplicates = await store(good)
-    out.accepted, out.duplicates = stored + duplicates, out.duplicates + duplicates
+    # accepted: every well-formed event (a repeat is accepted, and stored once); duplicates: repeats
+    out.accepted, out.duplicates = len(good) + out.duplicates, out.duplicates + duplicates
     if out.rejected:
         logger.warning("events refused", extra={"refused": len(out.rejected), "first": out.rejected[0]["reason"]})
     return out
