@@ -48,6 +48,8 @@ from nudges.rules import RuleDef
 
 logger = logging.getLogger("nudges.sending")
 CHUNK = 200
+# who goes first when a customer has several due: the rule's priority, then service before marketing
+ORDER = (Nudge.priority, sa.case((Nudge.category == "transactional", 0), else_=1), Nudge.due_at, Nudge.id)
 OPEN_TICKET = ("open", "processing")
 PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
 DELIVERED_STATUSES = ("delivered", "completed")
@@ -302,14 +304,14 @@ async def send_due(now: Optional[datetime] = None, limit: int = 1000, runtime=No
     runtime = runtime or sender.OutboxOnly()
     async with db.session() as s:
         due = (await s.execute(sa.select(Nudge.id).where(Nudge.status == SCHEDULED, Nudge.due_at <= now)
-                               .order_by(Nudge.priority, Nudge.due_at, Nudge.id).limit(limit))).scalars().all()
+                               .order_by(*ORDER).limit(limit))).scalars().all()
     counts: Dict[str, int] = {}
     woke = False
     for start in range(0, len(due), CHUNK):
         part = due[start:start + CHUNK]
         async with db.transaction() as s:
             nudges = list((await s.execute(sa.select(Nudge).where(Nudge.id.in_(part), Nudge.status == SCHEDULED)
-                                           .order_by(Nudge.priority, Nudge.due_at, Nudge.id))).scalars())
+                                           .order_by(*ORDER))).scalars())
             if not nudges:
                 continue
             rules = _rules((await s.execute(sa.select(NudgeRule).where(
