@@ -139,6 +139,8 @@ class NudgeRules(BaseModel):
     # an order paid within this many days of a nudge counts as its conversion
     attribution_days: int = Field(7, ge=1, le=90)
     rfm: RfmThresholds = Field(default_factory=RfmThresholds)
+    # customer numbers never held out (staff's own accounts, to see what customers get)
+    test_customers: List[str] = Field(default_factory=list)
     # days a product lasts, per category, when its specs carry no 使用周期 (replenishment reminders)
     use_cycle_days: Dict[str, int] = Field(default_factory=dict)
 

@@ -37,8 +37,26 @@ def share(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
-def in_holdout(rule: RuleDef, customer_number: str, default_share: float) -> bool:
-    wanted = default_share if rule.holdout is None else rule.holdout
+DEMO_TEST_CUSTOMERS = frozenset(f"C1000{n}" for n in range(1, 6))
+
+
+def holdout_exempt() -> frozenset:
+    """Customers never held out: the shop's test list (staff's own accounts, to see what goes out);
+    in the demo, the customers the sandbox's 微信客服 users are."""
+    settings = get_settings()
+    exempt = frozenset(settings.shop.nudges.test_customers)
+    return exempt | DEMO_TEST_CUSTOMERS if settings.demo else exempt
+
+
+def in_holdout(rule: RuleDef, customer_number: str, default_share: float, exempt: frozenset = frozenset()) -> bool:
+    """The rule's control group: marketing rules hold out `holdout` (or the shop's default share);
+    service messages (transactional) are never held out unless the rule says so."""
+    if customer_number in exempt:
+        return False
+    if rule.holdout is not None:
+        wanted = rule.holdout
+    else:
+        wanted = default_share if rule.category == "marketing" else 0.0
     return share("holdout", rule.key, customer_number) < wanted
 
 

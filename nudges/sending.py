@@ -116,6 +116,12 @@ def quiet_until(at: datetime, tz: str, start: str, end: str) -> Optional[datetim
     return until.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def demo_clock() -> bool:
+    """The demo compresses its clock (SIYU_DEMO_NUDGE_DELAY_S): no quiet hours, so it works at any hour."""
+    settings = get_settings()
+    return settings.demo and settings.demo_nudge_delay_s is not None
+
+
 def day_and_week(at: datetime, tz: str) -> Tuple[date, Tuple[int, int]]:
     local = _local(at, tz).date()
     iso = local.isocalendar()
@@ -252,7 +258,7 @@ def guard(rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge, 
     if rule.cap.per_day is not None and facts.rule_today.get(nudge.rule_key, 0) >= rule.cap.per_day:
         return Decision(SUPPRESSED, "rule_cap", f"每天最多 {rule.cap.per_day} 条")
     settings = get_settings().shop.nudges
-    until = quiet_until(now, tz, settings.quiet_start, settings.quiet_end)
+    until = None if demo_clock() else quiet_until(now, tz, settings.quiet_start, settings.quiet_end)
     if until is not None:
         if rule.quiet_hours == "drop" or (nudge.expires_at is not None and until > nudge.expires_at):
             return Decision(SUPPRESSED, "quiet_hours", f"{settings.quiet_start}-{settings.quiet_end} 不发送")
@@ -280,7 +286,8 @@ async def decide(s: AsyncSession, rule_row: Optional[NudgeRule], rule: Optional[
     if refusal is not None:
         return Decision(SUPPRESSED, refusal.reason, text=body, variant=variant)
     chosen[nudge.customer_id] = rule.name
-    if messages.in_holdout(rule, customer.external_id, get_settings().shop.nudges.holdout_share):
+    if messages.in_holdout(rule, customer.external_id, get_settings().shop.nudges.holdout_share,
+                           messages.holdout_exempt()):
         return Decision(HOLDOUT, "holdout", text=body, variant=variant, arm="control",
                         channel=outgoing[0].channel)
     return Decision(SENT, None, text=body, variant=variant, outgoing=outgoing, channel=outgoing[0].channel)

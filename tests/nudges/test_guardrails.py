@@ -271,3 +271,11 @@ async def test_a_live_rule_list_reads_only_live_rules(wechat_db):
         rows = (await s.execute(sa.select(NudgeRule))).scalars().all()
     assert [r.status for r in rows] == [LIVE]
     assert len(scheduling.live_rules(rows)) == 1
+
+
+def test_service_messages_and_the_shops_test_customers_are_never_held_out():
+    refund = rules.check(next(r for r in rules.shipped() if r["key"] == "refund_completed"))
+    assert not any(in_holdout(refund, f"C{n}", 0.1) for n in range(5000))
+    cart = rules.check(next(r for r in rules.shipped() if r["key"] == "cart_abandonment"))
+    held = [f"C{n}" for n in range(200) if in_holdout(cart, f"C{n}", 0.1)]
+    assert held and not any(in_holdout(cart, n, 0.1, exempt=frozenset(held)) for n in held)
