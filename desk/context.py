@@ -12,6 +12,7 @@ from actions.db.models import Customer, CustomerIdentity
 from actions.repositories import order_repository, ticket_repository
 from desk.models import DeskConversation, DeskEvent
 from desk.transcript import iso
+from nudges import segments
 
 
 def _mask_phone(phone: str) -> str:
@@ -20,13 +21,16 @@ def _mask_phone(phone: str) -> str:
 
 async def customer_context(s: AsyncSession, row: DeskConversation) -> Dict[str, Any]:
     result: Dict[str, Any] = {"conversation_id": row.conversation_id, "channel": row.channel, "customer": None,
-                              "identities": [], "orders": [], "tickets": [], "handoffs": []}
+                              "identities": [], "orders": [], "tickets": [], "handoffs": [],
+                              "segment": None}
     customer = await s.get(Customer, row.customer_id) if row.customer_id else None
     if customer is not None:
         result["customer"] = {"id": customer.id, "external_id": customer.external_id, "name": customer.name,
                               "level": customer.level, "points": customer.points,
                               "phone": _mask_phone(customer.phone or ""),
                               "marketing_opt_out": customer.marketing_opt_out}
+        # RFM segment and health score of the last daily recompute (None before it ran)
+        result["segment"] = await segments.profile(s, customer.id)
         identities = (await s.execute(sa.select(CustomerIdentity).where(
             CustomerIdentity.customer_id == customer.id))).scalars()
         result["identities"] = [{"channel": i.channel, "external_id": i.external_id} for i in identities]

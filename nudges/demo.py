@@ -75,7 +75,8 @@ def seed_history(session: Session, carts: int = HISTORY_CARTS, seed: int = HISTO
                             dedupe_key=f"{rule_row.key}:{cid}:{ref}", event_id=None, trigger_at=at,
                             due_at=at + timedelta(minutes=30), category="marketing", priority=2,
                             arm="control" if control else "treatment", status=HOLDOUT if control else SENT,
-                            reason="holdout" if control else None, channel="wecom_kf", decided_at=at + timedelta(minutes=30),
+                            reason="holdout" if control else None, channel="wecom_kf",
+                            decided_at=at + timedelta(minutes=30),
                             context={"demo_history": True}, created_at=at))
         if rng.random() < HISTORY_RATES["control" if control else "treatment"]:
             paid = at + timedelta(minutes=30) + timedelta(hours=rng.uniform(0.2, 36))

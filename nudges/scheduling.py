@@ -251,8 +251,9 @@ async def _schedule(s: AsyncSession, planned: List[Dict[str, Any]], now: datetim
     for key, p in zip(keys, planned):
         rule, event, customer = p["rule"], p["event"], p["customer"]
         if key in existing:
+            what = "购物车" if event.type in ("cart_updated", "checkout_started") else "订单"
             logs.append({"nudge_id": None, "customer_id": customer.id, "rule_key": rule.key, "status": SUPPRESSED,
-                         "reason": "duplicate", "detail": f"同一{'购物车' if 'cart' in event.type or 'checkout' in event.type else '订单'}已有这条提醒（{event.ref}）", "at": now})
+                         "reason": "duplicate", "detail": f"同一{what}已有这条提醒（{event.ref}）", "at": now})
             continue
         existing.add(key)
         plan = p["plan"]
@@ -274,12 +275,14 @@ async def insert_nudges(s: AsyncSession, fresh: List[Dict[str, Any]], logs: List
     ids: Dict[str, Tuple[int, int]] = {}
     keys = [f["dedupe_key"] for f in fresh]
     for start in range(0, len(keys), 500):
-        ids.update((k, (i, c)) for i, k, c in (await s.execute(sa.select(Nudge.id, Nudge.dedupe_key, Nudge.created_at)
-                                                               .where(Nudge.dedupe_key.in_(keys[start:start + 500])))).all()
-                   if c == now)
+        found = await s.execute(sa.select(Nudge.id, Nudge.dedupe_key, Nudge.created_at)
+                                .where(Nudge.dedupe_key.in_(keys[start:start + 500])))
+        # only the rows stored now (a key another process stored meanwhile has its own log line)
+        ids.update((k, (i, c)) for i, k, c in found.all() if c == now)
     for f in fresh:
         if f["dedupe_key"] in ids:
-            logs.append({"nudge_id": ids[f["dedupe_key"]][0], "customer_id": f["customer_id"], "rule_key": f["rule_key"],
+            logs.append({"nudge_id": ids[f["dedupe_key"]][0], "customer_id": f["customer_id"],
+                         "rule_key": f["rule_key"],
                          "status": SCHEDULED, "reason": None,
                          "detail": f"计划 {datetime_text(f['due_at'], tz)} 发送",
                          "at": now})

@@ -138,6 +138,8 @@ class Facts:
         self.complaints: Set[int] = set()
         self.open_ticket_orders: Set[str] = set()
         self.payments: Dict[int, List[Tuple[datetime, str]]] = {}
+        # (customer, cart id) of orders that name the cart they came from
+        self.paid_carts: Set[Tuple[int, str]] = set()
         self.delivered: Set[str] = set()
         # customer -> [(decided_at, rule_key, category)] of the nudges sent in the last 8 days
         self.sent: Dict[int, List[Tuple[datetime, str, str]]] = {}
@@ -153,7 +155,8 @@ class Facts:
         ids = sorted({n.customer_id for n in nudges})
         refs = sorted({n.ref for n in nudges if n.ref})
         since = min(n.trigger_at for n in nudges)
-        facts.customers = {c.id: c for c in (await s.execute(sa.select(Customer).where(Customer.id.in_(ids)))).scalars()}
+        customers = await s.execute(sa.select(Customer).where(Customer.id.in_(ids)))
+        facts.customers = {c.id: c for c in customers.scalars()}
         identities = (await s.execute(sa.select(CustomerIdentity.customer_id, CustomerIdentity.channel,
                                                 CustomerIdentity.external_id)
                                       .where(CustomerIdentity.customer_id.in_(ids)))).all()
@@ -162,19 +165,23 @@ class Facts:
             DeskConversation.state.in_((QUEUED, ASSIGNED)),
             sa.or_(DeskConversation.customer_id.in_(ids),
                    DeskConversation.conversation_id.in_(list(conversation_of) or [""]))))).all()
-        facts.escalated = {cid for cid, _ in desk if cid} | {conversation_of[c] for _, c in desk if c in conversation_of}
+        facts.escalated = ({cid for cid, _ in desk if cid}
+                           | {conversation_of[c] for _, c in desk if c in conversation_of})
         tickets = (await s.execute(sa.select(Ticket.customer_id, Ticket.kind, Order.order_no)
                                    .join(Order, Order.id == Ticket.order_id, isouter=True)
                                    .where(Ticket.customer_id.in_(ids), Ticket.status.in_(OPEN_TICKET)))).all()
         facts.complaints = {cid for cid, kind, _ in tickets if kind == "complaint"}
         facts.open_ticket_orders = {no for _, _, no in tickets if no}
-        for cid, at, ref in (await s.execute(sa.select(NudgeEvent.customer_id, NudgeEvent.at, NudgeEvent.ref).where(
-                NudgeEvent.customer_id.in_(ids), NudgeEvent.type == "order_paid", NudgeEvent.at >= since))).all():
+        paid = await s.execute(sa.select(NudgeEvent.customer_id, NudgeEvent.at, NudgeEvent.ref, NudgeEvent.data).where(
+            NudgeEvent.customer_id.in_(ids), NudgeEvent.type == "order_paid", NudgeEvent.at >= since))
+        for cid, at, ref, data in paid.all():
             facts.payments.setdefault(cid, []).append((at, ref))
-        for cid, at, ref in (await s.execute(sa.select(Order.customer_id, sa.func.coalesce(Order.paid_at, Order.created_at),
-                                                        Order.order_no).where(
-                Order.customer_id.in_(ids), Order.status.in_(PAID_STATUSES),
-                sa.func.coalesce(Order.paid_at, Order.created_at) >= since))).all():
+            if isinstance(data, dict) and data.get("cart"):
+                facts.paid_carts.add((cid, str(data["cart"])))
+        paid_at = sa.func.coalesce(Order.paid_at, Order.created_at)
+        orders = await s.execute(sa.select(Order.customer_id, paid_at, Order.order_no).where(
+            Order.customer_id.in_(ids), Order.status.in_(PAID_STATUSES), paid_at >= since))
+        for cid, at, ref in orders.all():
             facts.payments.setdefault(cid, []).append((at, ref))
         if refs:
             facts.delivered = set((await s.execute(sa.select(NudgeEvent.ref).where(
@@ -196,9 +203,12 @@ class Facts:
 
 # --- deciding -------------------------------------------------------------------------------------------
 def _exit(rule: RuleDef, nudge: Nudge, facts: Facts) -> Optional[str]:
-    paid_after = [ref for at, ref in facts.payments.get(nudge.customer_id, []) if at > nudge.trigger_at]
+    # paid in the same second as the checkout counts: shops' clocks are not finer than that
+    paid_after = [ref for at, ref in facts.payments.get(nudge.customer_id, []) if at >= nudge.trigger_at]
     for name in rule.exits:
         if name in ("paid", "repurchased", "ordered") and paid_after:
+            return name
+        if name == "paid" and (nudge.customer_id, nudge.ref) in facts.paid_carts:
             return name
         if name == "delivered" and nudge.ref in facts.delivered:
             return name
@@ -223,11 +233,13 @@ def _capped(nudge: Nudge, facts: Facts, now: datetime, tz: str) -> Optional[Tupl
             counts["week"]["all"] += 1
             counts["week"]["cat"] += same
     category_cap = getattr(caps, nudge.category)
+    when = {"day": "今天", "week": "本周"}
     for period in ("day", "week"):
         if counts[period]["cat"] >= getattr(category_cap, period):
-            return f"capped_{period}", f"{'今天' if period == 'day' else '本周'}{'营销' if nudge.category == 'marketing' else '服务'}消息已发 {counts[period]['cat']} 条"
+            kind = "营销" if nudge.category == "marketing" else "服务"
+            return f"capped_{period}", f"{when[period]}{kind}消息已发 {counts[period]['cat']} 条"
         if counts[period]["all"] >= getattr(caps.all, period):
-            return f"capped_{period}", f"{'今天' if period == 'day' else '本周'}共已发 {counts[period]['all']} 条"
+            return f"capped_{period}", f"{when[period]}共已发 {counts[period]['all']} 条"
     return None
 
 
@@ -366,7 +378,8 @@ def _apply(nudge: Nudge, decision: Decision, now: datetime, logs: List[Dict[str,
                      "status": SCHEDULED, "reason": decision.reason, "detail": detail[:256], "at": now})
         return
     nudge.status, nudge.reason, nudge.detail, nudge.decided_at = decision.status, decision.reason, detail[:256], now
-    nudge.channel, nudge.text, nudge.variant, nudge.arm = decision.channel, decision.text, decision.variant, decision.arm
+    nudge.channel, nudge.text = decision.channel, decision.text
+    nudge.variant, nudge.arm = decision.variant, decision.arm
     if decision.status == HOLDOUT:
         detail = REASONS["holdout"]
     logs.append({"nudge_id": nudge.id, "customer_id": nudge.customer_id, "rule_key": nudge.rule_key,

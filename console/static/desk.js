@@ -457,7 +457,8 @@
         row("客户编号", customer.external_id || customer.id),
         row("积分", customer.points),
         row("手机", customer.phone),
-        row("营销消息", customer.marketing_opt_out ? tag("已退订", "info") : "接收")]));
+        row("营销消息", customer.marketing_opt_out ? tag("已退订", "info") : "接收"),
+        c.segment ? row("客户分层", c.segment.segment + " · 健康分 " + c.segment.health) : null]));
     } else {
       parts.push(section("顾客", [h("p", {"class": "muted", text: "匿名访客，未关联顾客档案"}),
                                   row("会话", c.conversation_id)]));

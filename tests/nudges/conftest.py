@@ -6,7 +6,6 @@ import pytest
 from tests.conftest import _use_shop_file, write_shop_file
 from tests.wechat.conftest import harness, no_redis, postgres_db, sqlite_db, wechat_db  # noqa: F401
 
-
 QUIET_OFF = {"quiet_start": "00:00", "quiet_end": "00:00"}
 
 

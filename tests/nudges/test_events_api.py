@@ -149,8 +149,8 @@ async def test_rules_are_checked_approved_exported_and_imported(console):
     assert rule["status"] == "pending" and rule["definition"]["delay"]["minutes"] == 45
     status, exported = await request(lead, "GET", "/api/nudges/rules/export")
     assert [r["key"] for r in exported["rules"]] == ["cart_abandonment"]
-    status, imported = await request(lead, "POST", "/api/nudges/rules/import",
-                                     {"rules": exported["rules"] + [next(r for r in shipped() if r["key"] == "welcome")]})
+    welcome = next(r for r in shipped() if r["key"] == "welcome")
+    status, imported = await request(lead, "POST", "/api/nudges/rules/import", {"rules": exported["rules"] + [welcome]})
     assert imported == {"created": 1, "updated": 1}
     status, body = await request(lead, "POST", "/api/nudges/rules/import", {"rules": [{"key": "x"}]})
     assert status == 400 and "第 1 条" in body["error"]

@@ -112,7 +112,7 @@ async def test_refund_completed_says_the_amount(harness):
 
 async def test_first_order_follow_up_only_for_the_first_order_and_not_with_an_open_ticket(harness):
     h = harness
-    new = await add_customer("C20004", "wmFirst")
+    await add_customer("C20004", "wmFirst")
     old = await add_customer("C20005", "wmRegular")
     await add_order(old, "SY-OLD-1", "completed", days_ago=90)
     await install_rules(["first_order_followup"])
