@@ -9,7 +9,8 @@ run key (community_sop/firing.py), so the lock saves work and the key keeps post
 On taking the lead it catches up: due times since the last leader was seen (at most a day back)
 are fired; firing sends those less than the grace period late and records the others as skipped.
 It also settles the execution log from the outbox and follows mass sends until the owner confirms
-(one reminder after REMIND_AFTER).
+(one reminder after REMIND_AFTER). Other domains' jobs ride on the same leader as companions: the
+process started by `./siyu run` leads the nudges too (nudges/runner.py).
 """
 from __future__ import annotations
 
