@@ -1,4 +1,5 @@
-"""Membership services: daily check-in (签到) and refusing marketing messages (退订)."""
+"""Membership services: daily check-in (签到), refusing marketing messages (退订) and taking the
+refusal back (订阅)."""
 from __future__ import annotations
 
 import logging
@@ -49,6 +50,26 @@ async def opt_out(dispatcher, tracker) -> List[Dict[str, Any]]:
                                                     "identified": customer is not None})
     dispatcher.utter_message(response="utter_unsubscribed")
     return []
+
+
+class ActionResubscribe(ShopAction):
+    """订阅 / 恢复推送: marketing messages allowed again, recorded like the refusal was."""
+
+    def name(self) -> Text:
+        return "action_resubscribe"
+
+    async def act(self, dispatcher, tracker, domain):
+        channel, _ = split_sender(tracker.sender_id)
+        async with async_session() as session:
+            customer = await customer_for(session, tracker.sender_id)
+            if customer is None:
+                dispatcher.utter_message(response="utter_resubscribe_needs_member")
+                return []
+            await customer_repository.record_marketing_opt_in(session, customer, tracker.sender_id,
+                                                              source=f"conversation:{channel}")
+        logger.info("marketing opt-in recorded", extra={"conversation": tracker.sender_id})
+        dispatcher.utter_message(response="utter_resubscribed")
+        return []
 
 
 class ActionUnsubscribe(ShopAction):

@@ -192,13 +192,11 @@ async def firing(base: str, customers: int) -> Dict:
 async def measure(args, database_url: str, workdir: Path) -> Dict:
     os.environ["DATABASE_URL"] = database_url
     os.environ["SIYU_VAR_DIR"] = str(workdir / "var")
-    from bot.settings import reset_settings_cache
-    from channels.wechat.sandbox.config import sandbox_credentials
-
     # quiet hours off: the bench measures the same work at any hour of the shop's day
     import yaml
 
-    from bot.settings import DEFAULT_SHOP_FILE
+    from bot.settings import DEFAULT_SHOP_FILE, reset_settings_cache
+    from channels.wechat.sandbox.config import sandbox_credentials
 
     shop = yaml.safe_load(DEFAULT_SHOP_FILE.read_text(encoding="utf-8"))
     shop["shop"].setdefault("nudges", {}).update({"quiet_start": "00:00", "quiet_end": "00:00"})

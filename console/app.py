@@ -17,7 +17,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from actions.db.engine import dispose_async_engines
 from bot.settings import Settings, get_settings
-from console import api, auth, live, model_server, nudges_api, pages, sop_api, sop_pages
+from console import api, auth, live, model_server, nudges_api, nudges_pages, pages, sop_api, sop_pages
 from console.lists import SharedLists
 from desk.service import DeskService
 from desk.training import Trainer
@@ -70,6 +70,7 @@ def create_app(settings: Optional[Settings] = None, *, desk: Optional[DeskServic
     app.add_routes(nudges_api.routes)
     app.add_routes(pages.routes)
     app.add_routes(sop_pages.routes)
+    app.add_routes(nudges_pages.routes)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     app.on_startup.append(_start_watcher)
     app.on_cleanup.append(_stop)

@@ -170,7 +170,7 @@ async def rule_status(request: web.Request) -> web.Response:
     by = request["staff"].username
 
     async def work(s, row):
-        await rulebook.set_status(s, row, str((body or {}).get("status", "")), by)
+        await rulebook.set_status(s, row, str(body.get("status", "")) if isinstance(body, dict) else "", by)
     return await _rule_step(request, work)
 
 

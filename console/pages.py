@@ -33,6 +33,10 @@ NAV = (("/desk/", "◧", "会话工作台"), ("/desk/corrections", "✎", "错�
 SOP_NAV = (("/sop/", "▦", "SOP 计划"), ("/sop/calendar", "▣", "发送日历"), ("/sop/moderation", "⚑", "违规消息"),
            ("/sop/keywords", "⌨", "关键词回复"), ("/sop/metrics", "▤", "社群数据"))
 SOP_HOME = "/sop/"
+# the one-on-one nudges (console/nudges_pages.py): supervisors and admins get the rules and their
+# report; agents only a customer's nudge log
+NUDGES_NAV = (("/nudges/", "✉", "触达"),)
+NUDGE_LOG_NAV = (("/nudges/customers", "✉", "触达记录"),)
 # the pages load scripts, styles and data only from this host; nothing may frame them
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -97,13 +101,14 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 def nav_for(role: str) -> tuple:
-    """The sidebar of a role: moderators run groups only; supervisors and admins see both parts
-    (an entry whose path is None is a section title)."""
+    """The sidebar of a role: moderators run groups only; supervisors and admins see both parts and
+    the nudges (触达); agents the desk and customers' nudge logs (an entry whose path is None is a
+    section title)."""
     if role == "moderator":
         return SOP_NAV
     if role in SUPERVISING_ROLES:
-        return NAV + ((None, "", "社群运营"),) + SOP_NAV
-    return NAV
+        return NAV + NUDGES_NAV + ((None, "", "社群运营"),) + SOP_NAV
+    return NAV + NUDGE_LOG_NAV
 
 
 async def _page(request: web.Request, template: str, path: str, title: str, nav: Any = None,

@@ -82,6 +82,11 @@ def _items(context: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [i for i in items if isinstance(i, dict)]
 
 
+def _money(fen: Any) -> str:
+    """"¥129.5", or nothing when the event did not say (a message never claims ¥0)."""
+    return f"¥{yuan(int(fen))}" if isinstance(fen, (int, float)) and fen > 0 else ""
+
+
 def values_for(customer: Customer, context: Dict[str, Any]) -> Dict[str, str]:
     shop = get_settings().shop
     items = _items(context)
@@ -91,13 +96,14 @@ def values_for(customer: Customer, context: Dict[str, Any]) -> Dict[str, str]:
     return {
         "称呼": name or texts()["anonymous_name"],
         "店名": shop.name, "助手": shop.bot_name,
-        "商品": names[0] if names else texts()["your_items"],
+        "商品": (names[0] + (texts()["and_more"].format(count=count) if len(names) > 1 else "")) if names
+        else texts()["your_items"],
         "件数": str(count or 1),
-        "金额": yuan(int(context.get("value_fen") or 0)),
+        "金额": _money(context.get("value_fen")),
         "订单号": str(context.get("order_no") or context.get("ref") or ""),
         "快递": str(context.get("carrier") or texts()["carrier_unknown"]),
         "最新物流": str(context.get("last_scan") or texts()["no_scan"]),
-        "退款金额": yuan(int(context.get("refund_fen") or context.get("value_fen") or 0)),
+        "退款金额": _money(context.get("refund_fen")),
         "天数": str(context.get("days") or ""),
         "优惠券": str(context.get("coupon_name") or ""),
     }

@@ -194,7 +194,24 @@ class RuleDef(Strict):
 
 FIELD_NAMES = {"trigger": "触发", "conditions": "条件", "delay": "延迟", "message": "消息", "cap": "频次",
                "exits": "退出条件", "key": "规则编号", "name": "名称", "category": "类别", "priority": "优先级",
-               "quiet_hours": "免打扰", "holdout": "对照组比例", "text": "文字", "variants": "A/B 文案"}
+               "quiet_hours": "免打扰", "holdout": "对照组比例", "text": "文字", "variants": "A/B 文案",
+               "cooldown_days": "冷却天数", "per_day": "每日上限", "minutes": "分钟", "min": "最小值", "max": "最大值",
+               "event": "事件", "daily_at": "每日时间", "audience": "人群", "levels": "会员等级",
+               "segments": "客户分层", "tags": "标签", "value_yuan": "金额区间",
+               "days_since_last_order": "距上次下单天数",
+               "max_age_minutes": "触发后有效分钟", "first_order": "仅首单",
+               "use_cycle_days_before": "提前天数",
+               "send_within_minutes": "发送时限", "coupon": "优惠券", "products": "商品", "description": "说明",
+               "attribution_days": "归因天数", "requires_approval": "需要审批", "unsubscribe_hint": "退订提示"}
+# pydantic's error types in the console's words
+ERROR_TEXT = {
+    "greater_than_equal": "不能小于 {ge}", "greater_than": "需要大于 {gt}", "less_than_equal": "不能大于 {le}",
+    "less_than": "需要小于 {lt}", "int_parsing": "需要是整数", "int_from_float": "需要是整数",
+    "float_parsing": "需要是数字", "bool_parsing": "需要是 true 或 false", "string_type": "需要是文字",
+    "string_too_short": "不能为空", "string_too_long": "最多 {max_length} 个字", "too_long": "最多 {max_length} 项",
+    "literal_error": "只能是 {expected}", "list_type": "需要是列表", "dict_type": "需要是对象",
+    "model_type": "需要是对象", "string_pattern_mismatch": "格式不对", "union_tag_invalid": "格式不对",
+}
 
 
 def check(data: Any) -> RuleDef:
@@ -211,6 +228,15 @@ def check(data: Any) -> RuleDef:
             message = "不认识的字段"
         elif first["type"] == "missing":
             message = "必填"
+        elif first["type"] in ERROR_TEXT:
+            ctx = {k: (int(v) if isinstance(v, float) and v.is_integer() else v)
+                   for k, v in (first.get("ctx") or {}).items()}
+            if isinstance(ctx.get("expected"), str):
+                ctx["expected"] = ctx["expected"].replace("'", "").replace(" or ", "、").replace(", ", "、")
+            try:
+                message = ERROR_TEXT[first["type"]].format(**ctx)
+            except (KeyError, IndexError):
+                message = ERROR_TEXT[first["type"]].split(" {")[0]
         raise RuleError(f"{where}：{message}" if where else message) from None
 
 
@@ -255,9 +281,11 @@ async def update(s: AsyncSession, row: NudgeRule, data: Any, by: str) -> NudgeRu
         raise RuleError("规则编号不能修改")
     row.name, row.definition = rule.name, rule.model_dump(mode="json", exclude_none=True)
     row.requires_approval, row.updated_by, row.updated_at = rule.requires_approval, by, now_utc()
-    if rule.requires_approval and row.status == LIVE:
-        # a changed rule under approval stops until a supervisor looks at the change
-        row.status, row.approved_by, row.approved_at = PENDING_APPROVAL, None, None
+    if rule.requires_approval:
+        # every change of a rule under approval needs a new OK; a live one stops until it has it
+        row.approved_by, row.approved_at = None, None
+        if row.status == LIVE:
+            row.status = PENDING_APPROVAL
     _audit(s, by, "nudge_rule_changed", row.key, {"status": row.status})
     return row
 

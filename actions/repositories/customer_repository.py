@@ -34,6 +34,15 @@ async def record_marketing_opt_out(session: AsyncSession, customer: Optional[Cus
     await session.commit()
 
 
+async def record_marketing_opt_in(session: AsyncSession, customer: Customer, conversation_id: str,
+                                  source: str) -> None:
+    """The customer takes back a refusal of marketing messages (re-subscribe): logged and unflagged."""
+    customer.marketing_opt_out = False
+    session.add(ConsentEvent(customer_id=customer.id, conversation_id=conversation_id, granted=True,
+                             category="marketing", source=source))
+    await session.commit()
+
+
 @dataclass
 class CheckinResult:
     already: bool

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from actions.customer_care import ActionCancelHandoff, ActionComplaint, ActionRequestHuman
 from actions.db.models import ConsentEvent, Ticket
-from actions.membership import ActionCheckin, ActionUnsubscribe
+from actions.membership import ActionCheckin, ActionResubscribe, ActionUnsubscribe
 from actions.shop_policies import ActionShopPolicy
 from desk.models import DeskConversation
 from tests.actions import shop_queries as q
@@ -92,6 +92,21 @@ async def test_unsubscribe_is_recorded_at_once(shop_db):
     with q.session() as s:
         events = s.execute(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)).scalars().all()
         assert [(e.granted, e.source) for e in events] == [(False, "conversation:im")]
+
+
+async def test_a_refusal_can_be_taken_back_by_the_customer(shop_db):
+    await run(ActionUnsubscribe(), tracker("im:u10011", "退订", "unsubscribe"))
+    assert q.customer("C10011").marketing_opt_out is True
+    messages, _ = await run(ActionResubscribe(), tracker("im:u10011", "恢复推送", "resubscribe"))
+    assert responses(messages) == ["utter_resubscribed"]
+    customer = q.customer("C10011")
+    assert customer.marketing_opt_out is False
+    with q.session() as s:
+        events = s.execute(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
+                           .order_by(ConsentEvent.id)).scalars().all()
+        assert [e.granted for e in events] == [False, True]
+    messages, _ = await run(ActionResubscribe(), tracker("im:guest-9", "订阅", "resubscribe"))
+    assert responses(messages) == ["utter_resubscribe_needs_member"]
 
 
 async def test_the_second_misunderstanding_in_a_row_goes_to_a_person(shop_db, open_hours):

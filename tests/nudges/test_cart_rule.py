@@ -42,6 +42,7 @@ async def test_an_unpaid_checkout_gets_one_reminder_after_the_delay(harness):
     [number] = treated("C2")
     await add_customer(number, "wmCart1", name="林小姐")
     await install_rules(["cart_abandonment"])
+    await add_product("SKU-1", "法式碎花雪纺连衣裙", price_fen=25900)
     await h.say("kf", "wmCart1", "这条裙子有 M 码吗")
     await h.quiet()
     before = len(h.deliveries("kf", "wmCart1"))
@@ -57,7 +58,8 @@ async def test_an_unpaid_checkout_gets_one_reminder_after_the_delay(harness):
     assert (await work(h)).get("sent") == 1
     await h.wait_for(lambda: len(h.deliveries("kf", "wmCart1")) > before)
     text = h.deliveries("kf", "wmCart1")[-1]["content"]["content"]
-    assert "法式碎花雪纺连衣裙" in text and "299" in text and "TD" in text
+    # the item's price of now (it was 299 in the cart), and how to refuse such messages
+    assert "法式碎花雪纺连衣裙" in text and "¥259" in text and "TD" in text
     log = await log_of(number)
     assert [(e["status"], e["reason"]) for e in log] == [
         ("scheduled", None), ("suppressed", "duplicate"), ("sent", None)]
@@ -65,6 +67,18 @@ async def test_an_unpaid_checkout_gets_one_reminder_after_the_delay(harness):
     assert await work(h) == {}
     await h.quiet()
     assert len(h.deliveries("kf", "wmCart1")) == before + 1
+
+
+async def add_product(sku: str, name: str, price_fen: int, stock: int = 50) -> None:
+    from actions.db.engine import in_transaction
+    from actions.db.models import Product, ProductVariant
+
+    async def work(s):
+        product = Product(spu=f"SPU-{sku}", name=name, category="女装")
+        s.add(product)
+        await s.flush()
+        s.add(ProductVariant(product_id=product.id, sku=sku, price_fen=price_fen, stock=stock))
+    await in_transaction(work)
 
 
 async def _advance(minutes: float) -> None:

@@ -147,6 +147,15 @@ async def test_rules_are_checked_approved_exported_and_imported(console):
     changed = {**rule["definition"], "delay": {"minutes": 45}}
     status, rule = await request(lead, "PUT", f"/api/nudges/rules/{rule['id']}", changed)
     assert rule["status"] == "pending" and rule["definition"]["delay"]["minutes"] == 45
+    # nor does a paused approved rule changed and started again skip the approval
+    await request(lead, "POST", f"/api/nudges/rules/{rule['id']}/approve")
+    await request(lead, "POST", f"/api/nudges/rules/{rule['id']}/status", {"status": "paused"})
+    await request(lead, "PUT", f"/api/nudges/rules/{rule['id']}", {**changed, "delay": {"minutes": 40}})
+    status, rule = await request(lead, "POST", f"/api/nudges/rules/{rule['id']}/status", {"status": "live"})
+    assert rule["status"] == "pending"
+    assert (await request(lead, "POST", f"/api/nudges/rules/{rule['id']}/status", ["x"]))[0] == 400
+    status, body = await request(lead, "PUT", f"/api/nudges/rules/{rule['id']}", {**changed, "holdout": 0.9})
+    assert status == 400 and body["error"] == "对照组比例：不能大于 0.5"
     status, exported = await request(lead, "GET", "/api/nudges/rules/export")
     assert [r["key"] for r in exported["rules"]] == ["cart_abandonment"]
     welcome = next(r for r in shipped() if r["key"] == "welcome")
