@@ -141,7 +141,8 @@ class SopScheduler:
     def __init__(self, settings: Optional[Settings] = None, runtime=None, leadership: Optional[Leadership] = None,
                  client=None, companions: Sequence = ()) -> None:
         """`companions`: other domains' jobs led by the same leader (nudges/runner.py): each has
-        `on_lead(apscheduler)` and `tick()`, called every round."""
+        `on_lead(apscheduler)` and `tick()`, called every round; a tick that returns True has work
+        left, and the next round starts at once instead of after the poll interval."""
         from channels.wechat.outbound.sender import OutboxOnly
 
         self.settings = settings or get_settings()
@@ -203,9 +204,11 @@ class SopScheduler:
                 logger.exception("scheduler companion failed to start", extra={"companion": type(companion).__name__})
         self.leading.set()
         beat = mass = asyncio.get_running_loop().time()
+        busy = False
         while not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.poll_s)
+                await asyncio.wait_for(self.stopping.wait(), 0 if busy else self.poll_s)
+            busy = False
             if self.stopping.is_set() or not await self.leadership.held():
                 return
             try:
@@ -213,7 +216,7 @@ class SopScheduler:
                 await runlog.settle()
                 for companion in self.companions:
                     try:
-                        await companion.tick()
+                        busy = bool(await companion.tick()) or busy
                     except Exception:  # noqa: BLE001 - one domain's failure must not stop the others
                         logger.exception("scheduler companion round failed",
                                          extra={"companion": type(companion).__name__})

@@ -121,10 +121,22 @@ async def store(rows: List[Dict[str, Any]], source: str = "shop") -> Tuple[int, 
     now = now_utc()
     values = [{**r, "source": source, "status": "new", "attempts": 0, "received_at": now} for r in rows]
     stored = 0
-    async with db.transaction() as s:
+    if get_settings().is_sqlite:
+        async with db.transaction() as s:
+            for start in range(0, len(values), INSERT_BATCH):
+                result = await s.execute(db.insert(s, NudgeEvent).values(values[start:start + INSERT_BATCH])
+                                         .on_conflict_do_nothing(index_elements=["event_id"]))
+                stored += max(result.rowcount or 0, 0)
+        return stored, len(rows) - stored
+    # PostgreSQL: a Core connection (no ORM session: this is the busiest write of the product)
+    from sqlalchemy.dialects.postgresql import insert
+
+    from actions.db.engine import get_async_engine
+
+    async with get_async_engine().begin() as conn:
         for start in range(0, len(values), INSERT_BATCH):
-            result = await s.execute(db.insert(s, NudgeEvent).values(values[start:start + INSERT_BATCH])
-                                     .on_conflict_do_nothing(index_elements=["event_id"]))
+            result = await conn.execute(insert(NudgeEvent).values(values[start:start + INSERT_BATCH])
+                                        .on_conflict_do_nothing(index_elements=["event_id"]))
             stored += max(result.rowcount or 0, 0)
     return stored, len(rows) - stored
 

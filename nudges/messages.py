@@ -109,12 +109,24 @@ def values_for(customer: Customer, context: Dict[str, Any]) -> Dict[str, str]:
     }
 
 
-async def product_lines(s: AsyncSession, rule: RuleDef, context: Dict[str, Any]) -> List[str]:
+async def product_lines(s: AsyncSession, rule: RuleDef, context: Dict[str, Any],
+                        cache: Optional[Dict[Any, List[str]]] = None) -> List[str]:
     """One line per product (at most MAX_PRODUCTS) with the price and stock of now; products no
-    longer on sale are left out."""
+    longer on sale are left out. `cache`: lines already read in this round, by product list."""
     wanted = rule.message.products
     if not wanted:
         return []
+    skus = tuple(str(i.get("sku")) for i in _items(context) if i.get("sku"))[:MAX_PRODUCTS]
+    key = ("items", skus) if wanted == "items" else ("spus", tuple(wanted))
+    if cache is not None and key in cache:
+        return cache[key]
+    lines = await _product_lines(s, wanted, context)
+    if cache is not None:
+        cache[key] = lines
+    return lines
+
+
+async def _product_lines(s: AsyncSession, wanted: Any, context: Dict[str, Any]) -> List[str]:
     lines: List[str] = []
     if wanted == "items":
         skus = [str(i.get("sku")) for i in _items(context) if i.get("sku")][:MAX_PRODUCTS]
@@ -164,12 +176,18 @@ async def coupon_line(s: AsyncSession, code: Optional[str]) -> Tuple[str, str]:
 
 
 async def render(s: AsyncSession, rule: RuleDef, customer: Customer, context: Dict[str, Any],
-                 variant_text: Any) -> str:
-    coupon, coupon_name = await coupon_line(s, rule.message.coupon)
+                 variant_text: Any, cache: Optional[Dict[Any, List[str]]] = None) -> str:
+    key = ("coupon", rule.message.coupon)
+    if cache is not None and key in cache:
+        coupon, coupon_name = cache[key]
+    else:
+        coupon, coupon_name = await coupon_line(s, rule.message.coupon)
+        if cache is not None:
+            cache[key] = [coupon, coupon_name]
     values = values_for(customer, {**context, "coupon_name": coupon_name})
     body = _fill(persona_text(variant_text, get_settings().shop.persona), values)
     parts = [body]
-    lines = await product_lines(s, rule, context)
+    lines = await product_lines(s, rule, context, cache)
     if lines:
         parts.append("\n".join(lines))
     if coupon:

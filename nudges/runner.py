@@ -50,18 +50,24 @@ class NudgeJobs:
         await self.sync_daily_rules()
         await self.catch_up()
 
-    async def tick(self) -> None:
-        """One round: new events, new contacts, due nudges (each bounded by ROUND_BUDGET_S)."""
+    async def tick(self) -> bool:
+        """One round: new contacts, new events, due nudges, within ROUND_BUDGET_S; whether work is
+        left (the leader then starts the next round at once)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         await events.scan_new_contacts()
-        while await scheduling.process_events() and loop.time() - started < ROUND_BUDGET_S:
-            pass
-        while loop.time() - started < ROUND_BUDGET_S:
-            counts = await sending.send_due(runtime=self.runtime)
-            if sum(counts.values()) < 1000:
+        left = False
+        while await scheduling.process_events() == scheduling.BATCH:
+            if loop.time() - started >= ROUND_BUDGET_S:
+                left = True
                 break
+        while not left:
+            counts = await sending.send_due(runtime=self.runtime, limit=sending.ROUND)
+            if sum(counts.values()) < sending.ROUND:
+                break
+            left = loop.time() - started >= ROUND_BUDGET_S
         await self.sync_daily_rules()
+        return left
 
     # --- daily work ---------------------------------------------------------------------------------
     async def _ran_today(self, name: str) -> bool:

@@ -48,6 +48,8 @@ from nudges.rules import RuleDef
 
 logger = logging.getLogger("nudges.sending")
 CHUNK = 200
+# nudges one send_due() call decides at most
+ROUND = 1000
 # who goes first when a customer has several due: the rule's priority, then service before marketing
 ORDER = (Nudge.priority, sa.case((Nudge.category == "transactional", 0), else_=1), Nudge.due_at, Nudge.id)
 OPEN_TICKET = ("open", "processing")
@@ -144,6 +146,8 @@ class Facts:
         # customer -> [(decided_at, rule_key, category)] of the nudges sent in the last 8 days
         self.sent: Dict[int, List[Tuple[datetime, str, str]]] = {}
         self.rule_today: Dict[str, int] = {}
+        # product lines read this round (messages.render's cache)
+        self.products: Dict[Any, List[str]] = {}
 
     @classmethod
     async def load(cls, s: AsyncSession, nudges: List[Nudge], now: datetime, tz: str,
@@ -285,24 +289,43 @@ def guard(rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge, 
     return None
 
 
-async def decide(s: AsyncSession, rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge,
-                 facts: Facts, now: datetime, tz: str, chosen: Dict[int, str], runtime) -> Decision:
-    stop = guard(rule_row, rule, nudge, facts, now, tz, chosen)
-    if stop is not None:
-        return stop
-    customer = facts.customers[nudge.customer_id]
-    variant, text = messages.variant_for(rule, customer.external_id)
-    body = await messages.render(s, rule, customer, nudge.context or {}, text)
-    outgoing, refusal = await sender.customer_post(s, nudge.customer_id, [body], key=f"nudge:{nudge.id}",
-                                                   runtime=runtime, proactive=nudge.category == "marketing")
-    if refusal is not None:
-        return Decision(SUPPRESSED, refusal.reason, text=body, variant=variant)
-    chosen[nudge.customer_id] = rule.name
-    if messages.in_holdout(rule, customer.external_id, get_settings().shop.nudges.holdout_share,
-                           messages.holdout_exempt()):
-        return Decision(HOLDOUT, "holdout", text=body, variant=variant, arm="control",
-                        channel=outgoing[0].channel)
-    return Decision(SENT, None, text=body, variant=variant, outgoing=outgoing, channel=outgoing[0].channel)
+async def decide_all(s: AsyncSession, rules: Dict[int, Tuple[NudgeRule, Optional[RuleDef]]], nudges: List[Nudge],
+                     facts: Facts, now: datetime, tz: str, runtime) -> List[Decision]:
+    """Each nudge's decision, in the order given (priority first). The guardrails pick at most one
+    nudge per customer; those are rendered and offered to the sender API together, whose windows
+    may still refuse them; what remains is held out or sent."""
+    decisions: List[Optional[Decision]] = []
+    chosen: Dict[int, str] = {}
+    candidates: List[Tuple[int, RuleDef, Nudge]] = []
+    for nudge in nudges:
+        row, rule = rules.get(nudge.rule_id, (None, None))
+        stop = guard(row, rule, nudge, facts, now, tz, chosen)
+        decisions.append(stop)
+        if stop is None:
+            chosen[nudge.customer_id] = rule.name
+            facts.rule_today[nudge.rule_key] = facts.rule_today.get(nudge.rule_key, 0) + 1
+            candidates.append((len(decisions) - 1, rule, nudge))
+    wanted, shown = [], []
+    for _, rule, nudge in candidates:
+        customer = facts.customers[nudge.customer_id]
+        variant, text = messages.variant_for(rule, customer.external_id)
+        body = await messages.render(s, rule, customer, nudge.context or {}, text, cache=facts.products)
+        shown.append((variant, body))
+        wanted.append(sender.CustomerMessage(nudge.customer_id, [body], f"nudge:{nudge.id}",
+                                             proactive=nudge.category == "marketing"))
+    posts = await sender.customer_posts(s, wanted, runtime) if wanted else []
+    share, exempt = get_settings().shop.nudges.holdout_share, messages.holdout_exempt()
+    for (index, rule, nudge), (variant, body), (outgoing, refusal) in zip(candidates, shown, posts):
+        customer = facts.customers[nudge.customer_id]
+        if refusal is not None:
+            decisions[index] = Decision(SUPPRESSED, refusal.reason, text=body, variant=variant)
+        elif messages.in_holdout(rule, customer.external_id, share, exempt):
+            decisions[index] = Decision(HOLDOUT, "holdout", text=body, variant=variant, arm="control",
+                                        channel=outgoing[0].channel)
+        else:
+            decisions[index] = Decision(SENT, None, text=body, variant=variant, outgoing=outgoing,
+                                        channel=outgoing[0].channel)
+    return decisions
 
 
 def _rules(rows: Iterable[NudgeRule]) -> Dict[int, Tuple[NudgeRule, Optional[RuleDef]]]:
@@ -316,7 +339,7 @@ def _rules(rows: Iterable[NudgeRule]) -> Dict[int, Tuple[NudgeRule, Optional[Rul
     return out
 
 
-async def send_due(now: Optional[datetime] = None, limit: int = 1000, runtime=None) -> Dict[str, int]:
+async def send_due(now: Optional[datetime] = None, limit: int = ROUND, runtime=None) -> Dict[str, int]:
     """Decide every nudge due by now (up to `limit`), CHUNK per transaction; counts per outcome."""
     now = now or now_utc()
     tz = get_settings().shop.timezone
@@ -337,20 +360,18 @@ async def send_due(now: Optional[datetime] = None, limit: int = 1000, runtime=No
                 NudgeRule.id.in_({n.rule_id for n in nudges})))).scalars())
             horizon = max([8.0] + [r.cap.cooldown_days for _, r in rules.values() if r is not None])
             facts = await Facts.load(s, nudges, now, tz, horizon)
-            chosen: Dict[int, str] = {}
             outgoing: List[OutgoingMessage] = []
             keys_of: Dict[int, List[str]] = {}
             logs: List[Dict[str, Any]] = []
-            for nudge in nudges:
-                row, rule = rules.get(nudge.rule_id, (None, None))
-                decision = await decide(s, row, rule, nudge, facts, now, tz, chosen, runtime)
+            # the nudges' changes are written at commit, not before every read of the round
+            with s.no_autoflush:
+                decisions = await decide_all(s, rules, nudges, facts, now, tz, runtime)
+            for nudge, decision in zip(nudges, decisions):
                 _apply(nudge, decision, now, logs)
                 counts[decision.reason or decision.status] = counts.get(decision.reason or decision.status, 0) + 1
                 if decision.outgoing:
                     outgoing.extend(decision.outgoing)
                     keys_of[nudge.id] = [m.idempotency_key for m in decision.outgoing]
-                    facts.sent.setdefault(nudge.customer_id, []).append((now, nudge.rule_key, nudge.category))
-                    facts.rule_today[nudge.rule_key] = facts.rule_today.get(nudge.rule_key, 0) + 1
             if outgoing:
                 ids = await enqueue_in(s, outgoing)
                 by_key = {m.idempotency_key: i for m, i in zip(outgoing, ids)}

@@ -111,9 +111,15 @@ class Room:
 
 
 async def reply_room(session, channel: str, user_id: str) -> Room:
-    rule = RULES[channel]
-    now = now_utc()
     window = await session.get(ReplyWindow, (channel, user_id), populate_existing=True)
+    queued = await _queued(session, channel, user_id) if window is not None else 0
+    return room_of(channel, window, queued)
+
+
+def room_of(channel: str, window: Optional[ReplyWindow], queued: int, now=None) -> Room:
+    """reply_room() for a window as read and the user's messages still queued."""
+    rule = RULES[channel]
+    now = now or now_utc()
     if window is None:
         return Room(0, windows.OUT_OF_WINDOW)
     room, opened, closes = 0, None, None
@@ -124,7 +130,7 @@ async def reply_room(session, channel: str, user_id: str) -> Room:
         room += rule.event_quota - window.event_sent
         opened = opened or window.event_at
         closes = closes or window.event_at + rule.event_window
-    room -= await _queued(session, channel, user_id)
+    room -= queued
     if room > 0:
         return Room(room, None, opened, closes, window.account)
     return Room(0, windows.OVER_QUOTA if opened else windows.OUT_OF_WINDOW, opened, closes, window.account)
@@ -179,29 +185,105 @@ async def customer_post(session, target: Union[int, str], messages: Sequence[Mes
     """The outbox rows of a message to a customer, on the channel whose reply window is open with
     room for every part (the most recently opened one), or the refusal. send_to_customer() stores
     them at once; nudges/sending.py in its own transaction, with the nudge's state."""
+    customer_id, identities = await _identities(session, target)
+    staffed = proactive and bool(identities) and await _with_staff(session, customer_id, identities)
+    rooms = {}
+    for channel, user in identities:
+        if _configured(runtime or _runtime(), channel):
+            rooms[(channel, user)] = await reply_room(session, channel, user)
+    return _post(customer_id, identities, rooms, staffed, messages, key, target, runtime)
+
+
+@dataclass
+class CustomerMessage:
+    """One message of customer_posts(): to a customer id, proactive or not, under an idempotency key."""
+    customer_id: int
+    messages: Sequence[Message]
+    key: str
+    proactive: bool = False
+
+
+async def customer_posts(session, wanted: Sequence[CustomerMessage], runtime=None
+                         ) -> List[Tuple[List[OutgoingMessage], Optional[SendResult]]]:
+    """customer_post() for many customers at once (a nudge round): identities, staff, windows and
+    queued messages are read in a few queries instead of a few per customer; the same choice of
+    channel and the same refusals. Messages to one user in the batch count against each other."""
     runtime = runtime or _runtime()
+    ids = sorted({w.customer_id for w in wanted})
+    identities: Dict[int, List[Tuple[str, str]]] = {}
+    for start in range(0, len(ids), 1000):
+        rows = await session.execute(sa.select(CustomerIdentity.customer_id, CustomerIdentity.channel,
+                                               CustomerIdentity.external_id).where(
+            CustomerIdentity.customer_id.in_(ids[start:start + 1000]),
+            CustomerIdentity.channel.in_(CUSTOMER_CHANNELS)))
+        for cid, channel, user in rows.all():
+            identities.setdefault(cid, []).append((channel, user))
+    users = sorted({u for found in identities.values() for _, u in found})
+    found_windows: Dict[Tuple[str, str], ReplyWindow] = {}
+    queued: Dict[Tuple[str, str], int] = {}
+    staffed: set = set()
+    from desk.models import ASSIGNED, QUEUED, DeskConversation
+
+    owner = {f"{c}:{u}": cid for cid, found in identities.items() for c, u in found}
+    by_user: Dict[str, List[str]] = {}
+    for conversation in owner:
+        by_user.setdefault(conversation.partition(":")[2], []).append(conversation)
+    for start in range(0, len(users), 1000):
+        part = users[start:start + 1000]
+        for window in (await session.execute(sa.select(ReplyWindow).where(
+                ReplyWindow.user_id.in_(part)).execution_options(populate_existing=True))).scalars():
+            found_windows[(window.channel, window.user_id)] = window
+        counted = await session.execute(sa.select(OutboxMessage.channel, OutboxMessage.recipient, sa.func.count())
+                                        .where(OutboxMessage.recipient.in_(part),
+                                               OutboxMessage.status.in_(("pending", "sending")))
+                                        .group_by(OutboxMessage.channel, OutboxMessage.recipient))
+        queued.update({(c, r): n for c, r, n in counted.all()})
+        conversations = [c for user in part for c in by_user.get(user, [])]
+        rows = await session.execute(sa.select(DeskConversation.conversation_id).where(
+            DeskConversation.state.in_((QUEUED, ASSIGNED)), DeskConversation.conversation_id.in_(conversations)))
+        staffed |= {owner[conversation] for conversation in rows.scalars() if conversation in owner}
+    for start in range(0, len(ids), 1000):
+        rows = await session.execute(sa.select(DeskConversation.customer_id).where(
+            DeskConversation.state.in_((QUEUED, ASSIGNED)), DeskConversation.customer_id.in_(ids[start:start + 1000])))
+        staffed |= set(rows.scalars())
+    out = []
+    now = now_utc()
+    for w in wanted:
+        mine = identities.get(w.customer_id, [])
+        rooms = {(c, u): room_of(c, found_windows.get((c, u)), queued.get((c, u), 0), now)
+                 for c, u in mine if _configured(runtime, c)}
+        outgoing, refusal = _post(w.customer_id, mine, rooms, w.proactive and w.customer_id in staffed,
+                                  w.messages, w.key, w.customer_id, runtime)
+        for message in outgoing:
+            queued[(message.channel, message.recipient)] = queued.get((message.channel, message.recipient), 0) + 1
+        out.append((outgoing, refusal))
+    return out
+
+
+def _post(customer_id: Optional[int], identities: List[Tuple[str, str]], rooms: Dict[Tuple[str, str], Room],
+          staffed: bool, messages: Sequence[Message], key: Optional[str], target, runtime
+          ) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+    """The channel choice of customer_post(s): `rooms` holds the configured identities' windows."""
     texts = _texts(messages, TEXT_LIMIT_BYTES)
     if not texts:
         return [], SendResult.refused("empty", "nothing to send")
-    customer_id, identities = await _identities(session, target)
     if not identities:
         reason = "unknown_customer" if customer_id is None and not isinstance(target, str) else "no_channel"
         return [], SendResult.refused(reason)
-    if proactive and await _with_staff(session, customer_id, identities):
+    if staffed:
         return [], SendResult.refused("with_staff")
     candidates, reasons = [], []
     for channel, user in identities:
-        if not _configured(runtime, channel):
+        found = rooms.get((channel, user))
+        if found is None:
             reasons.append(("not_configured", channel))
             continue
-        found = await reply_room(session, channel, user)
-        room, reason, opened, account = found.room, found.reason, found.opened, found.account
-        if reason:
-            reasons.append((reason, channel))
-        elif room < len(texts):
+        if found.reason:
+            reasons.append((found.reason, channel))
+        elif found.room < len(texts):
             reasons.append((windows.OVER_QUOTA, channel))
         else:
-            candidates.append((opened, channel, user, account))
+            candidates.append((found.opened, channel, user, found.account))
     if not candidates:
         # the most useful reason: a window that is open but full says more than a closed one
         order = [windows.OVER_QUOTA, windows.OUT_OF_WINDOW, "not_configured"]
