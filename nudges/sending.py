@@ -76,7 +76,7 @@ REASONS = {
     "not_configured": "渠道未配置",
     "with_staff": "客服正在处理这位客户",
     "unknown_customer": "找不到这位客户",
-    **{f"exit_{k}": v for k, v in rulebook.EXITS.items()},
+    **rulebook.EXITS,
 }
 
 
@@ -256,7 +256,7 @@ def guard(rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge, 
         return Decision(EXITED, "too_late", f"应在 {nudge.expires_at:%H:%M} UTC 前发出")
     exit_reason = _exit(rule, nudge, facts)
     if exit_reason:
-        return Decision(EXITED, f"exit_{exit_reason}")
+        return Decision(EXITED, exit_reason)
     customer = facts.customers.get(nudge.customer_id)
     if customer is None:
         return Decision(SUPPRESSED, "unknown_customer")

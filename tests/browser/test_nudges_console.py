@@ -81,7 +81,7 @@ def seed_history(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     reset_settings_cache()
     engine = create_sync_engine()
-    details = {"quiet_hours": "免打扰时段", "opted_out": "客户已退订此类消息", "exit_paid": "客户已付款",
+    details = {"quiet_hours": "免打扰时段", "opted_out": "客户已退订此类消息", "paid": "客户已付款",
                "holdout": "对照组：本应发送，按实验不发"}
     tag = uuid.uuid4().hex[:8]
     base = datetime.utcnow() - timedelta(days=2)
@@ -130,7 +130,7 @@ def seed_history(database_url: str) -> None:
             for i in (4, 5):
                 nudge(CART, i, SUPPRESSED, "opted_out")
             for i in (0, 6):
-                nudge(CART, i, EXITED, "exit_paid")
+                nudge(CART, i, EXITED, "paid")
             for i in (50, 51, 52):
                 nudge(FOLLOWUP, i, SENT, paid=i == 51)
             nudge(FOLLOWUP, 0, HOLDOUT, "holdout")
@@ -333,7 +333,7 @@ def test_report_customer_log_consent_and_events(product_server, chromium_path, t
         assert cart["sent"] - old["sent"] == 40 and cart["holdout"] - old["holdout"] == 10, cart
         assert cart["suppressed"].get("quiet_hours", 0) - old["suppressed"].get("quiet_hours", 0) == 3, cart
         assert cart["suppressed"].get("opted_out", 0) - old["suppressed"].get("opted_out", 0) == 2, cart
-        assert cart["exited"].get("exit_paid", 0) - old["exited"].get("exit_paid", 0) == 2, cart
+        assert cart["exited"].get("paid", 0) - old["exited"].get("paid", 0) == 2, cart
         assert cart["treatment"]["conversions"] - old["treatment"]["conversions"] == 12, cart
         assert cart["control"]["conversions"] - old["control"]["conversions"] == 1, cart
         assert cart["uplift"]["ci"] is not None
@@ -351,7 +351,7 @@ def test_report_customer_log_consent_and_events(product_server, chromium_path, t
         expect(quiet.locator(".reason-n")).to_have_text(str(cart["suppressed"]["quiet_hours"]))
         expect(card.locator(".reason-box[data-kind=suppressed] .reason-item[data-reason=opted_out]")).to_contain_text(
             "客户已退订此类消息")
-        expect(card.locator(".reason-box[data-kind=exited] .reason-item[data-reason=exit_paid]")).to_contain_text(
+        expect(card.locator(".reason-box[data-kind=exited] .reason-item[data-reason=paid]")).to_contain_text(
             "客户已付款")
         treated = card.locator(".arm-row[data-arm=treatment]")
         expect(treated.locator(".arm-n")).to_have_text(str(cart["treatment"]["n"]))

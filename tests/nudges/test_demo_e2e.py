@@ -110,7 +110,7 @@ async def _drive(sandbox: str, console: str) -> None:
                 return [e for e in body["entries"] if e["rule"] == "cart_abandonment" and e["status"] != "scheduled"]
             assert [e["status"] for e in await until(lambda: decided("C10001"))] == ["sent"]
             paid = (await until(lambda: decided("C10002")))[0]
-            assert (paid["status"], paid["reason"]) == ("exited", "exit_paid")
+            assert (paid["status"], paid["reason"]) == ("exited", "paid")
             refused = (await until(lambda: decided("C10003")))[0]
             assert (refused["status"], refused["reason"]) == ("suppressed", "opted_out")
             for user in ("wmDemoUser02", "wmDemoUser03"):

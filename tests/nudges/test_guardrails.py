@@ -199,8 +199,8 @@ async def test_paid_first_exits_and_a_paused_rule_sends_nothing(harness):
                                     event("p2", "order_paid", payer, "SY-P", 20, cart="CART-P", amount=299),
                                     event("p3", "checkout_started", other, "CART-O", 1, **CART)]})
     before = len(h.deliveries("kf"))
-    assert (await run(h)).get("exit_paid") == 1
-    assert last_reasons(await log_of(payer)) == ("exited", "exit_paid")
+    assert (await run(h)).get("paid") == 1
+    assert last_reasons(await log_of(payer)) == ("exited", "paid")
 
     async def pause(s):
         row = (await s.execute(sa.select(NudgeRule).where(NudgeRule.key == "cart_abandonment"))).scalars().one()

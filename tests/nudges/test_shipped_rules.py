@@ -95,7 +95,7 @@ async def test_logistics_delay_exits_when_the_parcel_arrives(harness):
     await events.ingest({"events": [
         event("l1", "logistics_stalled", "C20002", "SY-L1", 61, carrier="顺丰速运"),
         event("l2", "order_delivered", "C20002", "SY-L1", 5)]})
-    assert (await run(h)).get("exit_delivered") == 1
+    assert (await run(h)).get("delivered") == 1
     assert (await log_of("C20002"))[-1]["status"] == "exited"
 
 
@@ -137,7 +137,7 @@ async def test_first_order_follow_up_only_for_the_first_order_and_not_with_an_op
 
         s.add(Ticket(ticket_no="T-20006", kind="complaint", status="open", customer_id=third, reason="破损"))
     await in_transaction(complain)
-    assert (await run(h, NOW() + timedelta(days=3, minutes=1))).get("exit_open_ticket") == 1
+    assert (await run(h, NOW() + timedelta(days=3, minutes=1))).get("open_ticket") == 1
 
 
 async def test_replenishment_from_the_products_use_cycle_and_exit_when_bought_again(harness):
@@ -157,7 +157,7 @@ async def test_replenishment_from_the_products_use_cycle_and_exit_when_bought_ag
     # the second customer bought again before the reminder: exits
     await events.ingest(event("rf3", "order_paid", "C20008", "SY-RF-3", 0, amount=89))
     counts = await run(h, NOW() + timedelta(days=55, minutes=1))
-    assert counts.get("sent") == 1 and counts.get("exit_repurchased") == 1
+    assert counts.get("sent") == 1 and counts.get("repurchased") == 1
     text = (await kf_texts(h, "wmRefill"))[-1]
     assert "氨基酸温和洁面乳" in text and "55" in text and "¥89" in text
 
