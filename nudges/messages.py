@@ -91,7 +91,9 @@ def values_for(customer: Customer, context: Dict[str, Any]) -> Dict[str, str]:
     shop = get_settings().shop
     items = _items(context)
     names = [str(i.get("name") or i.get("product_name") or i.get("sku") or "") for i in items]
-    count = sum(int(i.get("qty") or i.get("quantity") or 1) for i in items) if items else 0
+    from nudges.scheduling import number
+
+    count = sum(max(1, int(number(i.get("qty") or i.get("quantity"), 1))) for i in items) if items else 0
     name = customer.name if customer.name and customer.name != "微信用户" else ""
     return {
         "称呼": name or texts()["anonymous_name"],

@@ -8,6 +8,7 @@ events' new state commit together, so an event is acted on once whatever restart
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Tuple
 
 import sqlalchemy as sa
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import Customer, LogisticsEvent, Order, OrderItem, Product, ProductVariant
@@ -24,6 +26,7 @@ from channels.wechat import db
 from nudges import rules as rulebook
 from nudges.models import (
     DONE,
+    FAILED,
     IGNORED,
     LIVE,
     NEW,
@@ -73,17 +76,30 @@ def demo_delay(rule: RuleDef) -> Optional[timedelta]:
     return None
 
 
+def number(value: Any, default: float = 0) -> float:
+    """A number from an event's field as the shop sent it ("2", 2, 2.5); `default` for anything else."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
 def value_fen(data: Dict[str, Any]) -> int:
+    """The cart's / order's value in fen: amount_fen, amount (yuan), or the items' prices."""
     if isinstance(data.get("amount_fen"), (int, float)):
         return int(data["amount_fen"])
     if isinstance(data.get("amount"), (int, float)):
         return int(round(data["amount"] * 100))
-    total = 0
+    total = 0.0
     for item in data.get("items") or []:
         if isinstance(item, dict):
-            price = item.get("price_fen", (item.get("price") or 0) * 100)
-            total += int(price or 0) * int(item.get("qty") or item.get("quantity") or 1)
-    return total
+            price = number(item.get("price_fen"), number(item.get("price")) * 100)
+            total += price * max(1, int(number(item.get("qty") or item.get("quantity"), 1)))
+    return int(round(total))
 
 
 def use_cycle_days(product: Optional[Product], category: Optional[str]) -> Optional[int]:
@@ -203,11 +219,38 @@ def dedupe_key(rule_key: str, customer_id: int, ref: str) -> str:
 
 
 async def process_events(limit: int = BATCH, now: Optional[datetime] = None) -> int:
-    """Act on up to `limit` new events; how many were taken."""
+    """Act on up to `limit` new events, in one transaction; how many were taken. When the batch
+    fails, its events are taken one by one, and one that fails on its own is marked failed with
+    the error (kept, not retried forever, and not blocking the others)."""
     now = now or now_utc()
+    try:
+        return await _process(None, limit, now)
+    except Exception:  # noqa: BLE001 - find the event that fails; the others go on
+        logger.exception("event batch failed: taking its events one by one")
+    async with db.session() as s:
+        ids = list((await s.execute(sa.select(NudgeEvent.id).where(NudgeEvent.status == NEW)
+                                    .order_by(NudgeEvent.id).limit(limit))).scalars())
+    for event_id in ids:
+        try:
+            await _process(event_id, 1, now)
+        except (OperationalError, InterfaceError, OSError, asyncio.TimeoutError):
+            raise  # the database is away: nothing is marked, the next round tries again
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("event failed", extra={"event_row": event_id})
+            async with db.transaction() as s:
+                row = await s.get(NudgeEvent, event_id)
+                if row is not None and row.status == NEW:
+                    row.status, row.attempts, row.processed_at = FAILED, row.attempts + 1, now
+                    row.note = f"failed: {type(exc).__name__}: {exc}"[:256]
+    return len(ids)
+
+
+async def _process(only: Optional[int], limit: int, now: datetime) -> int:
     async with db.transaction() as s:
-        events = list((await s.execute(sa.select(NudgeEvent).where(NudgeEvent.status == NEW)
-                                       .order_by(NudgeEvent.id).limit(limit))).scalars())
+        query = sa.select(NudgeEvent).where(NudgeEvent.status == NEW)
+        if only is not None:
+            query = query.where(NudgeEvent.id == only)
+        events = list((await s.execute(query.order_by(NudgeEvent.id).limit(limit))).scalars())
         if not events:
             return 0
         by_type: Dict[str, List[Tuple[NudgeRule, RuleDef]]] = {}

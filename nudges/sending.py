@@ -16,6 +16,7 @@ have been sent) or handed to the outbox in the same transaction that marks it se
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -23,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import Customer, CustomerIdentity, Order, Ticket
@@ -76,6 +78,7 @@ REASONS = {
     "not_configured": "渠道未配置",
     "with_staff": "客服正在处理这位客户",
     "unknown_customer": "找不到这位客户",
+    "error": "处理出错，未发送（已记录日志）",
     **rulebook.EXITS,
 }
 
@@ -340,7 +343,9 @@ def _rules(rows: Iterable[NudgeRule]) -> Dict[int, Tuple[NudgeRule, Optional[Rul
 
 
 async def send_due(now: Optional[datetime] = None, limit: int = ROUND, runtime=None) -> Dict[str, int]:
-    """Decide every nudge due by now (up to `limit`), CHUNK per transaction; counts per outcome."""
+    """Decide every nudge due by now (up to `limit`), CHUNK per transaction; counts per outcome.
+    A chunk that fails is decided nudge by nudge; a nudge that fails on its own is suppressed with
+    the error as its reason (logged, never retried forever, never blocking the others)."""
     now = now or now_utc()
     tz = get_settings().shop.timezone
     runtime = runtime or sender.OutboxOnly()
@@ -351,41 +356,76 @@ async def send_due(now: Optional[datetime] = None, limit: int = ROUND, runtime=N
     woke = False
     for start in range(0, len(due), CHUNK):
         part = due[start:start + CHUNK]
-        async with db.transaction() as s:
-            nudges = list((await s.execute(sa.select(Nudge).where(Nudge.id.in_(part), Nudge.status == SCHEDULED)
-                                           .order_by(*ORDER))).scalars())
-            if not nudges:
-                continue
-            rules = _rules((await s.execute(sa.select(NudgeRule).where(
-                NudgeRule.id.in_({n.rule_id for n in nudges})))).scalars())
-            horizon = max([8.0] + [r.cap.cooldown_days for _, r in rules.values() if r is not None])
-            facts = await Facts.load(s, nudges, now, tz, horizon)
-            outgoing: List[OutgoingMessage] = []
-            keys_of: Dict[int, List[str]] = {}
-            logs: List[Dict[str, Any]] = []
-            # the nudges' changes are written at commit, not before every read of the round
-            with s.no_autoflush:
-                decisions = await decide_all(s, rules, nudges, facts, now, tz, runtime)
-            for nudge, decision in zip(nudges, decisions):
-                _apply(nudge, decision, now, logs)
-                counts[decision.reason or decision.status] = counts.get(decision.reason or decision.status, 0) + 1
-                if decision.outgoing:
-                    outgoing.extend(decision.outgoing)
-                    keys_of[nudge.id] = [m.idempotency_key for m in decision.outgoing]
-            if outgoing:
-                ids = await enqueue_in(s, outgoing)
-                by_key = {m.idempotency_key: i for m, i in zip(outgoing, ids)}
-                for nudge in nudges:
-                    if nudge.id in keys_of:
-                        nudge.outbox_ids = [by_key[k] for k in keys_of[nudge.id]]
-                woke = True
-            for start_log in range(0, len(logs), 200):
-                await s.execute(sa.insert(NudgeLogEntry).values(logs[start_log:start_log + 200]))
+        try:
+            woke = await _decide_chunk(part, now, tz, runtime, counts) or woke
+            continue
+        except (OperationalError, InterfaceError, OSError, asyncio.TimeoutError):
+            raise  # the database is away: the next round tries again
+        except Exception:  # noqa: BLE001 - find the nudge that fails; the others go on
+            logger.exception("nudge chunk failed: deciding its nudges one by one")
+        for nudge_id in part:
+            try:
+                woke = await _decide_chunk([nudge_id], now, tz, runtime, counts) or woke
+            except (OperationalError, InterfaceError, OSError, asyncio.TimeoutError):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("nudge failed", extra={"nudge_id": nudge_id})
+                await _fail(nudge_id, exc, now)
+                counts["error"] = counts.get("error", 0) + 1
     if woke:
         runtime.worker.wake()
     if counts:
         logger.info("nudges decided", extra={"outcomes": counts})
     return counts
+
+
+async def _decide_chunk(part: List[int], now: datetime, tz: str, runtime, counts: Dict[str, int]) -> bool:
+    """Decide these nudges in one transaction; whether messages went to the outbox."""
+    async with db.transaction() as s:
+        nudges = list((await s.execute(sa.select(Nudge).where(Nudge.id.in_(part), Nudge.status == SCHEDULED)
+                                       .order_by(*ORDER))).scalars())
+        if not nudges:
+            return False
+        rules = _rules((await s.execute(sa.select(NudgeRule).where(
+            NudgeRule.id.in_({n.rule_id for n in nudges})))).scalars())
+        horizon = max([8.0] + [r.cap.cooldown_days for _, r in rules.values() if r is not None])
+        facts = await Facts.load(s, nudges, now, tz, horizon)
+        outgoing: List[OutgoingMessage] = []
+        keys_of: Dict[int, List[str]] = {}
+        logs: List[Dict[str, Any]] = []
+        outcomes: Dict[str, int] = {}
+        # the nudges' changes are written at commit, not before every read of the round
+        with s.no_autoflush:
+            decisions = await decide_all(s, rules, nudges, facts, now, tz, runtime)
+        for nudge, decision in zip(nudges, decisions):
+            _apply(nudge, decision, now, logs)
+            outcomes[decision.reason or decision.status] = outcomes.get(decision.reason or decision.status, 0) + 1
+            if decision.outgoing:
+                outgoing.extend(decision.outgoing)
+                keys_of[nudge.id] = [m.idempotency_key for m in decision.outgoing]
+        if outgoing:
+            ids = await enqueue_in(s, outgoing)
+            by_key = {m.idempotency_key: i for m, i in zip(outgoing, ids)}
+            for nudge in nudges:
+                if nudge.id in keys_of:
+                    nudge.outbox_ids = [by_key[k] for k in keys_of[nudge.id]]
+        for start_log in range(0, len(logs), 200):
+            await s.execute(sa.insert(NudgeLogEntry).values(logs[start_log:start_log + 200]))
+    # counted once the transaction is committed (a failed chunk is decided again one by one)
+    for key, value in outcomes.items():
+        counts[key] = counts.get(key, 0) + value
+    return bool(outgoing)
+
+
+async def _fail(nudge_id: int, exc: Exception, now: datetime) -> None:
+    async with db.transaction() as s:
+        nudge = await s.get(Nudge, nudge_id)
+        if nudge is None or nudge.status != SCHEDULED:
+            return
+        detail = f"{REASONS['error']}：{type(exc).__name__}"[:256]
+        nudge.status, nudge.reason, nudge.detail, nudge.decided_at = SUPPRESSED, "error", detail, now
+        s.add(NudgeLogEntry(nudge_id=nudge.id, customer_id=nudge.customer_id, rule_key=nudge.rule_key,
+                            status=SUPPRESSED, reason="error", detail=detail, at=now))
 
 
 def _apply(nudge: Nudge, decision: Decision, now: datetime, logs: List[Dict[str, Any]]) -> None:

@@ -279,3 +279,45 @@ def test_service_messages_and_the_shops_test_customers_are_never_held_out():
     cart = rules.check(next(r for r in rules.shipped() if r["key"] == "cart_abandonment"))
     held = [f"C{n}" for n in range(200) if in_holdout(cart, f"C{n}", 0.1)]
     assert held and not any(in_holdout(cart, n, 0.1, exempt=frozenset(held)) for n in held)
+
+
+async def test_an_event_or_a_nudge_that_fails_is_kept_with_its_error_and_blocks_nothing(harness, monkeypatch):
+    """A fault (here injected: a bug met by one event, then by one nudge) costs only that one."""
+    h = harness
+    numbers = treated("C12", 3)
+    for n, number in enumerate(numbers):
+        await add_customer(number, f"wmFault{n}")
+        await writes(h, f"wmFault{n}")
+    await install_rules(["cart_abandonment"])
+    real_plan = scheduling.plan_for
+
+    async def plan_with_a_bug(s, rule, ev, customer, segment, now):
+        if ev.ref == "CART-BUG":
+            raise ValueError("a bug met by this event")
+        return await real_plan(s, rule, ev, customer, segment, now)
+    monkeypatch.setattr(scheduling, "plan_for", plan_with_a_bug)
+    await events.ingest({"events": [event("f1", "checkout_started", numbers[0], "CART-OK1", 31, **CART),
+                                    event("f2", "checkout_started", numbers[1], "CART-BUG", 31, **CART),
+                                    event("f3", "checkout_started", numbers[2], "CART-OK3", 31, **CART)]})
+    assert await scheduling.process_events() == 3
+    from nudges.models import NudgeEvent
+
+    async with async_session() as s:
+        states = dict((await s.execute(sa.select(NudgeEvent.event_id, NudgeEvent.status))).all())
+        note = (await s.execute(sa.select(NudgeEvent.note).where(NudgeEvent.event_id == "f2"))).scalar()
+    assert states == {"f1": "done", "f2": "failed", "f3": "done"} and "ValueError" in note
+    assert await scheduling.process_events() == 0                  # not retried forever
+
+    from nudges import messages
+
+    real_render = messages.render
+
+    async def render_with_a_bug(s, rule, customer, context, text, cache=None):
+        if context.get("ref") == "CART-OK3":
+            raise KeyError("a bug met by this nudge")
+        return await real_render(s, rule, customer, context, text, cache)
+    monkeypatch.setattr(messages, "render", render_with_a_bug)
+    counts = await sending.send_due(runtime=h.runtime)
+    assert counts == {"sent": 1, "error": 1}
+    assert last_reasons(await log_of(numbers[2])) == ("suppressed", "error")
+    assert last_reasons(await log_of(numbers[0])) == ("sent", None)
