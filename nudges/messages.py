@@ -30,6 +30,12 @@ def texts() -> Dict[str, str]:
         return yaml.safe_load(fh)
 
 
+def unsubscribe_button() -> Tuple[Tuple[str, str], ...]:
+    """The 退订 button under a marketing nudge on 微信客服: a tap sends "退订" back, which the
+    assistant honours at once like the typed word (PIPL art. 24: refusing must be easy)."""
+    return (("unsubscribe", texts()["unsubscribe_button"]),)
+
+
 def share(*parts: str) -> float:
     """A stable number in [0, 1) for the parts (holdout and variant split): the same customer and
     rule always land on the same side, whichever process asks."""

@@ -314,8 +314,10 @@ async def decide_all(s: AsyncSession, rules: Dict[int, Tuple[NudgeRule, Optional
         variant, text = messages.variant_for(rule, customer.external_id)
         body = await messages.render(s, rule, customer, nudge.context or {}, text, cache=facts.products)
         shown.append((variant, body))
-        wanted.append(sender.CustomerMessage(nudge.customer_id, [body], f"nudge:{nudge.id}",
-                                             proactive=nudge.category == "marketing"))
+        marketing = nudge.category == "marketing"
+        wanted.append(sender.CustomerMessage(nudge.customer_id, [body], f"nudge:{nudge.id}", proactive=marketing,
+                                             buttons=messages.unsubscribe_button() if marketing
+                                             and rule.message.unsubscribe_hint else ()))
     posts = await sender.customer_posts(s, wanted, runtime) if wanted else []
     share, exempt = get_settings().shop.nudges.holdout_share, messages.holdout_exempt()
     for (index, rule, nudge), (variant, body), (outgoing, refusal) in zip(candidates, shown, posts):

@@ -95,3 +95,12 @@ async def log_of(number: str) -> List[Dict]:
         rows = (await s.execute(sa.select(NudgeLogEntry).where(NudgeLogEntry.customer_id == cid)
                                 .order_by(NudgeLogEntry.id))).scalars().all()
     return [{"rule": r.rule_key, "status": r.status, "reason": r.reason, "detail": r.detail} for r in rows]
+
+
+def text_of(delivery: Dict) -> str:
+    """What a customer reads in a delivered message: a text's content, a menu message's head and items."""
+    content = delivery["content"]
+    if "head_content" in content:
+        items = " ".join(f"[{i['click']['content']}]" for i in content.get("list", []) if i.get("type") == "click")
+        return f"{content['head_content']} {items}".strip()
+    return content.get("content", "")

@@ -11,7 +11,7 @@ from nudges import events, scheduling, sending
 from nudges.messages import in_holdout
 from nudges.models import Nudge
 from nudges.rules import check, shipped
-from tests.nudges.conftest import add_customer, event, install_rules, log_of
+from tests.nudges.conftest import add_customer, event, install_rules, log_of, text_of
 
 CART = {"items": [{"sku": "SKU-1", "name": "法式碎花雪纺连衣裙", "qty": 1, "price": 299}], "amount": 299}
 
@@ -57,7 +57,10 @@ async def test_an_unpaid_checkout_gets_one_reminder_after_the_delay(harness):
     await _advance(minutes=31)
     assert (await work(h)).get("sent") == 1
     await h.wait_for(lambda: len(h.deliveries("kf", "wmCart1")) > before)
-    text = h.deliveries("kf", "wmCart1")[-1]["content"]["content"]
+    delivered = h.deliveries("kf", "wmCart1")[-1]
+    text = text_of(delivered)
+    # a menu message: its 退订 item sends "退订" back when tapped
+    assert delivered["msgtype"] == "msgmenu" and "[退订]" in text
     # the item's price of now (it was 299 in the cart), and how to refuse such messages
     assert "法式碎花雪纺连衣裙" in text and "¥259" in text and "TD" in text
     log = await log_of(number)

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.desk.test_console_api import StaffClient
+from tests.nudges.conftest import text_of
 
 pytestmark = pytest.mark.model
 
@@ -25,7 +26,7 @@ def at(seconds_ago: float = 0) -> str:
 
 async def deliveries(http, sandbox: str, user: str):
     async with http.get(sandbox + "/sandbox/deliveries", params={"channel": "kf", "to": user}) as r:
-        return [d["content"]["content"] for d in (await r.json())["deliveries"]]
+        return [text_of(d) for d in (await r.json())["deliveries"]]
 
 
 async def say(http, sandbox: str, user: str, text: str):

@@ -17,7 +17,7 @@ from desk.models import DeskConversation
 from nudges import consent, events, rules, scheduling, sending
 from nudges.messages import in_holdout, share
 from nudges.models import LIVE, Nudge, NudgeRule
-from tests.nudges.conftest import add_customer, event, install_rules, log_of
+from tests.nudges.conftest import add_customer, event, install_rules, log_of, text_of
 from tests.nudges.test_cart_rule import CART, treated
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -65,7 +65,7 @@ async def test_consent_is_read_at_send_time_and_service_messages_still_go(harnes
                               last_scan={"location": "杭州转运中心", "text": "快件已到达"}))
     assert (await run(h)).get("sent") == 1
     await h.wait_for(lambda: len(h.deliveries("kf", "wmConsent")) == before + 1)
-    assert "杭州转运中心" in h.deliveries("kf", "wmConsent")[-1]["content"]["content"]
+    assert "杭州转运中心" in text_of(h.deliveries("kf", "wmConsent")[-1])
 
 
 async def test_no_marketing_during_an_escalation_or_an_open_complaint(harness):

@@ -12,7 +12,7 @@ from community_sop.scheduler import SopScheduler
 from nudges import events
 from nudges.models import NudgeState
 from nudges.runner import NudgeJobs
-from tests.nudges.conftest import add_customer, event, install_rules, log_of
+from tests.nudges.conftest import add_customer, event, install_rules, log_of, text_of
 from tests.nudges.test_cart_rule import CART, treated
 
 
@@ -46,6 +46,6 @@ async def test_the_leader_acts_on_events_and_sends_what_falls_due(harness):
     finally:
         scheduler.stop()
         await asyncio.wait_for(task, 30)
-    assert "¥20" in "".join(d["content"]["content"] for d in h.deliveries("kf", "wmLive"))
+    assert "¥20" in "".join(text_of(d) for d in h.deliveries("kf", "wmLive"))
     async with async_session() as s:
         assert (await s.execute(sa.select(sa.func.count()).select_from(NudgeState))).scalar() >= 1

@@ -12,7 +12,7 @@ from actions.db.engine import async_session, in_transaction
 from actions.db.models import Customer, LogisticsEvent, Order, OrderItem, Product, ProductVariant
 from nudges import events, scheduling, sending
 from nudges.models import Nudge, NudgeEvent
-from tests.nudges.conftest import add_customer, event, install_rules, log_of
+from tests.nudges.conftest import add_customer, event, install_rules, log_of, text_of
 
 NOW = datetime.utcnow
 
@@ -31,7 +31,7 @@ async def writes(h, user):
 
 async def kf_texts(h, user):
     await h.quiet()
-    return [d["content"]["content"] for d in h.deliveries("kf", user)]
+    return [text_of(d) for d in h.deliveries("kf", user)]
 
 
 async def nudges_of(number):

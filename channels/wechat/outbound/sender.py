@@ -196,11 +196,14 @@ async def customer_post(session, target: Union[int, str], messages: Sequence[Mes
 
 @dataclass
 class CustomerMessage:
-    """One message of customer_posts(): to a customer id, proactive or not, under an idempotency key."""
+    """One message of customer_posts(): to a customer id, proactive or not, under an idempotency key.
+    `buttons` [(id, text)]: on 微信客服 a one-part message goes as a menu message whose items the
+    customer taps to answer with their text (anywhere else the text alone goes)."""
     customer_id: int
     messages: Sequence[Message]
     key: str
     proactive: bool = False
+    buttons: Sequence[Tuple[str, str]] = ()
 
 
 async def customer_posts(session, wanted: Sequence[CustomerMessage], runtime=None
@@ -253,16 +256,20 @@ async def customer_posts(session, wanted: Sequence[CustomerMessage], runtime=Non
         rooms = {(c, u): room_of(c, found_windows.get((c, u)), queued.get((c, u), 0), now)
                  for c, u in mine if _configured(runtime, c)}
         outgoing, refusal = _post(w.customer_id, mine, rooms, w.proactive and w.customer_id in staffed,
-                                  w.messages, w.key, w.customer_id, runtime)
+                                  w.messages, w.key, w.customer_id, runtime, w.buttons)
         for message in outgoing:
             queued[(message.channel, message.recipient)] = queued.get((message.channel, message.recipient), 0) + 1
         out.append((outgoing, refusal))
     return out
 
 
+# a 微信客服 menu message's text before its items
+MENU_HEAD_LIMIT_BYTES = 1024
+
+
 def _post(customer_id: Optional[int], identities: List[Tuple[str, str]], rooms: Dict[Tuple[str, str], Room],
-          staffed: bool, messages: Sequence[Message], key: Optional[str], target, runtime
-          ) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+          staffed: bool, messages: Sequence[Message], key: Optional[str], target, runtime,
+          buttons: Sequence[Tuple[str, str]] = ()) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
     """The channel choice of customer_post(s): `rooms` holds the configured identities' windows."""
     texts = _texts(messages, TEXT_LIMIT_BYTES)
     if not texts:
@@ -293,6 +300,13 @@ def _post(customer_id: Optional[int], identities: List[Tuple[str, str]], rooms: 
         return [], SendResult.refused(reason, channel=channel)
     _, channel, user, account = max(candidates, key=lambda c: c[0])  # the most recently opened window
     account = account if channel == "wecom_kf" else None
+    if buttons and channel == "wecom_kf" and len(texts) == 1 \
+            and len(texts[0].encode("utf-8")) <= MENU_HEAD_LIMIT_BYTES:
+        menu = {"head_content": texts[0], "tail_content": "",
+                "list": [{"type": "click", "click": {"id": i, "content": t}} for i, t in buttons]}
+        return [OutgoingMessage(channel=channel, recipient=user, msgtype="msgmenu", body={"msgmenu": menu},
+                                account=account, conversation_id=f"{channel}:{user}", customer_id=customer_id,
+                                idempotency_key=_keys(key, 1)[0])], None
     return [OutgoingMessage(channel=channel, recipient=user, msgtype="text", body={"text": {"content": t}},
                             account=account, conversation_id=f"{channel}:{user}", customer_id=customer_id,
                             idempotency_key=k) for t, k in zip(texts, _keys(key, len(texts)))], None

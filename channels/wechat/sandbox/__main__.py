@@ -69,6 +69,10 @@ async def _deliveries(base: str, **query: str) -> List[Dict[str, Any]]:
 
 def _show(delivery: Dict[str, Any]) -> str:
     content = delivery.get("content") or {}
+    if isinstance(content, dict) and "head_content" in content:
+        # a menu message: its text, then the items a tap answers with
+        items = [i.get("click", {}).get("content", "") for i in content.get("list") or [] if isinstance(i, dict)]
+        return content["head_content"] + "".join(f"\n  [{item}]" for item in items)
     text = content.get("content") if isinstance(content, dict) else None
     return text if text is not None else json.dumps(content, ensure_ascii=False)
 

@@ -470,6 +470,14 @@ class Platform:
                 return err(E.EMPTY_CONTENT, "empty content")
             if len(content.encode("utf-8")) > self.config.text_limit_bytes:
                 return err(E.CONTENT_TOO_LONG, "content size out of limit")
+        if msgtype == "msgmenu":
+            # 微信客服 menu messages: head/tail text up to 1024 bytes, up to 10 items
+            menu = body["msgmenu"]
+            items = menu.get("list")
+            texts = [menu.get("head_content") or "", menu.get("tail_content") or ""]
+            if not isinstance(items, list) or not 0 < len(items) <= 10 \
+                    or any(len(t.encode("utf-8")) > 1024 for t in texts if isinstance(t, str)):
+                return err(E.INVALID_PARAMETER, "invalid msgmenu")
         return None
 
     # --- groups and robots ----------------------------------------------------------------------------
