@@ -183,6 +183,16 @@ async def coupon_line(s: AsyncSession, code: Optional[str]) -> Tuple[str, str]:
                                          description=coupon.description or ""), coupon.name
 
 
+def template_for(rule: RuleDef, customer: Customer, context: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The rule's Official Account template message, filled in (None: it has none)."""
+    template = rule.message.template
+    if template is None:
+        return None
+    values = values_for(customer, context)
+    return {"template_id": template.template_id, "url": template.url,
+            "data": {name: _fill(text, values) for name, text in template.fields.items()}}
+
+
 async def render(s: AsyncSession, rule: RuleDef, customer: Customer, context: Dict[str, Any],
                  variant_text: Any, cache: Optional[Dict[Any, List[str]]] = None) -> str:
     key = ("coupon", rule.message.coupon)

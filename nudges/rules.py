@@ -127,6 +127,22 @@ class Variant(Strict):
     _text = field_validator("text")(_check_text)
 
 
+class Template(Strict):
+    """An Official Account template message for when no reply window is open (service notices only:
+    the platform forbids marketing in them). `fields` are the template's keywords (first, keyword1,
+    remark...) with the same variables as the text."""
+    template_id: str = Field(min_length=1, max_length=64)
+    fields: Dict[str, str] = Field(min_length=1, max_length=10)
+    url: Optional[str] = Field(None, max_length=500, pattern=r"^https?://")
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: Dict[str, str]) -> Dict[str, str]:
+        for text in value.values():
+            _check_text(text)
+        return value
+
+
 class Message(Strict):
     text: Text
     # A/B test: a second (or more) text; customers are split by a hash, stable per rule
@@ -136,6 +152,7 @@ class Message(Strict):
     products: Optional[Union[Literal["items"], List[str]]] = None
     # marketing messages end with how to refuse them (PIPL art. 24)
     unsubscribe_hint: bool = True
+    template: Optional[Template] = None
 
     _text = field_validator("text")(_check_text)
 
@@ -174,6 +191,12 @@ class RuleDef(Strict):
         if not KEY.match(value):
             raise ValueError("规则编号只能用小写字母、数字和下划线，字母开头，2-64 位")
         return value
+
+    @model_validator(mode="after")
+    def _template_for_service(self) -> "RuleDef":
+        if self.message.template is not None and self.category != "transactional":
+            raise ValueError("模板消息只能用于服务通知（transactional）规则")
+        return self
 
     @field_validator("exits")
     @classmethod

@@ -317,7 +317,8 @@ async def decide_all(s: AsyncSession, rules: Dict[int, Tuple[NudgeRule, Optional
         marketing = nudge.category == "marketing"
         wanted.append(sender.CustomerMessage(nudge.customer_id, [body], f"nudge:{nudge.id}", proactive=marketing,
                                              buttons=messages.unsubscribe_button() if marketing
-                                             and rule.message.unsubscribe_hint else ()))
+                                             and rule.message.unsubscribe_hint else (),
+                                             template=messages.template_for(rule, customer, nudge.context or {})))
     posts = await sender.customer_posts(s, wanted, runtime) if wanted else []
     share, exempt = get_settings().shop.nudges.holdout_share, messages.holdout_exempt()
     for (index, rule, nudge), (variant, body), (outgoing, refusal) in zip(candidates, shown, posts):

@@ -200,3 +200,50 @@ async def test_welcome_for_a_new_wecom_kf_contact(harness):
     assert (await run(h, NOW() + timedelta(minutes=2))).get("sent") == 1
     text = (await kf_texts(h, "wmBrandNew"))[-1]
     assert "欢迎" in text
+
+
+async def test_outside_every_window_a_service_notice_goes_as_a_template_message(harness):
+    from channels.wechat.models import ReplyWindow
+    from nudges.rules import RuleError, check, shipped
+
+    h = harness
+    cid = await add_customer("C20011")
+
+    async def follower(s):
+        from actions.db.models import CustomerIdentity
+
+        s.add(CustomerIdentity(customer_id=cid, channel="mp", external_id="oTemplate1"))
+    await in_transaction(follower)
+    await h.say("mp", "oTemplate1", "你好")
+    await h.quiet()
+    async with async_session() as s:     # the follower wrote three days ago: the 48 h window is closed
+        await s.execute(sa.update(ReplyWindow).values(message_at=NOW() - timedelta(days=3)))
+        await s.commit()
+    template = {"template_id": "TPL-logistics-001", "url": "https://shop.example.com/orders",
+                "fields": {"first": "{称呼}，您的包裹有延误", "keyword1": "{订单号}", "keyword2": "{最新物流}",
+                           "remark": "我们已在催促快递，有进展会告诉您"}}
+    logistics = next(r for r in shipped() if r["key"] == "logistics_delay")
+    await install_rules(["logistics_delay", "refund_completed"],
+                        logistics_delay={"message": {**logistics["message"], "template": template}})
+    await events.ingest({"events": [
+        event("t1", "logistics_stalled", "C20011", "SY-T1", 0, carrier="中通快递",
+              last_scan={"location": "嘉兴转运中心", "text": "快件已到达"}),
+        event("t2", "refund_completed", "C20011", "SY-T2", 0, amount=30)]})
+    counts = {}
+    for turn in range(2):
+        for key, value in (await run(h, NOW() + timedelta(seconds=31 * turn))).items():
+            counts[key] = counts.get(key, 0) + value
+    # the refund has no template: nothing goes, the window is why (it waited its turn behind the logistics)
+    assert (counts.get("sent"), counts.get("out_of_window")) == (1, 1), counts
+    await h.quiet()
+    delivered = h.deliveries("mp", "oTemplate1")[-1]
+    assert delivered["msgtype"] == "template" and delivered["content"]["template_id"] == "TPL-logistics-001"
+    data = delivered["content"]["data"]
+    assert data["keyword1"]["value"] == "SY-T1" and "嘉兴转运中心" in data["keyword2"]["value"]
+    # marketing never goes as a template message
+    cart = next(r for r in shipped() if r["key"] == "cart_abandonment")
+    try:
+        check({**cart, "message": {**cart["message"], "template": template}})
+        raise AssertionError("a marketing rule took a template")
+    except RuleError as exc:
+        assert "模板消息" in str(exc)

@@ -97,6 +97,8 @@ async def _call(client: PlatformClient, row: Any) -> dict:
         return await client.kf_send_msg(row.recipient, row.account or "", row.idempotency_key, row.msgtype, content)
     if row.channel in ("mp", "mini"):
         return await client.custom_send(row.channel, row.recipient, row.msgtype, content)
+    if row.channel == "mp_template":
+        return await client.template_send(row.recipient, content)
     if row.channel == "robot":
         key = await _robot_key(row.recipient)
         if not key:

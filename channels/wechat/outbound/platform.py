@@ -283,6 +283,17 @@ class PlatformClient:
         return await self.call("message/custom/send", "POST", self.config.mp_api_base + "/cgi-bin/message/custom/send",
                                kind=kind, body={"touser": touser, "msgtype": msgtype, msgtype: content}, policy=policy)
 
+    async def template_send(self, touser: str, content: Json, policy: RetryPolicy = ONE_SHOT) -> Json:
+        """An Official Account template message (message/template/send): a service notice the
+        follower gets outside the 48 h window; `content` {"template_id", "data": {name: text}, "url"}."""
+        body = {"touser": touser, "template_id": content.get("template_id"),
+                "data": {k: {"value": v} for k, v in (content.get("data") or {}).items()}}
+        if content.get("url"):
+            body["url"] = content["url"]
+        return await self.call("message/template/send", "POST",
+                               self.config.mp_api_base + "/cgi-bin/message/template/send", kind="mp", body=body,
+                               policy=policy)
+
     async def mp_unionid(self, openid: str) -> Optional[str]:
         data = await self.call("user/info", "GET", self.config.mp_api_base + "/cgi-bin/user/info", kind="mp",
                                params={"openid": openid, "lang": "zh_CN"})

@@ -90,7 +90,7 @@ class OutboxOnly:
 def _configured(runtime, channel: str) -> bool:
     config = runtime.config
     return bool({"wecom_kf": config.kf, "mp": config.mp, "mini": config.mini, "robot": True,
-                 "app": config.app, "mass_send": config.contact}.get(channel))
+                 "app": config.app, "mass_send": config.contact, "mp_template": config.mp}.get(channel))
 
 
 async def _queued(session, channel: str, recipient: str) -> int:
@@ -204,6 +204,8 @@ class CustomerMessage:
     key: str
     proactive: bool = False
     buttons: Sequence[Tuple[str, str]] = ()
+    # an Official Account template message {"template_id", "data", "url"} for when no window is open
+    template: Optional[Dict[str, Any]] = None
 
 
 async def customer_posts(session, wanted: Sequence[CustomerMessage], runtime=None
@@ -256,7 +258,7 @@ async def customer_posts(session, wanted: Sequence[CustomerMessage], runtime=Non
         rooms = {(c, u): room_of(c, found_windows.get((c, u)), queued.get((c, u), 0), now)
                  for c, u in mine if _configured(runtime, c)}
         outgoing, refusal = _post(w.customer_id, mine, rooms, w.proactive and w.customer_id in staffed,
-                                  w.messages, w.key, w.customer_id, runtime, w.buttons)
+                                  w.messages, w.key, w.customer_id, runtime, w.buttons, w.template)
         for message in outgoing:
             queued[(message.channel, message.recipient)] = queued.get((message.channel, message.recipient), 0) + 1
         out.append((outgoing, refusal))
@@ -269,7 +271,8 @@ MENU_HEAD_LIMIT_BYTES = 1024
 
 def _post(customer_id: Optional[int], identities: List[Tuple[str, str]], rooms: Dict[Tuple[str, str], Room],
           staffed: bool, messages: Sequence[Message], key: Optional[str], target, runtime,
-          buttons: Sequence[Tuple[str, str]] = ()) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
+          buttons: Sequence[Tuple[str, str]] = (), template: Optional[Dict[str, Any]] = None
+          ) -> Tuple[List[OutgoingMessage], Optional[SendResult]]:
     """The channel choice of customer_post(s): `rooms` holds the configured identities' windows."""
     texts = _texts(messages, TEXT_LIMIT_BYTES)
     if not texts:
@@ -292,6 +295,12 @@ def _post(customer_id: Optional[int], identities: List[Tuple[str, str]], rooms: 
         else:
             candidates.append((found.opened, channel, user, found.account))
     if not candidates:
+        follower = next((u for c, u in identities if c == "mp"), None)
+        if template and follower and _configured(runtime or _runtime(), "mp_template"):
+            # no window anywhere: the Official Account's template message (a service notice) goes instead
+            return [OutgoingMessage(channel="mp_template", recipient=follower, msgtype="template",
+                                    body={"template": template}, conversation_id=f"mp:{follower}",
+                                    customer_id=customer_id, idempotency_key=_keys(key, 1)[0])], None
         # the most useful reason: a window that is open but full says more than a closed one
         order = [windows.OVER_QUOTA, windows.OUT_OF_WINDOW, "not_configured"]
         reason, channel = sorted(reasons, key=lambda r: order.index(r[0]) if r[0] in order else 9)[0]

@@ -108,6 +108,9 @@ def create_app(config: SandboxConfig) -> web.Application:
         token = p.tokens[request.query["access_token"]]
         return p.custom_send(token.kind, body)
 
+    async def template_send(request, p, body):
+        return p.template_send(body)
+
     async def user_info(request, p, _body):
         return p.mp_user_info(request.query.get("openid"))
 
@@ -141,6 +144,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     r.add_post("/cgi-bin/kf/service_state/get", _api("kf/service_state/get", kf_state_get, ("kf",)))
     r.add_post("/cgi-bin/kf/service_state/trans", _api("kf/service_state/trans", kf_state_trans, ("kf",)))
     r.add_post("/cgi-bin/message/custom/send", _api("message/custom/send", custom_send, ("mp", "mini")))
+    r.add_post("/cgi-bin/message/template/send", _api("message/template/send", template_send, ("mp",)))
     r.add_get("/cgi-bin/user/info", _api("user/info", user_info, ("mp",), needs_body=False))
     r.add_post("/cgi-bin/webhook/send", _api("webhook/send", robot))
     r.add_post("/cgi-bin/externalcontact/add_msg_template",

@@ -454,6 +454,19 @@ class Platform:
         self.deliver(kind, touser, msgtype, body.get(msgtype))
         return dict(OK)
 
+    def template_send(self, body: Json) -> Json:
+        """message/template/send: to a follower, no reply window; the template's fields filled in."""
+        touser = body.get("touser")
+        if not touser or ("mp", touser) not in self.users:
+            return err(E.INVALID_OPENID, "invalid openid")
+        data = body.get("data")
+        if not isinstance(body.get("template_id"), str) or not body["template_id"] or not isinstance(data, dict) \
+                or not all(isinstance(v, dict) and isinstance(v.get("value"), str) for v in data.values()):
+            return err(E.INVALID_PARAMETER, "invalid template_id or data")
+        record = self.deliver("mp", touser, "template", {"template_id": body["template_id"], "data": data,
+                                                          "url": body.get("url")})
+        return {"errcode": 0, "errmsg": "ok", "msgid": record["id"]}
+
     def mp_user_info(self, openid: Optional[str]) -> Json:
         if not openid or ("mp", openid) not in self.users:
             return err(E.INVALID_OPENID, "invalid openid")
