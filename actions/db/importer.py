@@ -7,7 +7,8 @@ customer number, order number), so importing the same file twice changes nothing
 CSV columns (header row, UTF-8; lists separated by "|"):
   products:  spu,name,category,brand,aliases,description,specs,sku,color,size,price,stock,on_sale
              (one row per variant; specs as "面料:棉|版型:宽松" or a JSON object)
-  customers: external_id,name,phone,level,points,identities   (identities: "im:u10001|wecom_kf:wm123")
+  customers: external_id,name,phone,level,points,identities,tags
+             (identities: "im:u10001|wecom_kf:wm123"; tags, the shop's labels used by nudge rules: "宝妈|老客")
   orders:    order_no,customer,status,created_at,paid_at,shipped_at,delivered_at,cancelled_at,
              receiver_name,receiver_phone,address,carrier,tracking_no,items,logistics
              (items: "SKU*2|SKU2*1"; logistics: JSON list of {time, location, description})
@@ -122,6 +123,8 @@ class CustomerRow(BaseModel):
     level: str = "普通会员"
     points: int = Field(default=0, ge=0)
     identities: List[Tuple[str, str]] = Field(default_factory=list)
+    # None: the file has no tags column, the customer's tags stay as they are
+    tags: Optional[List[str]] = Field(default=None, max_length=50)
 
     @field_validator("phone")
     @classmethod
@@ -197,7 +200,8 @@ def _customer_row(raw: Dict[str, Any]) -> CustomerRow:
         identities.append((channel.strip(), external.strip()))
     return CustomerRow(external_id=str(raw.get("external_id") or "").strip(), name=str(raw.get("name") or "").strip(),
                        phone=str(raw["phone"]).strip() if raw.get("phone") else None,
-                       level=raw.get("level") or "普通会员", points=int(raw.get("points") or 0), identities=identities)
+                       level=raw.get("level") or "普通会员", points=int(raw.get("points") or 0), identities=identities,
+                       tags=[t[:32] for t in _split(raw["tags"])] if "tags" in raw else None)
 
 
 def _order_row(raw: Dict[str, Any]) -> OrderRow:
@@ -254,6 +258,10 @@ def _upsert_customer(session: Session, row: CustomerRow) -> bool:
     if created:
         customer = Customer(external_id=row.external_id)
     customer.name, customer.phone, customer.level, customer.points = row.name, row.phone, row.level, row.points
+    if row.tags is not None:
+        customer.tags = row.tags
+    elif created:
+        customer.tags = []
     if created:
         session.add(customer)
     session.flush()

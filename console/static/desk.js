@@ -458,7 +458,10 @@
         row("积分", customer.points),
         row("手机", customer.phone),
         row("营销消息", customer.marketing_opt_out ? tag("已退订", "info") : "接收"),
-        c.segment ? row("客户分层", c.segment.segment + " · 健康分 " + c.segment.health) : null]));
+        c.segment ? row("客户分层", c.segment.segment + " · 健康分 " + c.segment.health) : null,
+        customer.external_id ? row("触达记录", h("a", {href: "/nudges/customers?customer=" +
+          encodeURIComponent(customer.external_id), target: "_blank", rel: "noopener",
+          text: "查看提醒和退订"})) : null]));
     } else {
       parts.push(section("顾客", [h("p", {"class": "muted", text: "匿名访客，未关联顾客档案"}),
                                   row("会话", c.conversation_id)]));

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from actions.db.demo_data import is_empty
 from actions.db.engine import create_sync_engine
 from actions.db.importer import run_import
-from actions.db.models import CustomerIdentity, Order, OrderStatus, Product, ProductVariant
+from actions.db.models import Customer, CustomerIdentity, Order, OrderStatus, Product, ProductVariant
 
 
 def count(model, **where):
@@ -58,7 +58,8 @@ def test_import_reports_bad_rows_with_line_numbers_and_keeps_the_rest(shop_db, t
 
 
 def test_import_customers_and_orders_from_json_is_idempotent(shop_db, tmp_path):
-    customers = [{"external_id": "X9001", "name": "导入顾客", "phone": "13700000000", "identities": "im:x9001"},
+    customers = [{"external_id": "X9001", "name": "导入顾客", "phone": "13700000000", "identities": "im:x9001",
+                  "tags": "宝妈|老客"},
                  {"external_id": "X9002", "name": "", "phone": "abc"}]
     (tmp_path / "c.json").write_text(json.dumps(customers, ensure_ascii=False), encoding="utf-8")
     report = run_import("customers", str(tmp_path / "c.json"))
@@ -84,6 +85,7 @@ def test_import_customers_and_orders_from_json_is_idempotent(shop_db, tmp_path):
         assert order.total_fen == 2 * 5990 and len(order.items) == 1 and len(order.logistics) == 1
         identity = s.execute(select(CustomerIdentity).where(CustomerIdentity.external_id == "x9001")).scalars().one()
         assert identity.customer_id == order.customer_id
+        assert s.get(Customer, order.customer_id).tags == ["宝妈", "老客"]   # what nudge rules' tags match
 
 
 def test_unreadable_file_is_reported_not_raised(shop_db, tmp_path):

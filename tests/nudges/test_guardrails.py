@@ -321,3 +321,28 @@ async def test_an_event_or_a_nudge_that_fails_is_kept_with_its_error_and_blocks_
     assert counts == {"sent": 1, "error": 1}
     assert last_reasons(await log_of(numbers[2])) == ("suppressed", "error")
     assert last_reasons(await log_of(numbers[0])) == ("sent", None)
+
+
+async def test_conditions_pick_the_customers_a_rule_is_for(wechat_db):
+    """Tags, level, the cart's value and the trigger's age decide whether a nudge is scheduled."""
+    from nudges.models import NudgeEvent
+
+    await add_customer("C13001", tags=["宝妈"], level="金卡会员")
+    await add_customer("C13002", tags=["老客"], level="金卡会员")
+    await add_customer("C13003", tags=["宝妈"], level="普通会员")
+    cart = next(r for r in rules.shipped() if r["key"] == "cart_abandonment")
+    await install_rules(["cart_abandonment"], cart_abandonment={
+        "conditions": {**cart["conditions"], "tags": ["宝妈"], "levels": ["金卡会员"], "value_yuan": {"min": 100}}})
+    await events.ingest({"events": [
+        event("g1", "checkout_started", "C13001", "CART-G1", 1, amount=299),   # all hold
+        event("g2", "checkout_started", "C13002", "CART-G2", 1, amount=299),   # not tagged 宝妈
+        event("g3", "checkout_started", "C13003", "CART-G3", 1, amount=299),   # not 金卡会员
+        event("g4", "checkout_started", "C13001", "CART-G4", 1, amount=59),    # below ¥100
+        event("g5", "checkout_started", "C13001", "CART-G5", 90, amount=299)]})  # 90 minutes old
+    await scheduling.process_events()
+    async with async_session() as s:
+        refs = set((await s.execute(sa.select(Nudge.ref))).scalars())
+        notes = dict((await s.execute(sa.select(NudgeEvent.event_id, NudgeEvent.note))).all())
+    assert refs == {"CART-G1"}
+    assert notes["g2"].endswith("tags") and notes["g3"].endswith("level") and notes["g4"].endswith("value")
+    assert notes["g5"].endswith("trigger_too_old")

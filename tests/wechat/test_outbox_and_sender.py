@@ -270,3 +270,41 @@ async def test_replies_queued_twice_after_a_crash_are_sent_once(harness):
     await harness.quiet()
     assert [d["content"]["content"] for d in harness.deliveries("mp", "oTwice")] == ["第0段", "第1段"]
     assert [r.status for r in await rows(recipient="oTwice")] == ["sent", "sent"]
+
+
+async def test_customer_posts_choose_like_customer_post_and_count_each_other(harness):
+    """The batch form (a nudge round) reads everything at once and decides as the single form does;
+    two messages to one user in a batch share its window; buttons make a menu message on 微信客服
+    unless the text is too long for a menu's head."""
+    from actions.db.engine import in_transaction
+    from actions.db.models import Customer, CustomerIdentity
+
+    async def customers(s):
+        ids = []
+        for n, user in enumerate(("wmBatch1", "wmBatch2", "wmNoWindow")):
+            customer = Customer(external_id=f"B{n}", name="顾客")
+            s.add(customer)
+            await s.flush()
+            s.add(CustomerIdentity(customer_id=customer.id, channel="wecom_kf", external_id=user))
+            ids.append(customer.id)
+        return ids
+    first, second, closed = await in_transaction(customers)
+    for user in ("wmBatch1", "wmBatch2"):
+        await harness.say("kf", user, "你好")
+        await harness.wait_for(lambda: harness.deliveries("kf", user))
+    async with async_session() as s:
+        single = await sender.customer_post(s, first, ["提醒"], key="single", runtime=harness.runtime)
+        batch = await sender.customer_posts(s, [
+            sender.CustomerMessage(first, ["提醒"], "b1"),
+            sender.CustomerMessage(first, ["二", "三", "四", "五"], "b2"),      # 4 left after the echo: 1 + 4 > 4
+            sender.CustomerMessage(second, ["点下面的按钮"], "b3", buttons=[("unsubscribe", "退订")]),
+            sender.CustomerMessage(second, ["长" * 400], "b4", buttons=[("unsubscribe", "退订")]),
+            sender.CustomerMessage(closed, ["提醒"], "b5")], runtime=harness.runtime)
+    assert single[1] is None and batch[0][1] is None
+    assert (single[0][0].channel, single[0][0].recipient) == (batch[0][0][0].channel, batch[0][0][0].recipient)
+    assert batch[1][0] == [] and batch[1][1].reason == "over_quota"
+    assert batch[2][0][0].msgtype == "msgmenu"
+    assert batch[2][0][0].body["msgmenu"]["list"] == [{"type": "click", "click": {"id": "unsubscribe",
+                                                                                   "content": "退订"}}]
+    assert batch[3][0][0].msgtype == "text"                               # 1,200 bytes: no menu head
+    assert batch[4][1].reason == "out_of_window"
