@@ -28,6 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import Customer, CustomerIdentity, Order, Ticket
+from actions.templates import datetime_text
 from bot.settings import get_settings
 from channels.wechat import db
 from channels.wechat.outbound import sender
@@ -256,7 +257,7 @@ def guard(rule_row: Optional[NudgeRule], rule: Optional[RuleDef], nudge: Nudge, 
     if rule is None or rule_row is None or rule_row.status != LIVE or rule_row.deleted_at is not None:
         return Decision(SUPPRESSED, "rule_paused")
     if nudge.expires_at is not None and now > nudge.expires_at:
-        return Decision(EXITED, "too_late", f"应在 {nudge.expires_at:%H:%M} UTC 前发出")
+        return Decision(EXITED, "too_late", f"应在 {datetime_text(nudge.expires_at, tz)} 前发出")
     exit_reason = _exit(rule, nudge, facts)
     if exit_reason:
         return Decision(EXITED, exit_reason)

@@ -186,8 +186,10 @@ async def test_silent_recall_follows_the_customers_own_rhythm(harness):
     assert not await nudges_of("C20010")
 
 
-async def test_welcome_for_a_new_wecom_kf_contact(harness):
+async def test_welcome_for_a_new_wecom_kf_contact(harness, nudge_settings):
     h = harness
+    # a new contact's customer number is made up when they first write: no holdout, so it is not chance
+    nudge_settings.set(holdout_share=0.0)
     await install_rules(["welcome"])
     assert await events.scan_new_contacts() == 0              # the first scan marks where it starts
     await writes(h, "wmBrandNew")                              # the gateway records the new contact
