@@ -17,7 +17,7 @@ from actions.db.models import Customer
 from bot.settings import get_settings
 from console.auth import error, require
 from nudges import consent, events, report, rules as rulebook
-from nudges.models import NudgeEvent, NudgeRule, NudgeState, now_utc
+from nudges.models import NudgeEvent, NudgeRule, NudgeState, iso_z, now_utc
 
 logger = logging.getLogger("console.nudges_api")
 routes = web.RouteTableDef()
@@ -260,7 +260,7 @@ async def recent_events(request: web.Request) -> web.Response:
         counts = dict((await s.execute(sa.select(NudgeEvent.status, sa.func.count()).group_by(
             NudgeEvent.status))).all())
     return web.json_response({"counts": counts, "events": [
-        {"id": r.event_id, "type": r.type, "customer": r.customer, "ref": r.ref, "at": rulebook.iso_z(r.at),
+        {"id": r.event_id, "type": r.type, "customer": r.customer, "ref": r.ref, "at": iso_z(r.at),
          "status": r.status, "note": r.note, "source": r.source} for r in rows]})
 
 

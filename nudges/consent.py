@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.db.models import ConsentEvent, Customer, utcnow
+from nudges.models import iso_z
 
 logger = logging.getLogger("nudges.consent")
 CATEGORIES = ("marketing", "transactional")
@@ -42,7 +43,7 @@ async def set_consent(s: AsyncSession, customer: Customer, category: str, grante
 
 def state(customer: Customer) -> Dict[str, Any]:
     return {"marketing": not customer.marketing_opt_out, "transactional": not customer.transactional_opt_out,
-            "opted_out_at": customer.opt_out_at.isoformat(timespec="seconds") + "Z" if customer.opt_out_at else None,
+            "opted_out_at": iso_z(customer.opt_out_at),
             "source": customer.opt_out_source}
 
 
@@ -50,4 +51,4 @@ async def history(s: AsyncSession, customer_id: int, limit: int = 20) -> list:
     rows = (await s.execute(sa.select(ConsentEvent).where(ConsentEvent.customer_id == customer_id)
                             .order_by(ConsentEvent.id.desc()).limit(limit))).scalars()
     return [{"category": r.category, "granted": r.granted, "source": r.source,
-             "at": r.created_at.isoformat(timespec="seconds") + "Z"} for r in rows]
+             "at": iso_z(r.created_at)} for r in rows]

@@ -9,6 +9,7 @@ Times are naive UTC.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Optional
 
 import sqlalchemy as sa
 
@@ -24,8 +25,17 @@ LIVE, PAUSED, PENDING_APPROVAL = "live", "paused", "pending"
 RULE_STATES = (LIVE, PAUSED, PENDING_APPROVAL)
 
 
+# orders that count as bought (refunding ones do not: the customer asked for the money back)
+PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
+
+
 def now_utc() -> datetime:
     return datetime.utcnow()
+
+
+def iso_z(value: Optional[datetime]) -> Optional[str]:
+    """A stored (naive UTC) time as the nudges' API writes it: to the second, with a Z."""
+    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
 class NudgeEvent(Base):

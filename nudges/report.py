@@ -49,7 +49,18 @@ from sqlalchemy.orm import aliased
 from actions.db.models import Customer, CustomerIdentity
 from bot.settings import get_settings
 from channels.wechat.models import InboundMessageRow
-from nudges.models import EXITED, HOLDOUT, SCHEDULED, SENT, SUPPRESSED, Nudge, NudgeEvent, NudgeLogEntry, NudgeRule
+from nudges.models import (
+    EXITED,
+    HOLDOUT,
+    SCHEDULED,
+    SENT,
+    SUPPRESSED,
+    Nudge,
+    NudgeEvent,
+    NudgeLogEntry,
+    NudgeRule,
+    iso_z,
+)
 from nudges.uplift import two_proportions
 
 ORDER_PAID = "order_paid"
@@ -60,10 +71,6 @@ def _naive_utc(value: Optional[datetime]) -> Optional[datetime]:
     if value is not None and value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
-
-
-def iso_z(value: Optional[datetime]) -> Optional[str]:
-    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
 def attribution_days(rule: NudgeRule) -> int:

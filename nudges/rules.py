@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions.repositories import audit_repository
-from nudges.models import LIVE, PAUSED, PENDING_APPROVAL, RULE_STATES, NudgeRule, now_utc
+from nudges.models import LIVE, PAUSED, PENDING_APPROVAL, RULE_STATES, NudgeRule, iso_z, now_utc
 
 logger = logging.getLogger("nudges.rules")
 SHIPPED_FILE = Path(__file__).resolve().parent / "shipped_rules.yml"
@@ -272,10 +272,6 @@ def to_json(rule: NudgeRule) -> Dict[str, Any]:
             "requires_approval": rule.requires_approval, "definition": rule.definition,
             "created_by": rule.created_by, "updated_by": rule.updated_by, "approved_by": rule.approved_by,
             "approved_at": iso_z(rule.approved_at), "updated_at": iso_z(rule.updated_at)}
-
-
-def iso_z(value) -> Optional[str]:
-    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
 # --- storing --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from actions import templates
 from bot.settings import get_settings
 from channels.wechat import db
 from nudges import events, scheduling, sending
@@ -147,7 +148,7 @@ class NudgeJobs:
 
     async def catch_up(self) -> None:
         """Today's segment recompute and daily rules whose time has passed, if nobody ran them."""
-        local_now = sending._local(now_utc(), self.tz)
+        local_now = templates.local(now_utc(), self.tz)
         if not await self._ran_today("segments_day"):
             await self.recompute_segments()
         for rule_id, at in self.daily.items():

@@ -30,6 +30,7 @@ from nudges.models import (
     IGNORED,
     LIVE,
     NEW,
+    PAID_STATUSES,
     SCHEDULED,
     SUPPRESSED,
     CustomerSegment,
@@ -43,7 +44,6 @@ from nudges.rules import RuleDef
 
 logger = logging.getLogger("nudges.scheduling")
 BATCH = 500
-PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
 CYCLE = re.compile(r"(\d+)\s*(天|日|周|个月|月)")
 
 
@@ -300,12 +300,20 @@ async def _schedule(s: AsyncSession, planned: List[Dict[str, Any]], now: datetim
             continue
         existing.add(key)
         plan = p["plan"]
-        fresh.append({"rule_id": p["row"].id, "rule_key": rule.key, "customer_id": customer.id, "ref": event.ref,
-                      "dedupe_key": key, "event_id": event.event_id, "trigger_at": event.at, "due_at": plan.due_at,
-                      "expires_at": plan.expires_at, "category": rule.category, "priority": rule.priority_rank,
-                      "arm": "treatment", "variant": "", "status": SCHEDULED, "outbox_ids": [],
-                      "context": plan.context, "attempts": 0, "created_at": now})
+        fresh.append(nudge_row(p["row"].id, rule, customer.id, event.ref, event.event_id, event.at, plan.due_at,
+                               plan.expires_at, plan.context, now))
     await insert_nudges(s, fresh, logs, now)
+
+
+def nudge_row(rule_id: int, rule: RuleDef, customer_id: int, ref: str, event_id: Optional[str], trigger_at: datetime,
+              due_at: datetime, expires_at: Optional[datetime], context: Dict[str, Any], now: datetime
+              ) -> Dict[str, Any]:
+    """A new nudge's row values (insert_nudges stores them)."""
+    return {"rule_id": rule_id, "rule_key": rule.key, "customer_id": customer_id, "ref": ref,
+            "dedupe_key": dedupe_key(rule.key, customer_id, ref), "event_id": event_id, "trigger_at": trigger_at,
+            "due_at": due_at, "expires_at": expires_at, "category": rule.category, "priority": rule.priority_rank,
+            "arm": "treatment", "variant": "", "status": SCHEDULED, "outbox_ids": [], "context": context,
+            "attempts": 0, "created_at": now}
 
 
 async def insert_nudges(s: AsyncSession, fresh: List[Dict[str, Any]], logs: List[Dict[str, Any]],
@@ -366,12 +374,8 @@ async def schedule_audience(rule_id: int, now: Optional[datetime] = None, limit:
             if not _in_range(segment.recency_days, cond.days_since_last_order):
                 continue
             ref = f"silent:{segment.last_order_at:%Y%m%d}"
-            fresh.append({"rule_id": row.id, "rule_key": rule.key, "customer_id": customer.id, "ref": ref,
-                          "dedupe_key": dedupe_key(rule.key, customer.id, ref), "event_id": None, "trigger_at": now,
-                          "due_at": now, "expires_at": now + timedelta(hours=12), "category": rule.category,
-                          "priority": rule.priority_rank, "arm": "treatment", "variant": "", "status": SCHEDULED,
-                          "outbox_ids": [], "context": {"days": segment.recency_days}, "attempts": 0,
-                          "created_at": now})
+            fresh.append(nudge_row(row.id, rule, customer.id, ref, None, now, now, now + timedelta(hours=12),
+                                   {"days": segment.recency_days}, now))
         known = set()
         keys = [f["dedupe_key"] for f in fresh]
         for start in range(0, len(keys), 500):

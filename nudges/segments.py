@@ -51,7 +51,7 @@ from actions.templates import vocabulary
 from bot.settings import RfmThresholds, get_settings
 from channels.wechat import db
 from channels.wechat.models import InboundMessageRow
-from nudges.models import CustomerSegment, NudgeState
+from nudges.models import PAID_STATUSES, CustomerSegment, NudgeState, iso_z
 
 # (R high, F high, M high) -> the segment's name
 SEGMENTS: Dict[Tuple[bool, bool, bool], str] = {
@@ -67,7 +67,6 @@ SEGMENTS: Dict[Tuple[bool, bool, bool], str] = {
 NO_ORDERS = "未购客户"
 SEGMENT_NAMES = tuple(SEGMENTS.values()) + (NO_ORDERS,)
 
-PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
 OPEN_TICKET_STATUSES = ("open", "processing")
 COMPLAINT = "complaint"
 SENTIMENT_DAYS = 30
@@ -332,10 +331,6 @@ async def recompute(now: Optional[datetime] = None,
     return summary
 
 
-def _iso(at: Optional[datetime]) -> Optional[str]:
-    return at.isoformat(timespec="seconds") + "Z" if at is not None else None
-
-
 async def profile(s: AsyncSession, customer_id: int) -> Optional[Dict[str, Any]]:
     """The customer's stored segment and health for the desk and the console; None before the
     first recompute that saw the customer."""
@@ -346,4 +341,4 @@ async def profile(s: AsyncSession, customer_id: int) -> Optional[Dict[str, Any]]
             "recency_days": row.recency_days, "frequency": row.frequency,
             "monetary_yuan": (row.monetary_fen or 0) / 100, "median_gap_days": row.median_gap_days,
             "r_high": row.r_high, "f_high": row.f_high, "m_high": row.m_high,
-            "last_order_at": _iso(row.last_order_at), "computed_at": _iso(row.computed_at)}
+            "last_order_at": iso_z(row.last_order_at), "computed_at": iso_z(row.computed_at)}

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions import templates
 from actions.db.models import Customer, CustomerIdentity, Order, Ticket
 from actions.templates import datetime_text
 from bot.settings import get_settings
@@ -38,6 +39,7 @@ from nudges.models import (
     EXITED,
     HOLDOUT,
     LIVE,
+    PAID_STATUSES,
     SCHEDULED,
     SENT,
     SUPPRESSED,
@@ -56,7 +58,6 @@ ROUND = 1000
 # who goes first when a customer has several due: the rule's priority, then service before marketing
 ORDER = (Nudge.priority, sa.case((Nudge.category == "transactional", 0), else_=1), Nudge.due_at, Nudge.id)
 OPEN_TICKET = ("open", "processing")
-PAID_STATUSES = ("paid", "shipped", "delivered", "completed")
 DELIVERED_STATUSES = ("delivered", "completed")
 # what staff read in the log (and the console's report) for each reason
 REASONS = {
@@ -99,10 +100,6 @@ class Decision:
 
 
 # --- time -------------------------------------------------------------------------------------------------
-def _local(at: datetime, tz: str) -> datetime:
-    return at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
-
-
 def _minutes(hhmm: str) -> int:
     h, m = hhmm.split(":")
     return int(h) * 60 + int(m)
@@ -110,7 +107,7 @@ def _minutes(hhmm: str) -> int:
 
 def quiet_until(at: datetime, tz: str, start: str, end: str) -> Optional[datetime]:
     """When the quiet hours around `at` (naive UTC) end, None outside them."""
-    local = _local(at, tz)
+    local = templates.local(at, tz)
     now, begin, finish = local.hour * 60 + local.minute, _minutes(start), _minutes(end)
     if begin == finish:
         return None
@@ -129,7 +126,7 @@ def demo_clock() -> bool:
 
 
 def day_and_week(at: datetime, tz: str) -> Tuple[date, Tuple[int, int]]:
-    local = _local(at, tz).date()
+    local = templates.local(at, tz).date()
     iso = local.isocalendar()
     return local, (iso[0], iso[1])
 
